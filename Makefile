@@ -1,0 +1,33 @@
+# One command to set up and run the demo, one to set up and run every test.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Sing needs $(PYTHON) (pymesos does not run on newer Pythons)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# http-parser (pymesos' dependency) ships a C extension that does not compile on 3.11;
+	# CC=true makes its build fall back to the pure-Python parser pymesos supports.
+	CC=true LDSHARED=true $(BIN)/python -m pip install -q "http-parser==0.9.0"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/sing demo
+
+test: setup
+	$(BIN)/python -m ruff check sing_backend sing_tui tests bench
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench.launch_latency
+	$(BIN)/python -m bench.api_latency
+
+clean:
+	rm -rf $(VENV)
