@@ -1,0 +1,1 @@
+"""Pydantic models matching Singularity's JSON objects."""

@@ -1,0 +1,1 @@
+"""Live state (requests, deploys, tasks, queues) behind one interface."""

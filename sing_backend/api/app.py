@@ -1,0 +1,118 @@
+"""The HTTP API: Singularity's paths under /api and {base_path}/api, errors as {code, message}."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import ApiError
+from ..runtime import Runtime
+from ..settings import Settings
+from . import cluster, deploys, history, requests, sandbox, tasks
+from .responses import error_response, json_response
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        kind = err.get("type", "")
+        if kind == "json_invalid":
+            return f"body: malformed JSON ({err.get('ctx', {}).get('error', 'cannot parse')})"
+        if kind == "missing" and not loc:
+            return "body: a JSON body is required"
+        # Drop pydantic's union branch names (e.g. "function-after[...]") from the location.
+        loc = [p for p in loc if not p.startswith(("function-", "json-or-python", "nullable"))]
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if ": " in msg and not loc:
+            parts.append(msg)
+        else:
+            parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
+    return "; ".join(dict.fromkeys(parts))
+
+
+class BodyLimit:
+    """Refuse bodies over the configured size before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await error_response(ApiError(413, f"body: larger than {self.limit} bytes"))(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ApiError(413, f"body: larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+    for module in (requests, deploys, tasks, history, sandbox, cluster):
+        router.include_router(module.router)
+    return router
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    rt = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rt.start()
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(title="Sing", version="0.1.0", lifespan=lifespan, openapi_url="/api/openapi.json",
+                  docs_url="/api/docs", redoc_url=None,
+                  description="Singularity-compatible API for requests, deploys, tasks and their history.")
+    app.state.runtime = rt
+    router = api_router()
+    app.include_router(router, prefix="/api")
+    if settings.base_path:
+        app.include_router(router, prefix=f"{settings.base_path}/api", include_in_schema=False)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(ApiError(400, _validation_message(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        return json_response({"code": exc.status_code, "message": message}, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        return json_response({"code": 500, "message": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+

@@ -1,0 +1,55 @@
+"""/api/state, /api/agents and /api/racks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from ..errors import bad_request, not_found
+from ..runtime import Runtime
+from .deps import runtime
+from .responses import json_response
+from .views import racks, state
+
+router = APIRouter(tags=["cluster"])
+_MACHINE_STATES = {"MISSING_ON_STARTUP", "ACTIVE", "STARTING_DECOMMISSION", "DECOMMISSIONING", "DECOMMISSIONED",
+                   "DEAD", "FROZEN"}
+
+
+@router.get("/state", summary="Counters of requests, tasks, agents and racks")
+async def get_state(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
+    return json_response(state(rt.scheduler))
+
+
+@router.get("/agents", summary="Agents (optionally by state)")
+@router.get("/slaves", include_in_schema=False)
+async def agents(rt: Annotated[Runtime, Depends(runtime)], state: str | None = None) -> Response:
+    if state is not None and state not in _MACHINE_STATES:
+        raise bad_request(f"state: must be one of {', '.join(sorted(_MACHINE_STATES))}")
+    return json_response([a for a in rt.scheduler.agents.values()
+                          if state is None or a["currentState"]["state"] == state])
+
+
+@router.get("/agents/agent/{agentId}", summary="One agent")
+@router.get("/slaves/slave/{agentId}", include_in_schema=False)
+async def agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> Response:
+    found = rt.scheduler.agents.get(agentId)
+    if found is None:
+        raise not_found(f"Couldn't find agent {agentId}")
+    return json_response(found)
+
+
+@router.get("/racks", summary="Racks (optionally by state)")
+async def list_racks(rt: Annotated[Runtime, Depends(runtime)], state: str | None = None) -> Response:
+    if state is not None and state not in _MACHINE_STATES:
+        raise bad_request(f"state: must be one of {', '.join(sorted(_MACHINE_STATES))}")
+    return json_response([r for r in racks(rt.scheduler) if state is None or r["currentState"]["state"] == state])
+
+
+@router.get("/racks/rack/{rackId}", summary="One rack")
+async def rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Response:
+    for r in racks(rt.scheduler):
+        if r["id"] == rackId:
+            return json_response(r)
+    raise not_found(f"Couldn't find rack {rackId}")

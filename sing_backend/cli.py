@@ -1,0 +1,92 @@
+"""`sing`: run the backend (`sing backend`) or the demo (`sing demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import threading
+from pathlib import Path
+
+# pymesos installs a signal handler when imported, which only works in the main thread.
+import pymesos  # noqa: F401
+import uvicorn
+
+from .settings import Settings, SettingsError, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"port": args.port, "data_dir": args.data_dir, "host": args.host}
+    return load_settings(args.config, overrides)
+
+
+def _serve(settings: Settings, on_ready: callable | None = None) -> None:  # type: ignore[valid-type]
+    from .api.app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+
+    if on_ready is not None:
+        def wait_then_run() -> None:
+            while not server.started:
+                if server.should_exit:
+                    return
+                threading.Event().wait(0.05)
+            on_ready()
+        threading.Thread(target=wait_then_run, daemon=True).start()
+    asyncio.run(server.serve())
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(f"Sing backend: http://{settings.host}:{settings.port}/api (data in {settings.data_dir})", flush=True)
+    _serve(settings)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import seed
+
+    settings = _settings(args)
+    url = f"http://{settings.host}:{settings.port}"
+
+    def ready() -> None:
+        try:
+            seed(url)
+        except Exception as exc:  # the backend keeps running; the user sees why the samples are missing
+            logging.getLogger("sing.demo").error("could not create the sample requests: %s", exc)
+            return
+        print(f"\nSing demo is up: {url}/api/requests  (OpenAPI: {url}/api/openapi.json)\n"
+              f"Data in {settings.data_dir}. Press Ctrl-C to stop.\n", flush=True)
+
+    _serve(settings, ready)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sing", description="Sing: run services, workers and jobs on a cluster")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("backend", "run the scheduler and REST API (local mode by default)"),
+                            ("demo", "run the backend in local mode with sample requests")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--port", type=int, default=None, help="HTTP port (default 7099)")
+        p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+        p.add_argument("--data-dir", type=Path, default=None, help="where state, history and sandboxes live "
+                                                                   "(default ~/.local/share/sing)")
+        p.add_argument("--config", type=Path, default=None, help="TOML settings file")
+    args = parser.parse_args(argv)
+    try:
+        return {"backend": cmd_backend, "demo": cmd_demo}[args.command](args)
+    except SettingsError as exc:
+        print(f"sing: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

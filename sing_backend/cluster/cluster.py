@@ -1,0 +1,194 @@
+"""EmbeddedCluster: a Mesos v1 HTTP master plus N agents in this process, tasks as real processes.
+
+Sing's real scheduler (pymesos' MesosSchedulerDriver) runs against it unchanged: give it
+``master_address`` as master_uri.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .agent import Agent
+from .httpserver import Acceptor
+from .master import Master
+from .master_http import MasterHTTPServer
+from .reactor import Reactor
+from .sandbox import AgentLayout, task_id_problem
+from .spec import AgentSpec
+
+log = logging.getLogger(__name__)
+
+# On stop, tasks get this long after SIGTERM before the SIGKILL.
+_STOP_TERM_SECONDS = 0.5
+_STOP_KILL_SECONDS = 5.0
+
+
+class EmbeddedCluster:
+    """A local Mesos-compatible cluster.
+
+    ``simulated=True`` is a benchmark-only mode: tasks report TASK_RUNNING without starting any
+    process (and TASK_KILLED when killed); never use it for the demo.
+    ``kill_grace_seconds`` is the SIGTERM -> SIGKILL delay when neither the KILL call nor the
+    TaskInfo carries a ``kill_policy.grace_period``.
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        agents: list[AgentSpec],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        simulated: bool = False,
+        heartbeat_interval: float = 15.0,
+        kill_grace_seconds: float = 3.0,
+    ) -> None:
+        _check_unique(agents)
+        self.work_dir = Path(work_dir)
+        self.simulated = simulated
+        self._specs = list(agents)
+        self._host = host
+        self._port = port
+        # One lock for master and agents: every event (call, process exit, timer) is short, and a
+        # single lock makes the ordering of updates and offers obvious.
+        self._lock = threading.RLock()
+        self._reactor = Reactor()
+        self._acceptor = Acceptor()
+        self._master = Master(
+            lock=self._lock,
+            reactor=self._reactor,
+            heartbeat_interval=heartbeat_interval,
+            kill_grace_seconds=kill_grace_seconds,
+        )
+        self._server: MasterHTTPServer | None = None
+        self._started = False
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the master and every agent (killing orphans a crashed run left), return when ready."""
+        if self._started:
+            raise RuntimeError("cluster already started")
+        self._started = True
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._reactor.start()
+        self._acceptor.start()
+        self._server = MasterHTTPServer((self._host, self._port), self._master)
+        self._master.set_address(self._host, self._server.port)
+        self._acceptor.add(self._server)
+        for spec in self._specs:
+            self.add_agent(spec)
+
+    @property
+    def master_address(self) -> str:
+        """host:port of the master, as pymesos wants its master_uri."""
+        if self._server is None:
+            raise RuntimeError("cluster not started")
+        return f"{self._host}:{self._server.port}"
+
+    def stop(self) -> None:
+        """Kill every task's process group (SIGTERM, then SIGKILL quickly), end streams, join threads."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        with self._lock:
+            agents = list(self._master.agents.values())
+            for agent in agents:
+                agent.silence_and_signal(signal.SIGTERM)
+            if not _wait_idle(agents, _STOP_TERM_SECONDS):
+                for agent in agents:
+                    agent.silence_and_signal(signal.SIGKILL)
+                if not _wait_idle(agents, _STOP_KILL_SECONDS):
+                    log.error("some task processes did not die within %.0f s of SIGKILL", _STOP_KILL_SECONDS)
+        self._master.stop()
+        assert self._server is not None
+        self._server.join_streams(timeout=2.0)
+        self._acceptor.stop()
+        self._server.close()
+        for agent in agents:
+            agent.close()
+        self._reactor.stop()
+
+    def __enter__(self) -> EmbeddedCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- agents --------------------------------------------------------------------------------
+
+    def add_agent(self, spec: AgentSpec) -> None:
+        """An agent joins; its resources are offered at once."""
+        with self._lock:
+            known = list(self._master.agents.values())
+        _check_unique([a.spec for a in known] + [spec])
+        agent = Agent(
+            spec,
+            self.work_dir / "agents" / spec.agent_id,
+            lock=self._lock,
+            reactor=self._reactor,
+            report=self._master.reporter(spec.agent_id),
+            simulated=self.simulated,
+        )
+        agent.start()
+        assert agent.server is not None
+        self._acceptor.add(agent.server)
+        self._master.add_agent(agent)
+
+    def remove_agent(self, agent_id: str) -> None:
+        """Fault injection: the agent is lost. Its processes are killed; schedulers get TASK_LOST
+        (REASON_AGENT_REMOVED) for its tasks, a FAILURE event and a RESCIND of its offer."""
+        agent = self._master.remove_agent(agent_id)
+        assert agent.server is not None
+        self._acceptor.remove(agent.server)
+
+    def end_streams(self) -> None:
+        """Fault injection: the master ends every subscriber's event stream. pymesos re-subscribes
+        with its framework id; tasks keep running and unacknowledged updates are sent again."""
+        self._master.end_streams()
+
+    @property
+    def agent_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._master.agents)
+
+    def agent_url(self, agent_id: str) -> str:
+        """http://host:port of the agent's HTTP server (files API, /state)."""
+        with self._lock:
+            return self._master.agents[agent_id].url
+
+    def sandbox_dir(self, task_id: str) -> Path | None:
+        """The task's sandbox root (its files are in ``<root>/<task_id>/``), also after it ended;
+        None if unknown or in simulated mode."""
+        if self.simulated or task_id_problem(task_id) is not None:
+            return None
+        # Straight from the disk layout, so tasks of removed agents and earlier runs are found too.
+        agents_dir = self.work_dir / "agents"
+        if agents_dir.is_dir():
+            for agent_dir in sorted(agents_dir.iterdir()):
+                path = AgentLayout(agent_dir).sandbox(task_id)
+                if path.is_dir():
+                    return path
+        return None
+
+
+def _wait_idle(agents: list[Agent], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    return all(agent.wait_until_idle(max(0.0, deadline - time.monotonic())) for agent in agents)
+
+
+def _check_unique(specs: list[AgentSpec]) -> None:
+    for attr in ("agent_id", "hostname"):
+        values = [getattr(s, attr) for s in specs]
+        duplicates = sorted({v for v in values if values.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate agent {attr}: {', '.join(duplicates)}")

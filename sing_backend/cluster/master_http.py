@@ -1,0 +1,216 @@
+"""The master's HTTP face: GET /version, the v1 scheduler API, and the RecordIO event stream."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import orjson
+
+from .framework import Subscription
+from .httpserver import TrackingHTTPServer
+from .master import VERSION, CallError, Master
+from .updates import HEARTBEAT_EVENT
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_PATH = "/api/v1/scheduler"
+_MAX_BODY = 64 * 1024 * 1024
+# How often an idle stream checks that its client is still there.
+_IDLE_POLL_SECONDS = 0.5
+
+
+class MasterHTTPServer(TrackingHTTPServer):
+    def __init__(self, address: tuple[str, int], master: Master) -> None:
+        super().__init__(address, _MasterHandler)
+        self.master = master
+        self._streams: set[threading.Thread] = set()
+        self._streams_lock = threading.Lock()
+
+    def stream_started(self) -> None:
+        with self._streams_lock:
+            self._streams.add(threading.current_thread())
+
+    def stream_finished(self) -> None:
+        with self._streams_lock:
+            self._streams.discard(threading.current_thread())
+
+    def join_streams(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._streams_lock:
+            threads = list(self._streams)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class _MasterHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # pymesos keeps one connection alive for all its calls
+    server: MasterHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("master: " + format, *args)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/version":
+            # Plain numeric: pymesos parses it with int() per dot-separated part.
+            self._reply(200, orjson.dumps({"version": VERSION}), "application/json")
+        elif path in ("/state", "/master/state", "/state.json", "/master/state.json"):
+            self._reply(200, orjson.dumps(self.server.master.state_json()), "application/json")
+        elif path == "/health":
+            self._reply(200, b"", "text/plain")
+        else:
+            self._reply(404, f"No such endpoint: {path}".encode(), "text/plain")
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != SCHEDULER_PATH:
+            self._drain_body()
+            self._reply(404, f"No such endpoint: {self.path}".encode(), "text/plain")
+            return
+        body = self._read_body()
+        if body is None:
+            return
+        content_type = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        if content_type != "application/json":
+            self._reply(415, b"Only application/json calls are supported", "text/plain")
+            return
+        try:
+            call = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            self._reply(400, f"Failed to parse body as JSON: {exc}".encode(), "text/plain")
+            return
+        if not isinstance(call, dict) or not isinstance(call.get("type"), str):
+            self._reply(400, b"Expecting 'type' to be present", "text/plain")
+            return
+        master = self.server.master
+        try:
+            if call["type"] == "SUBSCRIBE":
+                self._stream(master.subscribe(call))
+                return
+            master.handle_call(call, self.headers.get("Mesos-Stream-Id"))
+        except CallError as exc:
+            self._reply(exc.status, exc.message.encode(), "text/plain")
+            return
+        except Exception as exc:  # a bug here must not kill the server thread silently
+            log.exception("scheduler call %s failed", call.get("type"))
+            self._reply(500, f"Internal error: {exc}".encode(), "text/plain")
+            return
+        self._reply(202, b"", None)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes | None:
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            self.close_connection = True
+            self._reply(411, b"Content-Length is required", "text/plain")
+            return None
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY:
+            self.close_connection = True
+            self._reply(413 if length > 0 else 400, b"Bad Content-Length", "text/plain")
+            return None
+        # Exactly Content-Length bytes: reading more would eat the next keep-alive request.
+        return self.rfile.read(length)
+
+    def _drain_body(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = 0
+        if 0 < length <= _MAX_BODY:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+    def _reply(self, status: int, body: bytes, content_type: str | None) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _stream(self, subscription: Subscription) -> None:
+        """Own this connection until the stream ends: write queued events as RecordIO in chunks."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Mesos-Stream-Id", subscription.stream_id)
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.server.stream_started()
+        try:
+            self._pump(subscription)
+        except OSError:
+            log.debug("stream %s: client went away", subscription.stream_id)
+        finally:
+            self.server.stream_finished()
+            self.server.master.stream_ended(subscription)
+
+    def _pump(self, subscription: Subscription) -> None:
+        heartbeat = self.server.master.heartbeat_interval
+        heartbeat_record = _record(orjson.dumps(HEARTBEAT_EVENT))
+        next_heartbeat = time.monotonic() + heartbeat
+        while True:
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self.wfile.write(_chunk(heartbeat_record))
+                next_heartbeat = now + heartbeat
+            try:
+                item = subscription.next(timeout=min(_IDLE_POLL_SECONDS, max(0.0, next_heartbeat - now)))
+            except queue.Empty:
+                if _peer_closed(self.connection):
+                    return
+                continue
+            # Send everything already queued in one write; each record is still complete.
+            records: list[bytes] = []
+            ended = item is None
+            if item is not None:
+                records.append(_record(item))
+                while True:
+                    try:
+                        more = subscription.next_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        ended = True
+                        break
+                    records.append(_record(more))
+            payload = b"".join(_chunk(r) for r in records)
+            if ended:
+                payload += b"0\r\n\r\n"
+            if payload:
+                self.wfile.write(payload)
+            if ended:
+                return
+
+
+def _record(event: bytes) -> bytes:
+    return b"%d\n%s" % (len(event), event)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the client hung up (pymesos never writes on its stream connection)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (OSError, ValueError):
+        return True

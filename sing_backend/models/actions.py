@@ -1,0 +1,66 @@
+"""Bodies of the request and task actions (scale, pause, bounce, run now, kill, delete...)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .common import WireModel
+from .deploy import Resources
+
+
+class ActionBase(WireModel):
+    message: str | None = None
+    actionId: str | None = None
+    user: str | None = None
+
+
+class ScaleRequest(ActionBase):
+    instances: int = Field(ge=1)
+    durationMillis: int | None = Field(None, ge=1)
+    skipHealthchecks: bool | None = None
+    bounce: bool | None = None
+    incremental: bool | None = None
+
+
+class PauseRequest(ActionBase):
+    killTasks: bool | None = None
+    durationMillis: int | None = Field(None, ge=1)
+
+
+class UnpauseRequest(ActionBase):
+    skipHealthchecks: bool | None = None
+
+
+class BounceRequest(ActionBase):
+    incremental: bool | None = None
+    skipHealthchecks: bool | None = None
+    durationMillis: int | None = Field(None, ge=1)
+
+
+class ExitCooldownRequest(ActionBase):
+    skipHealthchecks: bool | None = None
+
+
+class RunNowRequest(ActionBase):
+    runId: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    commandLineArgs: list[str] | None = None
+    skipHealthchecks: bool | None = None
+    resources: Resources | None = None
+    runAsUserOverride: str | None = None
+    envOverrides: dict[str, str] | None = None
+    runAt: int | None = Field(None, ge=0)
+
+
+class KillTaskRequest(ActionBase):
+    override: bool | None = None
+    waitForReplacementTask: bool | None = None
+
+
+class DeleteRequest(ActionBase):
+    deleteFromLoadBalancer: bool | None = None
+
+
+class DeployUpdate(ActionBase):
+    requestId: str
+    deployId: str
+    targetActiveInstances: int = Field(ge=0)

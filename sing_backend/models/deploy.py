@@ -1,0 +1,115 @@
+"""SingularityDeploy (one version of how to run a request) and the POST /api/deploys body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from .common import DEPLOY_ID_PATTERN, REQUEST_ID_PATTERN, WireModel
+from .request import SingularityRequest
+
+
+class Resources(WireModel):
+    cpus: float = Field(1.0, gt=0)
+    memoryMb: float = Field(64.0, gt=0)
+    numPorts: int = Field(0, ge=0)
+    diskMb: float = Field(0.0, ge=0)
+
+
+class ArtifactUri(WireModel):
+    uri: str = Field(min_length=1)
+    cache: bool | None = None
+    executable: bool | None = None
+    extract: bool | None = None
+    outputFile: str | None = None
+
+
+class HealthcheckOptions(WireModel):
+    uri: str | None = None
+    portIndex: int | None = Field(None, ge=0)
+    portNumber: int | None = Field(None, ge=1, le=65535)
+    protocol: str | None = Field(None, pattern="^(HTTP|HTTPS|HTTP2|HTTPS2)$")
+    method: str | None = Field(None, pattern="^(GET|POST)$")
+    startupTimeoutSeconds: int | None = Field(None, ge=0)
+    startupDelaySeconds: int | None = Field(None, ge=0)
+    startupIntervalSeconds: int | None = Field(None, ge=0)
+    intervalSeconds: int | None = Field(None, ge=0)
+    responseTimeoutSeconds: int | None = Field(None, ge=0)
+    maxRetries: int | None = Field(None, ge=0)
+    failureStatusCodes: list[int] | None = None
+    healthcheckResultFilePath: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_target(self) -> HealthcheckOptions:
+        if not self.uri and not self.healthcheckResultFilePath:
+            raise ValueError("healthcheck: needs a uri or a healthcheckResultFilePath")
+        return self
+
+
+class RunNowSettings(WireModel):
+    runId: str | None = Field(None, max_length=100)
+    commandLineArgs: list[str] | None = None
+    message: str | None = None
+    envOverrides: dict[str, str] | None = None
+    skipHealthchecks: bool | None = None
+
+
+class SingularityDeploy(WireModel):
+    requestId: str = Field(min_length=1, max_length=100, pattern=REQUEST_ID_PATTERN)
+    id: str = Field(min_length=1, max_length=50, pattern=DEPLOY_ID_PATTERN)
+    version: str | None = None
+    metadata: dict[str, str] | None = None
+    command: str | None = Field(None, min_length=1)
+    arguments: list[str] | None = None
+    shell: bool | None = None
+    user: str | None = None
+    env: dict[str, str] | None = None
+    taskEnv: dict[int, dict[str, str]] | None = None
+    uris: list[ArtifactUri] | None = None
+    resources: Resources | None = None
+    labels: dict[str, str] | None = None
+    containerInfo: dict[str, Any] | None = None
+    customExecutorCmd: str | None = None
+    executorData: dict[str, Any] | None = None
+    healthcheck: HealthcheckOptions | None = None
+    healthcheckMaxTotalTimeoutSeconds: int | None = Field(None, ge=0)
+    deployHealthTimeoutSeconds: int | None = Field(None, ge=0)
+    considerHealthyAfterRunningForSeconds: int | None = Field(None, ge=0)
+    skipHealthchecksOnDeploy: bool | None = None
+    serviceBasePath: str | None = None
+    loadBalancerGroups: list[str] | None = None
+    loadBalancerPortIndex: int | None = Field(None, ge=0)
+    deployInstanceCountPerStep: int | None = Field(None, ge=1)
+    deployStepWaitTimeMs: int | None = Field(None, ge=0)
+    autoAdvanceDeploySteps: bool | None = None
+    maxTaskRetries: int | None = Field(None, ge=0)
+    canaryDeploySettings: dict[str, Any] | None = None
+    runImmediately: RunNowSettings | None = None
+    timestamp: int | None = None
+
+    @model_validator(mode="after")
+    def _has_something_to_run(self) -> SingularityDeploy:
+        if not self.command and not self.containerInfo and not (self.executorData and self.customExecutorCmd):
+            raise ValueError("command: a deploy needs a command (or containerInfo, or executorData with "
+                             "customExecutorCmd)")
+        if self.containerInfo:
+            raise ValueError("containerInfo: containers are not supported by this cluster yet")
+        return self
+
+    @property
+    def consider_healthy_after_s(self) -> int:
+        return 5 if self.considerHealthyAfterRunningForSeconds is None else self.considerHealthyAfterRunningForSeconds
+
+    @property
+    def uses_shell(self) -> bool:
+        # Singularity: shell defaults to false when arguments are given, true otherwise.
+        return self.shell if self.shell is not None else not self.arguments
+
+
+class DeployRequest(WireModel):
+    deploy: SingularityDeploy
+    message: str | None = None
+    user: str | None = None
+    updatedRequest: SingularityRequest | None = None
+    unpauseOnSuccessfulDeploy: bool | None = None

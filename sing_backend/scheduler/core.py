@@ -1,0 +1,1035 @@
+"""The leader's scheduler: live state, the actions the API asks for, and the offer/status loop.
+
+Everything here runs on the asyncio loop thread. Cluster callbacks arrive from pymesos' IO thread
+through `call_soon_threadsafe`; calls to the cluster leave through the driver gateway's own thread.
+Rules (what to launch, kill, when a deploy is done, where a task goes) live in `planning` and
+`placement`; this module applies them and does the bookkeeping and persistence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..errors import ApiError, bad_request, conflict, not_found
+from ..ids import PendingTaskId, TaskId, sanitize
+from ..models.actions import (
+    BounceRequest,
+    DeleteRequest,
+    ExitCooldownRequest,
+    KillTaskRequest,
+    PauseRequest,
+    RunNowRequest,
+    ScaleRequest,
+    UnpauseRequest,
+)
+from ..models.common import (
+    TERMINAL_TASK_STATES,
+    AgentPlacement,
+    DeployState,
+    PendingType,
+    RequestState,
+    RequestType,
+    TaskCleanupType,
+)
+from ..models.deploy import DeployRequest, SingularityDeploy
+from ..models.request import SingularityRequest
+from ..settings import Settings
+from ..state.store import StateStore
+from .entities import (
+    DeployEntry,
+    PendingDeployEntry,
+    PendingTaskEntry,
+    RequestEntry,
+    TaskEntry,
+    deploy_marker,
+)
+from .history_sink import HistorySink
+from .placement import Need, Occupant, OfferView, place
+from .planning import (
+    LiveTask,
+    Pending,
+    RequestView,
+    healthy_count,
+    lowest_free_instance,
+    next_healthy_at,
+    plan_long_running,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_RUN_AT_AHEAD_MS = 30 * 24 * 3600 * 1000
+# Cleanups that wait (for replacements to be healthy) instead of killing at once.
+_GRACEFUL = {TaskCleanupType.BOUNCING, TaskCleanupType.USER_REQUESTED_TASK_BOUNCE, TaskCleanupType.PAUSING}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ClusterGateway(Protocol):
+    """What the scheduler asks of the cluster (pymesos in practice)."""
+
+    def launch(self, offer_id: str, task_infos: list[dict[str, Any]]) -> None: ...
+    def decline(self, offer_ids: list[str], refuse_seconds: float) -> None: ...
+    def kill(self, task_id: str, grace_seconds: float | None) -> None: ...
+    def reconcile(self, task_ids: list[str]) -> None: ...
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, store: StateStore, history: Any, sink: HistorySink,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self.settings = settings
+        self.store = store
+        self.history = history
+        self.sink = sink
+        self.clock = clock
+        self.gateway: ClusterGateway | None = None
+        self.sandbox_locator: Callable[[str], str | None] | None = None
+
+        self.requests: dict[str, RequestEntry] = {}
+        self.deploys: dict[tuple[str, str], DeployEntry] = {}
+        self.pending_deploys: dict[str, PendingDeployEntry] = {}
+        self.pending: dict[str, PendingTaskEntry] = {}
+        self.tasks: dict[str, TaskEntry] = {}
+        self.tasks_by_request: dict[str, set[str]] = defaultdict(set)
+        self.pending_by_request: dict[str, set[str]] = defaultdict(set)
+        self.request_cleanups: dict[str, dict[str, Any]] = {}
+        self.offers: dict[str, tuple[OfferView, int]] = {}
+        self.agents: dict[str, dict[str, Any]] = {}
+        self.agent_urls: dict[str, str] = {}
+        self.framework_id: str | None = None
+        self.connected = False
+        self.last_offer_at: int | None = None
+        self.started_at = clock()
+
+        self._dirty: set[str] = set()
+        self._kick_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._wakeups: dict[str, asyncio.TimerHandle] = {}
+        # Bumped on every change a list endpoint shows; API caches key on it.
+        self.version = 0
+
+    # ------------------------------------------------------------------ start-up
+
+    def load(self) -> None:
+        for doc in self.store.load("requests").values():
+            entry = RequestEntry.from_doc(doc)
+            self.requests[entry.id] = entry
+        for key, doc in self.store.load("deploys").items():
+            request_id, deploy_id = key.split("/", 1)
+            self.deploys[(request_id, deploy_id)] = DeployEntry.from_doc(doc)
+        for key, doc in self.store.load("pendingDeploys").items():
+            self.pending_deploys[key] = PendingDeployEntry.from_doc(doc)
+        for doc in self.store.load("pendingTasks").values():
+            p = PendingTaskEntry.from_doc(doc)
+            self._add_pending(p, persist=False)
+        for doc in self.store.load("tasks").values():
+            t = TaskEntry.from_doc(doc)
+            self.tasks[t.id] = t
+            self.tasks_by_request[t.tid.requestId].add(t.id)
+        self.request_cleanups = self.store.load("requestCleanups")
+        meta = self.store.load("meta")
+        self.framework_id = meta.get("framework", {}).get("id")
+        self._dirty.update(self.requests)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ticker = self._loop.create_task(self._tick_forever(), name="scheduler-tick")
+        self.kick()
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+        for handle in self._wakeups.values():
+            handle.cancel()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_seconds)
+            try:
+                self.version += 1  # health ("running long enough") changes with time alone
+                self._dirty.update(r for r in self.pending_deploys)
+                self._dirty.update(r.id for r in self.requests.values() if r.bouncing)
+                self._expire_offers()
+                self.run_round()
+            except Exception:
+                log.exception("scheduler tick failed")
+
+    def kick(self, request_id: str | None = None) -> None:
+        """Ask for a scheduling round soon; many kicks in one loop iteration make one round."""
+        if request_id:
+            self._dirty.add(request_id)
+        self.version += 1
+        if self._kick_scheduled or self._loop is None:
+            return
+        self._kick_scheduled = True
+        self._loop.call_soon(self._kicked)
+
+    def _kicked(self) -> None:
+        self._kick_scheduled = False
+        try:
+            self.run_round()
+        except Exception:
+            log.exception("scheduling round failed")
+
+    def _wake_at(self, request_id: str, at_ms: int) -> None:
+        if self._loop is None:
+            return
+        old = self._wakeups.pop(request_id, None)
+        if old:
+            old.cancel()
+        delay = max(0.0, (at_ms - self.clock()) / 1000.0) + 0.01
+        self._wakeups[request_id] = self._loop.call_later(delay, self.kick, request_id)
+
+    # ------------------------------------------------------------------ persistence helpers
+
+    def _save_request(self, entry: RequestEntry) -> None:
+        self.store.put("requests", entry.id, entry.doc())
+
+    def _save_task(self, task: TaskEntry) -> None:
+        self.store.put("tasks", task.id, task.doc())
+
+    def _request_event(self, entry: RequestEntry, event_type: str, user: str | None = None,
+                       message: str | None = None) -> None:
+        event: dict[str, Any] = {"request": entry.request.wire(), "eventType": event_type, "createdAt": self.clock()}
+        if user:
+            event["user"] = user
+        if message:
+            event["message"] = message
+        self.sink.put(lambda: self.history.add_request_event(event))
+
+    def _deploy_history(self, request_id: str, deploy_id: str) -> None:
+        entry = self.deploys[(request_id, deploy_id)]
+        doc = entry.doc()
+        state = entry.result["deployState"] if entry.result else None
+        ts = entry.result["timestamp"] if entry.result else entry.marker["timestamp"]
+        marker = entry.marker
+        self.sink.put(lambda: self.history.save_deploy(
+            request_id, deploy_id, doc, deploy_state=state, timestamp=ts, user=marker.get("user"),
+            message=marker.get("message")))
+
+    # ------------------------------------------------------------------ lookups
+
+    def get_request(self, request_id: str) -> RequestEntry:
+        entry = self.requests.get(request_id)
+        if entry is None:
+            raise not_found(f"Couldn't find request with id {request_id}")
+        return entry
+
+    def active_deploy(self, entry: RequestEntry) -> DeployEntry | None:
+        if not entry.active_deploy:
+            return None
+        return self.deploys.get((entry.id, entry.active_deploy["deployId"]))
+
+    def pending_deploy(self, entry: RequestEntry) -> DeployEntry | None:
+        if not entry.pending_deploy:
+            return None
+        return self.deploys.get((entry.id, entry.pending_deploy["deployId"]))
+
+    def request_tasks(self, request_id: str) -> list[TaskEntry]:
+        return [self.tasks[t] for t in self.tasks_by_request.get(request_id, ())]
+
+    def request_pending(self, request_id: str) -> list[PendingTaskEntry]:
+        return [self.pending[p] for p in self.pending_by_request.get(request_id, ())]
+
+    # ------------------------------------------------------------------ request actions
+
+    def _check_limits(self, request: SingularityRequest) -> None:
+        if request.instances is not None and request.instances > self.settings.limits.max_instances:
+            raise bad_request(f"instances: {request.instances} is above the limit of "
+                              f"{self.settings.limits.max_instances}")
+
+    def save_request(self, request: SingularityRequest, user: str | None = None,
+                     message: str | None = None) -> RequestEntry:
+        self._check_limits(request)
+        existing = self.requests.get(request.id)
+        now = self.clock()
+        if existing is not None:
+            if existing.state == RequestState.DELETING:
+                raise conflict(f"Request {request.id} is being deleted; wait until it is gone to recreate it")
+            if existing.request.requestType != request.requestType:
+                raise bad_request(f"requestType: request {request.id} is {existing.request.requestType} and the "
+                                  f"type cannot change to {request.requestType}; delete it and create it again")
+            existing.request = request
+            existing.timestamp = now
+            self._save_request(existing)
+            self._request_event(existing, "UPDATED", user, message)
+            self.kick(request.id)
+            return existing
+        entry = RequestEntry(request, RequestState.ACTIVE, now, user)
+        self.requests[request.id] = entry
+        self._save_request(entry)
+        self._request_event(entry, "CREATED", user, message)
+        self.kick(request.id)
+        return entry
+
+    def delete_request(self, request_id: str, body: DeleteRequest) -> RequestEntry:
+        entry = self.get_request(request_id)
+        if entry.state == RequestState.DELETING:
+            raise conflict(f"Request {request_id} is already being deleted")
+        with self.store.batch():
+            entry.state = RequestState.DELETING
+            entry.timestamp = self.clock()
+            self._save_request(entry)
+            cleanup = {"requestId": request_id, "cleanupType": "DELETING", "timestamp": entry.timestamp}
+            if body.user:
+                cleanup["user"] = body.user
+            if body.message:
+                cleanup["message"] = body.message
+            self.request_cleanups[request_id] = cleanup
+            self.store.put("requestCleanups", request_id, cleanup)
+            if entry.pending_deploy:
+                self._finish_pending_deploy(entry, DeployState.CANCELED, "Request was deleted", [],
+                                            TaskCleanupType.REQUEST_DELETING)
+            self._drop_pending_of(request_id)
+            for task in self.request_tasks(request_id):
+                self._cleanup_task(task, TaskCleanupType.REQUEST_DELETING, body.user, body.message)
+        self._request_event(entry, "DELETING", body.user, body.message)
+        self._maybe_finish_delete(entry)
+        self.kick(request_id)
+        return entry
+
+    def _maybe_finish_delete(self, entry: RequestEntry) -> None:
+        if entry.state != RequestState.DELETING or self.tasks_by_request.get(entry.id):
+            return
+        with self.store.batch():
+            entry.state = RequestState.DELETED
+            self.requests.pop(entry.id, None)
+            self.store.delete("requests", entry.id)
+            self.request_cleanups.pop(entry.id, None)
+            self.store.delete("requestCleanups", entry.id)
+            for key in [k for k in self.deploys if k[0] == entry.id]:
+                del self.deploys[key]
+                self.store.delete("deploys", f"{key[0]}/{key[1]}")
+        self._request_event(entry, "DELETED")
+        self.version += 1
+
+    def scale(self, request_id: str, body: ScaleRequest, large_scale_down_ok: bool = False) -> RequestEntry:
+        entry = self._live_request(request_id)
+        kind = entry.request.type
+        if kind in (RequestType.SCHEDULED, RequestType.RUN_ONCE):
+            raise bad_request(f"instances: a {kind.value} request runs exactly one instance and cannot be scaled")
+        if body.instances > self.settings.limits.max_instances:
+            raise bad_request(f"instances: {body.instances} is above the limit of "
+                              f"{self.settings.limits.max_instances}")
+        if entry.request.maxScale is not None and body.instances > entry.request.maxScale:
+            raise bad_request(f"instances: {body.instances} is above the request's maxScale "
+                              f"{entry.request.maxScale}")
+        old = entry.request.instance_count
+        if old - body.instances > 10 and not large_scale_down_ok:
+            raise bad_request(f"instances: scaling down by {old - body.instances} (more than 10) needs "
+                              "largeScaleDownAcknowledged=true")
+        entry.request = entry.request.model_copy(update={"instances": body.instances})
+        entry.timestamp = self.clock()
+        self._save_request(entry)
+        self._request_event(entry, "SCALED", body.user, body.message)
+        if body.bounce and kind.long_running and entry.active_deploy:
+            self.bounce(request_id, BounceRequest(incremental=body.incremental, message=body.message))
+        self.kick(request_id)
+        return entry
+
+    def pause(self, request_id: str, body: PauseRequest) -> RequestEntry:
+        entry = self._live_request(request_id)
+        if entry.state == RequestState.PAUSED:
+            raise conflict(f"Request {request_id} is already paused")
+        kill = body.killTasks is not False
+        with self.store.batch():
+            entry.state = RequestState.PAUSED
+            entry.bouncing = False
+            entry.timestamp = self.clock()
+            self._save_request(entry)
+            self._drop_pending_of(request_id)
+            for task in self.request_tasks(request_id):
+                if task.cleanup is None or task.cleanup["cleanupType"] in _GRACEFUL:
+                    self._cleanup_task(task, TaskCleanupType.PAUSE if kill else TaskCleanupType.PAUSING,
+                                       body.user, body.message)
+        self._request_event(entry, "PAUSED", body.user, body.message)
+        self.kick(request_id)
+        return entry
+
+    def unpause(self, request_id: str, body: UnpauseRequest) -> RequestEntry:
+        entry = self._live_request(request_id)
+        if entry.state != RequestState.PAUSED:
+            raise conflict(f"Request {request_id} is not paused (it is {entry.state.value})")
+        with self.store.batch():
+            entry.state = RequestState.ACTIVE
+            entry.timestamp = self.clock()
+            self._save_request(entry)
+            # Tasks left running by a pause without kill count again.
+            for task in self.request_tasks(request_id):
+                if task.cleanup and task.cleanup["cleanupType"] == TaskCleanupType.PAUSING:
+                    task.cleanup = None
+                    self._save_task(task)
+        self._request_event(entry, "UNPAUSED", body.user, body.message)
+        self.kick(request_id)
+        return entry
+
+    def exit_cooldown(self, request_id: str, body: ExitCooldownRequest) -> RequestEntry:
+        entry = self._live_request(request_id)
+        if entry.state != RequestState.SYSTEM_COOLDOWN:
+            raise conflict(f"Request {request_id} is not in cooldown (it is {entry.state.value})")
+        entry.state = RequestState.ACTIVE
+        self._save_request(entry)
+        self._request_event(entry, "EXITED_COOLDOWN", body.user, body.message)
+        self.kick(request_id)
+        return entry
+
+    def bounce(self, request_id: str, body: BounceRequest) -> RequestEntry:
+        entry = self._live_request(request_id)
+        if not entry.request.type.long_running:
+            raise bad_request(f"requestType: only SERVICE and WORKER requests can be bounced, not "
+                              f"{entry.request.requestType}")
+        if entry.state == RequestState.PAUSED:
+            raise conflict(f"Request {request_id} is paused; unpause it before bouncing")
+        if entry.active_deploy is None:
+            raise conflict(f"Request {request_id} has no active deploy to bounce")
+        if entry.bouncing:
+            raise conflict(f"Request {request_id} is already bouncing")
+        kind = TaskCleanupType.INCREMENTAL_BOUNCE if body.incremental else TaskCleanupType.BOUNCING
+        with self.store.batch():
+            for task in self.request_tasks(request_id):
+                if task.cleanup is None:
+                    self._cleanup_task(task, kind, body.user, body.message)
+            entry.bouncing = True
+            self._save_request(entry)
+        self._request_event(entry, "BOUNCED", body.user, body.message)
+        self.kick(request_id)
+        return entry
+
+    def run_now(self, request_id: str, body: RunNowRequest) -> tuple[RequestEntry, PendingTaskEntry]:
+        entry = self._live_request(request_id)
+        kind = entry.request.type
+        if kind not in (RequestType.ON_DEMAND, RequestType.SCHEDULED):
+            raise bad_request(f"requestType: run now is only for ON_DEMAND and SCHEDULED requests, not {kind.value}")
+        if entry.state == RequestState.PAUSED:
+            raise conflict(f"Request {request_id} is paused")
+        deploy = self.active_deploy(entry)
+        if deploy is None:
+            raise conflict(f"Request {request_id} has no active deploy to run")
+        now = self.clock()
+        if body.runAt is not None:
+            if body.runAt < now - 1000:
+                raise bad_request("runAt: is in the past")
+            if body.runAt > now + MAX_RUN_AT_AHEAD_MS:
+                raise bad_request("runAt: is more than 30 days ahead")
+        if body.resources is not None:
+            self._check_resources(body.resources.cpus, body.resources.memoryMb, body.resources.diskMb,
+                                  body.resources.numPorts, "resources")
+        live = len(self.tasks_by_request.get(request_id, ())) + len(self.pending_by_request.get(request_id, ()))
+        if kind == RequestType.SCHEDULED and live:
+            raise conflict(f"Request {request_id} already has a run in progress")
+        if kind == RequestType.ON_DEMAND and entry.request.instances is not None and live >= entry.request.instances:
+            raise ApiError(429, f"Request {request_id} already has {live} of at most {entry.request.instances} "
+                                "on-demand tasks active or pending")
+        run_id = body.runId or str(uuid.uuid4())
+        extras: dict[str, Any] = {"runId": run_id}
+        if body.commandLineArgs:
+            extras["cmdLineArgsList"] = body.commandLineArgs
+        if body.envOverrides:
+            extras["envOverrides"] = body.envOverrides
+        if body.resources:
+            extras["resources"] = body.resources.wire()
+        for name in ("user", "message", "skipHealthchecks", "runAsUserOverride", "actionId"):
+            value = getattr(body, name)
+            if value is not None:
+                extras[name] = value
+        used = {self.tasks[t].tid.instanceNo for t in self.tasks_by_request.get(request_id, ())}
+        used |= {self.pending[p].pid.instanceNo for p in self.pending_by_request.get(request_id, ())}
+        pid = PendingTaskId(request_id, deploy.deploy.id, body.runAt or now, lowest_free_instance(used),
+                            PendingType.ONEOFF.value, now)
+        pending = PendingTaskEntry(pid, extras)
+        self._add_pending(pending)
+        self.kick(request_id)
+        return entry, pending
+
+    def _live_request(self, request_id: str) -> RequestEntry:
+        entry = self.get_request(request_id)
+        if entry.state == RequestState.DELETING:
+            raise conflict(f"Request {request_id} is being deleted")
+        return entry
+
+    # ------------------------------------------------------------------ deploys
+
+    def _check_resources(self, cpus: float, mem: float, disk: float, ports: int, field: str) -> None:
+        lim = self.settings.limits
+        if cpus > lim.max_cpus_per_task:
+            raise bad_request(f"{field}.cpus: {cpus:g} is above the limit of {lim.max_cpus_per_task:g} per task")
+        if mem > lim.max_memory_mb_per_task:
+            raise bad_request(f"{field}.memoryMb: {mem:g} is above the limit of {lim.max_memory_mb_per_task:g} MB")
+        if disk > lim.max_disk_mb_per_task:
+            raise bad_request(f"{field}.diskMb: {disk:g} is above the limit of {lim.max_disk_mb_per_task:g} MB")
+        if ports > lim.max_ports_per_task:
+            raise bad_request(f"{field}.numPorts: {ports} is above the limit of {lim.max_ports_per_task}")
+
+    def deploy(self, body: DeployRequest) -> RequestEntry:
+        deploy = body.deploy
+        entry = self.get_request(deploy.requestId)
+        if entry.state == RequestState.DELETING:
+            raise conflict(f"Request {deploy.requestId} is being deleted")
+        if (deploy.requestId, deploy.id) in self.deploys:
+            raise bad_request(f"deploy.id: deploy {deploy.id} of request {deploy.requestId} already exists; "
+                              "deploy ids must be new")
+        if entry.pending_deploy:
+            raise conflict(f"Request {deploy.requestId} already has a pending deploy "
+                           f"{entry.pending_deploy['deployId']}; cancel it or wait for it to finish")
+        if deploy.resources:
+            r = deploy.resources
+            self._check_resources(r.cpus, r.memoryMb, r.diskMb, r.numPorts, "deploy.resources")
+        if body.updatedRequest is not None:
+            if body.updatedRequest.id != deploy.requestId:
+                raise bad_request("updatedRequest.id: must be the deploy's requestId")
+            if body.updatedRequest.requestType != entry.request.requestType:
+                raise bad_request("updatedRequest.requestType: the request type cannot change")
+            self._check_limits(body.updatedRequest)
+        if deploy.runImmediately is not None and entry.request.type not in (RequestType.ON_DEMAND,
+                                                                            RequestType.RUN_ONCE):
+            raise bad_request("deploy.runImmediately: only for ON_DEMAND and RUN_ONCE requests")
+        now = self.clock()
+        deploy = deploy.model_copy(update={"timestamp": deploy.timestamp or now})
+        marker = deploy_marker(deploy.requestId, deploy.id, now, body.user, body.message)
+        dep = DeployEntry(deploy, marker)
+        pend = PendingDeployEntry(marker, "WAITING",
+                                  body.updatedRequest.wire() if body.updatedRequest else None,
+                                  bool(body.unpauseOnSuccessfulDeploy))
+        with self.store.batch():
+            self.deploys[(deploy.requestId, deploy.id)] = dep
+            self.store.put("deploys", f"{deploy.requestId}/{deploy.id}", dep.doc())
+            entry.pending_deploy = marker
+            self.pending_deploys[entry.id] = pend
+            self.store.put("pendingDeploys", entry.id, pend.doc())
+            if entry.state == RequestState.PAUSED and pend.unpause_on_success:
+                entry.state = RequestState.DEPLOYING_TO_UNPAUSE
+            self._save_request(entry)
+        self._deploy_history(entry.id, deploy.id)
+        # Only long-running requests prove a deploy by running it; others (and paused requests) take it at once.
+        if not entry.request.type.long_running or entry.state == RequestState.PAUSED:
+            self._finish_pending_deploy(entry, DeployState.SUCCEEDED, None, [], None)
+        self.kick(entry.id)
+        return entry
+
+    def cancel_deploy(self, request_id: str, deploy_id: str, user: str | None = None) -> RequestEntry:
+        entry = self.get_request(request_id)
+        if not entry.pending_deploy or entry.pending_deploy["deployId"] != deploy_id:
+            raise not_found(f"Request {request_id} has no pending deploy {deploy_id}")
+        self._finish_pending_deploy(entry, DeployState.CANCELED, f"Canceled by {user or 'a user'}", [],
+                                    TaskCleanupType.DEPLOY_CANCELED)
+        return entry
+
+    def _finish_pending_deploy(self, entry: RequestEntry, state: DeployState, message: str | None,
+                               failures: list[dict[str, Any]], kill_new: TaskCleanupType | None) -> None:
+        marker = entry.pending_deploy
+        assert marker is not None
+        deploy_id = marker["deployId"]
+        dep = self.deploys[(entry.id, deploy_id)]
+        pend = self.pending_deploys.pop(entry.id, None)
+        result: dict[str, Any] = {"deployState": state.value, "deployFailures": failures, "timestamp": self.clock()}
+        if message:
+            result["message"] = message
+        dep.result = result
+        with self.store.batch():
+            self.store.delete("pendingDeploys", entry.id)
+            entry.pending_deploy = None
+            if state == DeployState.SUCCEEDED:
+                old = entry.active_deploy["deployId"] if entry.active_deploy else None
+                entry.active_deploy = marker
+                if pend and pend.updated_request:
+                    entry.request = SingularityRequest.model_validate(pend.updated_request)
+                if entry.state == RequestState.DEPLOYING_TO_UNPAUSE:
+                    entry.state = RequestState.ACTIVE
+                for task in self.request_tasks(entry.id):
+                    if task.tid.deployId != deploy_id and task.cleanup is None and old is not None:
+                        self._cleanup_task(task, TaskCleanupType.NEW_DEPLOY_SUCCEEDED, marker.get("user"))
+                if entry.request.type == RequestType.RUN_ONCE or (
+                        dep.deploy.runImmediately is not None and entry.request.type == RequestType.ON_DEMAND):
+                    self._enqueue_run_immediately(entry, dep.deploy)
+                if entry.state == RequestState.FINISHED and entry.request.type == RequestType.RUN_ONCE:
+                    entry.state = RequestState.ACTIVE
+            else:
+                if entry.state == RequestState.DEPLOYING_TO_UNPAUSE:
+                    entry.state = RequestState.PAUSED
+                for task in self.request_tasks(entry.id):
+                    if task.tid.deployId == deploy_id and kill_new is not None:
+                        self._cleanup_task(task, kill_new)
+                for p in self.request_pending(entry.id):
+                    if p.pid.deployId == deploy_id:
+                        self._remove_pending(p.id)
+            self._save_request(entry)
+            self.store.put("deploys", f"{entry.id}/{deploy_id}", dep.doc())
+        self._deploy_history(entry.id, deploy_id)
+        self.kick(entry.id)
+
+    def _enqueue_run_immediately(self, entry: RequestEntry, deploy: SingularityDeploy) -> None:
+        run = deploy.runImmediately
+        now = self.clock()
+        extras: dict[str, Any] = {"runId": (run.runId if run and run.runId else str(uuid.uuid4()))}
+        if run is not None:
+            if run.commandLineArgs:
+                extras["cmdLineArgsList"] = run.commandLineArgs
+            if run.envOverrides:
+                extras["envOverrides"] = run.envOverrides
+            if run.message:
+                extras["message"] = run.message
+        kind = PendingType.NEW_DEPLOY if entry.request.type == RequestType.RUN_ONCE else PendingType.ONEOFF
+        self._add_pending(PendingTaskEntry(PendingTaskId(entry.id, deploy.id, now, 1, kind.value, now), extras))
+
+    def _evaluate_deploy(self, entry: RequestEntry, live: list[LiveTask]) -> None:
+        pend = self.pending_deploys.get(entry.id)
+        dep = self.pending_deploy(entry)
+        if pend is None or dep is None:
+            return
+        max_failures = dep.deploy.maxTaskRetries or 0
+        if len(pend.failed_tasks) > max_failures:
+            failures = [{"reason": "TASK_FAILED_ON_STARTUP", "taskId": TaskId.parse(t).wire(),
+                         "message": "Task failed before the deploy succeeded"} for t in pend.failed_tasks]
+            self._finish_pending_deploy(entry, DeployState.FAILED,
+                                        f"{len(pend.failed_tasks)} task(s) failed during the deploy", failures,
+                                        TaskCleanupType.DEPLOY_FAILED)
+            return
+        after_ms = dep.deploy.consider_healthy_after_s * 1000
+        target = entry.request.instance_count
+        if healthy_count(live, dep.deploy.id, self.clock(), after_ms) >= target:
+            self._finish_pending_deploy(entry, DeployState.SUCCEEDED, None, [], None)
+            return
+        wake = next_healthy_at(live, dep.deploy.id, after_ms)
+        if wake is not None and wake > self.clock():
+            self._wake_at(entry.id, wake)
+
+    # ------------------------------------------------------------------ tasks
+
+    def kill_task(self, task_id: str, body: KillTaskRequest) -> TaskEntry:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise not_found(f"Couldn't find active task {task_id}")
+        if body.override:
+            kind = TaskCleanupType.USER_REQUESTED_DESTROY
+        elif body.waitForReplacementTask:
+            owner = self.requests.get(task.tid.requestId)
+            if owner is None or not owner.request.type.long_running:
+                raise bad_request("waitForReplacementTask: only tasks of SERVICE and WORKER requests get replacements")
+            kind = TaskCleanupType.USER_REQUESTED_TASK_BOUNCE
+        else:
+            kind = TaskCleanupType.USER_REQUESTED
+        if task.cleanup and task.cleanup["cleanupType"] == kind.value and task.kill_sent_at and not body.override:
+            raise conflict(f"Task {task_id} is already being killed")
+        self._cleanup_task(task, kind, body.user, body.message, force=True)
+        self.kick(task.tid.requestId)
+        return task
+
+    def _cleanup_task(self, task: TaskEntry, kind: TaskCleanupType, user: str | None = None,
+                      message: str | None = None, force: bool = False) -> None:
+        cleanup: dict[str, Any] = {"cleanupType": kind.value, "timestamp": self.clock(), "taskId": task.tid.wire()}
+        if user:
+            cleanup["user"] = user
+        if message:
+            cleanup["message"] = message
+        if task.cleanup and not force and task.cleanup["cleanupType"] not in _GRACEFUL:
+            return  # already being killed for a stronger reason
+        task.cleanup = cleanup
+        if kind not in _GRACEFUL and kind != TaskCleanupType.INCREMENTAL_BOUNCE:
+            self._send_kill(task, destroy=kind == TaskCleanupType.USER_REQUESTED_DESTROY)
+        self._save_task(task)
+        self._dirty.add(task.tid.requestId)
+        self.version += 1
+
+    def _kill_grace(self, deploy: SingularityDeploy | None) -> float:
+        data = deploy.executorData if deploy else None
+        if data and isinstance(data.get("sigKillProcessesAfterMillis"), int | float):
+            return float(data["sigKillProcessesAfterMillis"]) / 1000.0
+        return self.settings.kill_grace_seconds
+
+    def _send_kill(self, task: TaskEntry, destroy: bool = False) -> None:
+        task.kill_sent_at = self.clock()
+        if self.gateway is not None:
+            self.gateway.kill(task.id, 0.0 if destroy else None)
+
+    # ------------------------------------------------------------------ pending queue
+
+    def _add_pending(self, p: PendingTaskEntry, persist: bool = True) -> None:
+        self.pending[p.id] = p
+        self.pending_by_request[p.pid.requestId].add(p.id)
+        if persist:
+            self.store.put("pendingTasks", p.id, p.doc())
+        self.version += 1
+
+    def _remove_pending(self, pending_id: str) -> PendingTaskEntry | None:
+        p = self.pending.pop(pending_id, None)
+        if p is not None:
+            self.pending_by_request[p.pid.requestId].discard(pending_id)
+            self.store.delete("pendingTasks", pending_id)
+            self.version += 1
+        return p
+
+    def _drop_pending_of(self, request_id: str) -> None:
+        for pending_id in list(self.pending_by_request.get(request_id, ())):
+            self._remove_pending(pending_id)
+
+    def delete_pending(self, pending_id: str) -> PendingTaskEntry:
+        p = self.pending.get(pending_id)
+        if p is None:
+            raise not_found(f"Couldn't find pending task {pending_id}")
+        if p.pid.pendingType != PendingType.ONEOFF.value:
+            raise bad_request(f"pendingTaskId: {pending_id} is not a one-off run; scale or pause the request instead")
+        self._remove_pending(pending_id)
+        return p
+
+    # ------------------------------------------------------------------ the scheduling round
+
+    def run_round(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        if dirty:
+            with self.store.batch():
+                for request_id in dirty:
+                    entry = self.requests.get(request_id)
+                    if entry is not None:
+                        self._reconcile_request(entry)
+        self._launch_pending()
+
+    def _live_view(self, request_id: str) -> list[LiveTask]:
+        return [LiveTask(t.id, t.tid.deployId, t.tid.instanceNo, t.cleanup is not None, t.running_since)
+                for t in self.request_tasks(request_id)]
+
+    def _reconcile_request(self, entry: RequestEntry) -> None:
+        live = self._live_view(entry.id)
+        if entry.pending_deploy:
+            self._evaluate_deploy(entry, live)
+            live = self._live_view(entry.id)
+        if entry.request.type.long_running:
+            pend = [Pending(p.id, p.pid.deployId, p.pid.instanceNo) for p in self.request_pending(entry.id)]
+            view = RequestView(entry.id, True, entry.state, entry.request.instance_count,
+                               entry.active_deploy["deployId"] if entry.active_deploy else None,
+                               entry.pending_deploy["deployId"] if entry.pending_deploy else None)
+            plan = plan_long_running(view, live, pend)
+            for pending_id in plan.drop_pending:
+                self._remove_pending(pending_id)
+            now = self.clock()
+            for deploy_id, instance_no, why in plan.launch:
+                pid = PendingTaskId(entry.id, deploy_id, now, instance_no, why.value, now)
+                self._add_pending(PendingTaskEntry(pid))
+            for task_id, kind in plan.kill:
+                self._cleanup_task(self.tasks[task_id], kind)
+            if entry.bouncing and entry.active_deploy:
+                self._progress_bounce(entry, live)
+
+    def _progress_bounce(self, entry: RequestEntry, live: list[LiveTask]) -> None:
+        dep = self.active_deploy(entry)
+        after_ms = (dep.deploy.consider_healthy_after_s if dep else 5) * 1000
+        deploy_id = entry.active_deploy["deployId"] if entry.active_deploy else ""
+        if healthy_count(live, deploy_id, self.clock(), after_ms) >= entry.request.instance_count:
+            for task in self.request_tasks(entry.id):
+                if task.cleanup and task.cleanup["cleanupType"] in (TaskCleanupType.BOUNCING,
+                                                                    TaskCleanupType.INCREMENTAL_BOUNCE,
+                                                                    TaskCleanupType.USER_REQUESTED_TASK_BOUNCE):
+                    if task.kill_sent_at is None:
+                        self._send_kill(task)
+                        self._save_task(task)
+            entry.bouncing = False
+            self._save_request(entry)
+        else:
+            wake = next_healthy_at(live, deploy_id, after_ms)
+            if wake is not None and wake > self.clock():
+                self._wake_at(entry.id, wake)
+
+    def _need_for(self, p: PendingTaskEntry) -> Need | None:
+        entry = self.requests.get(p.pid.requestId)
+        dep = self.deploys.get((p.pid.requestId, p.pid.deployId))
+        if entry is None or dep is None:
+            return None
+        res = p.extras.get("resources") or (dep.deploy.resources.wire() if dep.deploy.resources else {})
+        req = entry.request
+        return Need(
+            key=p.id, request_id=entry.id, deploy_id=dep.deploy.id,
+            cpus=res.get("cpus", self.settings.default_cpus),
+            mem_mb=res.get("memoryMb", self.settings.default_memory_mb),
+            disk_mb=res.get("diskMb", 0.0),
+            num_ports=res.get("numPorts", 0),
+            placement=AgentPlacement(req.agentPlacement or AgentPlacement.GREEDY),
+            rack_sensitive=bool(req.rackSensitive),
+            instances=req.instance_count,
+            required_attributes=tuple(sorted((req.requiredAgentAttributes or {}).items())),
+        )
+
+    def _launch_pending(self) -> None:
+        now = self.clock()
+        due = [p for p in self.pending.values() if p.pid.nextRunAt <= now]
+        if not due:
+            return
+        needs = []
+        by_key = {}
+        for p in sorted(due, key=lambda p: (p.pid.nextRunAt, p.pid.createdAt)):
+            need = self._need_for(p)
+            if need is None:
+                self._remove_pending(p.id)
+                continue
+            needs.append(need)
+            by_key[p.id] = p
+        if not needs:
+            return
+        offer_copies = [OfferView(o.offer_id, o.agent_id, o.host, o.rack_id, o.cpus, o.mem_mb, o.disk_mb,
+                                  list(o.ports), dict(o.attributes)) for o, _ in self.offers.values()]
+        occupants = [Occupant(t.tid.requestId, t.tid.deployId, t.agent_id, t.tid.rackId)
+                     for t in self.tasks.values() if t.cleanup is None]
+        if not self.connected:
+            for need in needs:
+                by_key[need.key].reason = "the scheduler is not connected to the cluster yet"
+            return
+        result = place(needs, offer_copies, occupants,
+                       known_racks=frozenset(a["rackId"] for a in self.agents.values()))
+        for key, reason in result.unplaced.items():
+            by_key[key].reason = reason
+        if not result.assignments:
+            return
+        launches: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        with self.store.batch():
+            for a in result.assignments:
+                p = by_key[a.need_key]
+                info = self._start_task(p, a.agent_id, a.host, a.rack_id, list(a.ports), a.offer_id)
+                launches[a.offer_id].append(info)
+        for offer_id, infos in launches.items():
+            self.offers.pop(offer_id, None)
+            if self.gateway is not None:
+                self.gateway.launch(offer_id, infos)
+
+    def _start_task(self, p: PendingTaskEntry, agent_id: str, host: str, rack_id: str, ports: list[int],
+                    offer_id: str) -> dict[str, Any]:
+        entry = self.requests[p.pid.requestId]
+        dep = self.deploys[(p.pid.requestId, p.pid.deployId)].deploy
+        now = self.clock()
+        suffix = self.settings.common_hostname_suffix_to_omit
+        tid = TaskId(entry.id, dep.id, now, p.pid.instanceNo, host, sanitize(host, suffix), rack_id,
+                     sanitize(rack_id))
+        while tid.id in self.tasks:  # two launches of one instance in the same millisecond
+            now += 1
+            tid = TaskId(entry.id, dep.id, now, p.pid.instanceNo, host, sanitize(host, suffix), rack_id,
+                         sanitize(rack_id))
+        res = p.extras.get("resources") or (dep.resources.wire() if dep.resources else {})
+        cpus = res.get("cpus", self.settings.default_cpus)
+        mem = res.get("memoryMb", self.settings.default_memory_mb)
+        disk = res.get("diskMb", 0.0)
+        env = {
+            **(dep.env or {}),
+            **((dep.taskEnv or {}).get(p.pid.instanceNo, {})),
+            "TASK_ID": tid.id, "TASK_REQUEST_ID": entry.id, "TASK_DEPLOY_ID": dep.id,
+            "INSTANCE_NO": str(p.pid.instanceNo), "TASK_HOST": host, "TASK_RACK_ID": rack_id,
+            "ESTIMATED_INSTANCE_COUNT": str(entry.request.instance_count),
+            **(p.extras.get("envOverrides") or {}),
+        }
+        for i, port in enumerate(ports):
+            env[f"PORT{i}"] = str(port)
+        if ports:
+            env["PORT"] = str(ports[0])
+        command = self._command(dep, p.extras.get("cmdLineArgsList") or [], env)
+        resources: list[dict[str, Any]] = [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus}},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": mem}},
+        ]
+        if disk:
+            resources.append({"name": "disk", "type": "SCALAR", "scalar": {"value": disk}})
+        if ports:
+            resources.append({"name": "ports", "type": "RANGES",
+                              "ranges": {"range": [{"begin": port, "end": port} for port in ports]}})
+        grace_ns = int(self._kill_grace(dep) * 1e9)
+        info: dict[str, Any] = {
+            "name": entry.id,
+            "task_id": {"value": tid.id},
+            "agent_id": {"value": agent_id},
+            "resources": resources,
+            "command": command,
+            "kill_policy": {"grace_period": {"nanoseconds": grace_ns}},
+            "labels": {"labels": [{"key": k, "value": v} for k, v in (dep.labels or {}).items()]},
+        }
+        pending_wire = p.wire()
+        task = {
+            "taskId": tid.wire(),
+            "taskRequest": {"request": entry.request.wire(), "deploy": dep.wire(), "pendingTask": pending_wire},
+            "offers": [{"id": {"value": offer_id}, "agentId": {"value": agent_id}, "hostname": host}],
+            "mesosTask": {"taskId": {"value": tid.id}, "name": entry.id, "agentId": {"value": agent_id},
+                          "resources": resources, "command": command},
+            "agentId": {"value": agent_id},
+            "rackId": rack_id,
+        }
+        t = TaskEntry(tid, task, agent_id)
+        t.updates.append(self._update_doc(tid, now, "TASK_LAUNCHED", None, None))
+        self.tasks[t.id] = t
+        self.tasks_by_request[entry.id].add(t.id)
+        self._remove_pending(p.id)
+        self._save_task(t)
+        run_id = p.extras.get("runId")
+        self.sink.put(lambda: self.history.save_task(task, task_id=tid.id, request_id=entry.id, deploy_id=dep.id,
+                                                     run_id=run_id, host=host, started_at=tid.startedAt))
+        first = dict(t.updates[0])
+        self.sink.put(lambda: self.history.add_task_updates([first]))
+        return info
+
+    @staticmethod
+    def _command(dep: SingularityDeploy, extra_args: list[str], env: dict[str, str]) -> dict[str, Any]:
+        variables = [{"name": k, "value": v} for k, v in env.items()]
+        if dep.uses_shell:
+            # Run-now arguments are honoured with a shell too (Singularity drops them: its issue #1058).
+            value = dep.command or ""
+            args = list(dep.arguments or []) + extra_args
+            if args:
+                value = " ".join([value, *(shlex.quote(a) for a in args)])
+            return {"value": value, "shell": True, "environment": {"variables": variables}}
+        argv = [dep.command or "", *(dep.arguments or []), *extra_args]
+        return {"value": dep.command, "shell": False, "arguments": argv, "environment": {"variables": variables}}
+
+    @staticmethod
+    def _update_doc(tid: TaskId, ts: int, state: str, message: str | None, reason: str | None) -> dict[str, Any]:
+        doc: dict[str, Any] = {"taskId": tid.wire(), "timestamp": ts, "taskState": state, "previous": []}
+        if message:
+            doc["statusMessage"] = message
+        if reason:
+            doc["statusReason"] = reason
+        return doc
+
+    # ------------------------------------------------------------------ cluster events
+
+    def on_registered(self, framework_id: str) -> None:
+        self.framework_id = framework_id
+        self.connected = True
+        self.store.put("meta", "framework", {"id": framework_id})
+        # Learn what the cluster still runs: tasks it does not know come back as lost and are replaced.
+        if self.gateway is not None and self.tasks:
+            self.gateway.reconcile(list(self.tasks))
+        self.kick()
+
+    def on_disconnected(self) -> None:
+        self.connected = False
+        self.offers.clear()
+
+    def on_offers(self, offers: list[dict[str, Any]]) -> None:
+        now = self.clock()
+        self.last_offer_at = now
+        for raw in offers:
+            view = _offer_view(raw)
+            self.offers[view.offer_id] = (view, now)
+            self._note_agent(raw, view)
+        self.kick()
+
+    def on_rescind(self, offer_id: str) -> None:
+        self.offers.pop(offer_id, None)
+
+    def _note_agent(self, raw: dict[str, Any], view: OfferView) -> None:
+        if view.agent_id in self.agents:
+            return
+        now = self.clock()
+        self.agents[view.agent_id] = {
+            "id": view.agent_id, "host": view.host, "rackId": view.rack_id, "attributes": view.attributes,
+            "resources": {"numCpus": view.cpus, "memoryMegaBytes": view.mem_mb, "diskMegaBytes": view.disk_mb,
+                          "numPorts": view.free_ports()},
+            "currentState": {"state": "ACTIVE", "timestamp": now}, "firstSeenAt": now,
+        }
+        if raw.get("url"):
+            url = raw["url"]
+            addr = url.get("address", {})
+            self.agent_urls[view.agent_id] = (f"{url.get('scheme', 'http')}://{addr.get('ip') or addr.get('hostname')}"
+                                              f":{addr.get('port')}")
+        self.version += 1
+
+    def on_agent_lost(self, agent_id: str) -> None:
+        agent = self.agents.get(agent_id)
+        if agent:
+            agent["currentState"] = {"state": "DEAD", "timestamp": self.clock()}
+        self.offers = {k: v for k, v in self.offers.items() if v[0].agent_id != agent_id}
+        self.version += 1
+
+    def _expire_offers(self) -> None:
+        cut = self.clock() - int(self.settings.offer_hold_seconds * 1000)
+        stale = [oid for oid, (_, at) in self.offers.items() if at < cut]
+        if stale and not self.pending:
+            for oid in stale:
+                del self.offers[oid]
+            if self.gateway is not None:
+                self.gateway.decline(stale, 1.0)
+
+    def on_status(self, status: dict[str, Any]) -> None:
+        task_id = status.get("task_id", {}).get("value", "")
+        state = status.get("state", "")
+        task = self.tasks.get(task_id)
+        if task is None:
+            if state not in TERMINAL_TASK_STATES and self.gateway is not None:
+                log.warning("killing unknown task %s reported %s", task_id, state)
+                self.gateway.kill(task_id, 0.0)
+            return
+        now = self.clock()
+        message = status.get("message")
+        reason = status.get("reason")
+        if task.updates and task.updates[-1]["taskState"] == state and state != "TASK_RUNNING":
+            return  # a duplicate (redelivery or reconciliation)
+        if state == "TASK_RUNNING" and task.state == "TASK_RUNNING":
+            return
+        update = self._update_doc(task.tid, now, state, message, reason)
+        task.updates.append(update)
+        task.state = state
+        self.sink.put(lambda: self.history.add_task_updates([update]))
+        request_id = task.tid.requestId
+        if state == "TASK_RUNNING":
+            task.running_since = now
+            if self.sandbox_locator is not None and task.directory is None:
+                task.directory = self.sandbox_locator(task_id)
+            self._save_task(task)
+        elif state in TERMINAL_TASK_STATES:
+            self._task_done(task, state)
+        else:
+            self._save_task(task)
+        self.kick(request_id)
+
+    def _task_done(self, task: TaskEntry, state: str) -> None:
+        request_id = task.tid.requestId
+        with self.store.batch():
+            self.tasks.pop(task.id, None)
+            self.tasks_by_request[request_id].discard(task.id)
+            self.store.delete("tasks", task.id)
+        final = dict(task.task)
+        if task.directory:
+            final["directory"] = task.directory
+        self.sink.put(lambda: self.history.save_task(
+            final, task_id=task.id, request_id=request_id, deploy_id=task.tid.deployId,
+            run_id=final["taskRequest"]["pendingTask"].get("runId"), host=task.tid.host,
+            started_at=task.tid.startedAt))
+        entry = self.requests.get(request_id)
+        if entry is None:
+            return
+        pend = self.pending_deploys.get(request_id)
+        killed_by_us = task.cleanup is not None
+        if pend and entry.pending_deploy and task.tid.deployId == entry.pending_deploy["deployId"] \
+                and not killed_by_us:
+            pend.failed_tasks.append(task.id)
+            self.store.put("pendingDeploys", request_id, pend.doc())
+        if entry.request.type == RequestType.RUN_ONCE and state == "TASK_FINISHED" \
+                and not self.tasks_by_request.get(request_id) and not self.pending_by_request.get(request_id):
+            entry.state = RequestState.FINISHED
+            self._save_request(entry)
+            self._request_event(entry, "FINISHED")
+        self._maybe_finish_delete(entry)
+
+
+def _offer_view(raw: dict[str, Any]) -> OfferView:
+    cpus = mem = disk = 0.0
+    ports: list[tuple[int, int]] = []
+    for r in raw.get("resources", []):
+        name = r.get("name")
+        if name == "cpus":
+            cpus += r["scalar"]["value"]
+        elif name == "mem":
+            mem += r["scalar"]["value"]
+        elif name == "disk":
+            disk += r["scalar"]["value"]
+        elif name == "ports":
+            ports.extend((x["begin"], x["end"]) for x in r["ranges"]["range"])
+    attributes = {}
+    for a in raw.get("attributes", []):
+        if a.get("type") == "TEXT":
+            attributes[a["name"]] = a["text"]["value"]
+        elif a.get("type") == "SCALAR":
+            attributes[a["name"]] = f"{a['scalar']['value']:g}"
+    return OfferView(raw["id"]["value"], raw["agent_id"]["value"], raw.get("hostname", ""),
+                     attributes.get("rackid", "DEFAULT"), cpus, mem, disk, sorted(ports), attributes)

@@ -1,0 +1,178 @@
+"""The scheduler's live objects, and how each is stored and shown on the wire."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ids import PendingTaskId, TaskId
+from ..models.common import RequestState
+from ..models.deploy import SingularityDeploy
+from ..models.request import SingularityRequest
+
+
+def deploy_marker(request_id: str, deploy_id: str, timestamp: int, user: str | None = None,
+                  message: str | None = None) -> dict[str, Any]:
+    marker: dict[str, Any] = {"requestId": request_id, "deployId": deploy_id, "timestamp": timestamp}
+    if user:
+        marker["user"] = user
+    if message:
+        marker["message"] = message
+    return marker
+
+
+@dataclass(slots=True)
+class RequestEntry:
+    request: SingularityRequest
+    state: RequestState
+    timestamp: int
+    user: str | None = None
+    active_deploy: dict[str, Any] | None = None  # DeployMarker
+    pending_deploy: dict[str, Any] | None = None  # DeployMarker
+    bouncing: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    def doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"request": self.request.wire(), "state": self.state.value, "timestamp": self.timestamp}
+        if self.user:
+            doc["user"] = self.user
+        if self.active_deploy:
+            doc["activeDeploy"] = self.active_deploy
+        if self.pending_deploy:
+            doc["pendingDeploy"] = self.pending_deploy
+        if self.bouncing:
+            doc["bouncing"] = True
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RequestEntry:
+        return cls(
+            request=SingularityRequest.model_validate(doc["request"]),
+            state=RequestState(doc["state"]),
+            timestamp=doc["timestamp"],
+            user=doc.get("user"),
+            active_deploy=doc.get("activeDeploy"),
+            pending_deploy=doc.get("pendingDeploy"),
+            bouncing=doc.get("bouncing", False),
+        )
+
+
+@dataclass(slots=True)
+class DeployEntry:
+    deploy: SingularityDeploy
+    marker: dict[str, Any]
+    result: dict[str, Any] | None = None  # DeployResult once it has one
+
+    def doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"deploy": self.deploy.wire(), "deployMarker": self.marker}
+        if self.result:
+            doc["deployResult"] = self.result
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> DeployEntry:
+        return cls(SingularityDeploy.model_validate(doc["deploy"]), doc["deployMarker"], doc.get("deployResult"))
+
+
+@dataclass(slots=True)
+class PendingDeployEntry:
+    marker: dict[str, Any]
+    state: str = "WAITING"
+    updated_request: dict[str, Any] | None = None
+    unpause_on_success: bool = False
+    failed_tasks: list[str] = field(default_factory=list)
+
+    def wire(self, target: int, current: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "deployMarker": self.marker,
+            "currentDeployState": self.state,
+            "deployProgress": {
+                "targetActiveInstances": target,
+                "currentActiveInstances": current,
+                "stepLaunchComplete": current >= target,
+                "autoAdvanceDeploySteps": True,
+                "failedDeployTasks": [{"id": t} for t in self.failed_tasks],
+                "timestamp": self.marker["timestamp"],
+            },
+        }
+        if self.updated_request:
+            out["updatedRequest"] = self.updated_request
+        return out
+
+    def doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"deployMarker": self.marker, "state": self.state, "failedTasks": self.failed_tasks}
+        if self.updated_request:
+            doc["updatedRequest"] = self.updated_request
+        if self.unpause_on_success:
+            doc["unpauseOnSuccessfulDeploy"] = True
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> PendingDeployEntry:
+        return cls(doc["deployMarker"], doc.get("state", "WAITING"), doc.get("updatedRequest"),
+                   doc.get("unpauseOnSuccessfulDeploy", False), list(doc.get("failedTasks", [])))
+
+
+@dataclass(slots=True)
+class PendingTaskEntry:
+    pid: PendingTaskId
+    extras: dict[str, Any] = field(default_factory=dict)  # cmdLineArgsList, runId, user, message, envOverrides...
+    reason: str | None = None  # why it is not placed yet (not persisted: recomputed every round)
+
+    @property
+    def id(self) -> str:
+        return self.pid.id
+
+    def wire(self) -> dict[str, Any]:
+        return {"pendingTaskId": self.pid.wire(), **self.extras}
+
+    def doc(self) -> dict[str, Any]:
+        return {"pendingTaskId": self.pid.wire(), "extras": self.extras}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> PendingTaskEntry:
+        p = doc["pendingTaskId"]
+        pid = PendingTaskId(p["requestId"], p["deployId"], p["nextRunAt"], p["instanceNo"], p["pendingType"],
+                            p["createdAt"])
+        return cls(pid, doc.get("extras", {}))
+
+
+@dataclass(slots=True)
+class TaskEntry:
+    tid: TaskId
+    task: dict[str, Any]  # SingularityTask, as shown by the API
+    agent_id: str
+    state: str = "TASK_LAUNCHED"
+    running_since: int | None = None
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    cleanup: dict[str, Any] | None = None  # SingularityTaskCleanup while it is being cleaned up
+    kill_sent_at: int | None = None
+    directory: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.tid.id
+
+    def doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"task": self.task, "agentId": self.agent_id, "state": self.state,
+                               "updates": self.updates}
+        if self.running_since is not None:
+            doc["runningSince"] = self.running_since
+        if self.cleanup:
+            doc["cleanup"] = self.cleanup
+        if self.kill_sent_at is not None:
+            doc["killSentAt"] = self.kill_sent_at
+        if self.directory:
+            doc["directory"] = self.directory
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> TaskEntry:
+        t = doc["task"]["taskId"]
+        tid = TaskId(t["requestId"], t["deployId"], t["startedAt"], t["instanceNo"], t["host"], t["sanitizedHost"],
+                     t["rackId"], t["sanitizedRackId"])
+        return cls(tid, doc["task"], doc["agentId"], doc["state"], doc.get("runningSince"), doc.get("updates", []),
+                   doc.get("cleanup"), doc.get("killSentAt"), doc.get("directory"))

@@ -1,0 +1,125 @@
+"""The pymesos side: callbacks from the driver's IO thread in, calls to the master out.
+
+pymesos runs every callback on its own IO thread and kills the driver when one raises, so the
+callbacks only hand events to the asyncio loop. Calls go out on one worker thread, in order, so a
+slow HTTP call to the master never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pymesos import MesosSchedulerDriver, Scheduler
+
+from .core import Scheduler as SingScheduler
+
+log = logging.getLogger(__name__)
+
+
+class FrameworkCallbacks(Scheduler):  # type: ignore[misc]
+    def __init__(self, scheduler: SingScheduler, loop: Any) -> None:
+        self._scheduler = scheduler
+        self._loop = loop
+
+    def _post(self, fn: Any, *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closing: the backend is shutting down
+            pass
+
+    def registered(self, driver: Any, framework_id: dict[str, str], master_info: Any) -> None:
+        log.info("registered with the cluster as framework %s", framework_id["value"])
+        self._post(self._scheduler.on_registered, framework_id["value"])
+
+    def reregistered(self, driver: Any, master_info: Any) -> None:
+        self._post(self._scheduler.on_registered, driver.framework_id)
+
+    def disconnected(self, driver: Any) -> None:
+        self._post(self._scheduler.on_disconnected)
+
+    def resourceOffers(self, driver: Any, offers: list[dict[str, Any]]) -> None:  # noqa: N802 (pymesos API)
+        self._post(self._scheduler.on_offers, offers)
+
+    def offerRescinded(self, driver: Any, offer_id: dict[str, str]) -> None:  # noqa: N802
+        self._post(self._scheduler.on_rescind, offer_id["value"])
+
+    def statusUpdate(self, driver: Any, status: dict[str, Any]) -> None:  # noqa: N802
+        self._post(self._scheduler.on_status, status)
+
+    def slaveLost(self, driver: Any, agent_id: dict[str, str]) -> None:  # noqa: N802
+        self._post(self._scheduler.on_agent_lost, agent_id["value"])
+
+    def executorLost(self, driver: Any, executor_id: Any, agent_id: Any, status: Any) -> None:  # noqa: N802
+        pass
+
+    def error(self, driver: Any, message: str) -> None:
+        log.error("cluster error: %s", message)
+
+
+class DriverGateway:
+    """`ClusterGateway` over a pymesos driver; every call is queued on one thread."""
+
+    def __init__(self, scheduler: SingScheduler, master: str, loop: Any, framework_name: str = "Sing") -> None:
+        framework: dict[str, Any] = {
+            "user": getpass.getuser(),
+            "name": framework_name,
+            "hostname": socket.gethostname(),
+            # Keep tasks running while the scheduler is away (restart, fail-over): a week.
+            "failover_timeout": 7 * 24 * 3600.0,
+            "checkpoint": True,
+        }
+        if scheduler.framework_id:
+            framework["id"] = {"value": scheduler.framework_id}
+        self._callbacks = FrameworkCallbacks(scheduler, loop)
+        self.driver = MesosSchedulerDriver(self._callbacks, framework, master, use_addict=False,
+                                           implicit_acknowledgements=True, failover=True)
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-calls")
+
+    def start(self) -> None:
+        self.driver.start()
+
+    def stop(self) -> None:
+        self._calls.shutdown(wait=True, cancel_futures=False)
+        # failover=True: the framework stays registered, so its tasks survive a scheduler restart.
+        self.driver.stop(failover=True)
+        self.driver.join()
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        def call() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("call to the cluster failed: %s", getattr(fn, "__name__", fn))
+        try:
+            self._calls.submit(call)
+        except RuntimeError:
+            pass  # shutting down
+
+    def launch(self, offer_id: str, task_infos: list[dict[str, Any]]) -> None:
+        self._submit(self.driver.launchTasks, [{"value": offer_id}], task_infos)
+
+    def decline(self, offer_ids: list[str], refuse_seconds: float) -> None:
+        self._submit(self.driver.declineOffer, [{"value": o} for o in offer_ids],
+                     {"refuse_seconds": refuse_seconds})
+
+    def kill(self, task_id: str, grace_seconds: float | None) -> None:
+        if grace_seconds is None:
+            self._submit(self.driver.killTask, {"value": task_id})
+            return
+        # pymesos' killTask cannot carry a kill policy; a destroy needs a zero grace period.
+        body = {"type": "KILL", "kill": {"task_id": {"value": task_id},
+                                         "kill_policy": {"grace_period": {"nanoseconds": int(grace_seconds * 1e9)}}}}
+        self._submit(self._send_with_framework, body)
+
+    def reconcile(self, task_ids: list[str]) -> None:
+        self._submit(self.driver.reconcileTasks, [{"task_id": {"value": t}} for t in task_ids])
+
+    def _send_with_framework(self, body: dict[str, Any]) -> None:
+        if not self.driver.connected:
+            return
+        body["framework_id"] = {"value": self.driver.framework_id}
+        self.driver._send(body)

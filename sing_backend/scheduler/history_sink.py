@@ -1,0 +1,62 @@
+"""Ordered, non-blocking hand-off of history writes from the scheduler to the history store.
+
+The scheduler's decisions are synchronous; history I/O is async. Writes are queued in order and
+drained by one background task, so the scheduling path never waits on the database, and readers
+call `drain()` first to see every earlier write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[], Awaitable[None]]
+
+
+class HistorySink:
+    def __init__(self) -> None:
+        self._queue: deque[Write] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._runner: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._run(), name="history-sink")
+
+    def put(self, write: Write) -> None:
+        self._queue.append(write)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def drain(self) -> None:
+        if self._runner is None:
+            while self._queue:
+                await self._queue.popleft()()
+            return
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._runner:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                write = self._queue.popleft()
+                try:
+                    await write()
+                except Exception:  # a failed history write must not stop the scheduler
+                    log.exception("history write failed")
+            self._idle.set()

@@ -1,0 +1,141 @@
+"""One validated settings object: defaults, then a TOML file, then SING_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SettingsError(Exception):
+    """Raised at start-up when the configuration is unusable; the message names the setting."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sing"
+
+
+class LocalAgentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(3, ge=1, le=64)
+    racks: int = Field(2, ge=1, le=64)
+    cpus: float = Field(4.0, gt=0)
+    mem_mb: float = Field(4096.0, gt=0)
+    disk_mb: float = Field(20480.0, gt=0)
+    ports_per_agent: int = Field(1000, ge=1, le=5000)
+    first_port: int = Field(31000, ge=1024, le=60000)
+
+
+class LimitSettings(BaseModel):
+    """Per-task and per-request caps (Singularity's defaults); a request or deploy over them is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_instances: int = Field(25, ge=1)
+    max_cpus_per_task: float = Field(50.0, gt=0)
+    max_memory_mb_per_task: float = Field(24 * 1024.0, gt=0)
+    max_disk_mb_per_task: float = Field(1024 * 1024.0, gt=0)
+    max_ports_per_task: int = Field(10, ge=0)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(7099, ge=0, le=65535)
+    base_path: str = "/singularity"
+    data_dir: Path = Field(default_factory=default_data_dir)
+    mode: str = Field("local", pattern="^(local)$")
+    agents: LocalAgentSettings = Field(default_factory=LocalAgentSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    # Task defaults, as Singularity's.
+    default_cpus: float = 1.0
+    default_memory_mb: float = 64.0
+    default_disk_mb: float = 1024.0
+    # SIGTERM -> SIGKILL delay for task kills; Singularity's executor waits 3 minutes.
+    kill_grace_seconds: float = Field(180.0, ge=0)
+    # How often time-based decisions (deploy success, expiring offers) are re-evaluated.
+    tick_seconds: float = Field(1.0, gt=0)
+    # Offers are held for fast launches, then declined so the cluster can re-balance them.
+    offer_hold_seconds: float = Field(60.0, gt=0)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_sandbox_read_bytes: int = Field(1024 * 1024, ge=1024)
+    common_hostname_suffix_to_omit: str = ""
+    # Benchmark-only: agents report tasks RUNNING without starting processes. Never for the demo.
+    simulated_agents: bool = False
+    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
+
+    @model_validator(mode="after")
+    def _normalise(self) -> Settings:
+        self.base_path = "/" + self.base_path.strip("/") if self.base_path.strip("/") else ""
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / "state.db"
+
+    @property
+    def history_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.data_dir / 'history.db'}"
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.data_dir / "cluster"
+
+
+_ENV_PREFIX = "SING_"
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """SING_PORT=1 -> {"port": "1"}; SING_AGENTS__COUNT=5 -> {"agents": {"count": "5"}}."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(_ENV_PREFIX) or name == "SING_URL":
+            continue
+        path = name[len(_ENV_PREFIX):].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except FileNotFoundError as exc:
+            raise SettingsError(f"config file {config_file} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
+    data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    data = _merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,26 @@
+"""The state-store contract: live state as JSON documents in named collections.
+
+Collections map to ZooKeeper paths in production (`/{collection}/{key}`) and to one SQLite table in
+local mode. Writes inside `batch()` land together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+Doc = dict[str, Any]
+
+
+class StateStore(Protocol):
+    def load(self, collection: str) -> dict[str, Doc]: ...
+
+    def put(self, collection: str, key: str, doc: Doc) -> None: ...
+
+    def delete(self, collection: str, key: str) -> None: ...
+
+    @contextmanager
+    def batch(self) -> Iterator[None]: ...
+
+    def close(self) -> None: ...

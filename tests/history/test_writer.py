@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+
+from sing_backend.history import HistoryStore, db
+
+from .helpers import history_url, make_task, save, update
+
+
+def count_commits(store: HistoryStore) -> list[int]:
+    commits: list[int] = []
+    event.listen(store._engine, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+async def test_burst_of_updates_is_one_transaction(store: HistoryStore) -> None:
+    tid = await save(store, make_task("billing", "v1", 1000))
+    await store.flush()
+    commits = count_commits(store)
+
+    for n in range(1000):
+        await store.add_task_updates([update(tid, 1001 + n, "TASK_RUNNING", statusMessage=f"beat {n}")])
+    history = await store.task_history(tid)  # a query flushes first: no explicit flush needed
+
+    assert history is not None
+    assert [u["statusMessage"] for u in history["taskUpdates"]] == [f"beat {n}" for n in range(1000)]
+    assert len(commits) == 1
+    (listed,) = await store.request_task_ids("billing")
+    assert listed["updatedAt"] == 2000
+
+
+async def test_big_bursts_are_split_into_bounded_transactions(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sing_backend.history.store.MAX_BATCH_ROWS", 100)
+    commits = count_commits(store)
+    for n in range(1000):
+        await store.add_request_event({"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": n})
+    await store.flush()
+    assert len(commits) == 10
+    assert len(await store.request_history("r", count=1000)) == 1000
+
+
+async def test_writes_are_committed_in_call_order_across_kinds(store: HistoryStore) -> None:
+    # Task row, then its updates, then a second save, all in one batch.
+    task = make_task("billing", "v1", 1000)
+    tid = await save(store, task)
+    await store.add_task_updates([update(tid, 1001, "TASK_RUNNING")])
+    task["rackId"] = "rack-z"
+    await save(store, task)
+    (listed,) = await store.request_task_ids("billing")
+    assert listed["lastTaskStatus"] == "TASK_RUNNING"
+    history = await store.task_history(tid)
+    assert history is not None and history["task"]["rackId"] == "rack-z"
+
+
+async def test_flush_waits_for_concurrent_writers(store: HistoryStore) -> None:
+    async def writer(request_id: str) -> None:
+        for n in range(200):
+            await store.add_request_event({"request": {"id": request_id}, "eventType": "SCALED", "createdAt": n})
+            if n % 50 == 0:
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(writer(f"r{i}") for i in range(5)))
+    await store.flush()
+    await store.flush()  # nothing pending: returns at once
+    for i in range(5):
+        assert len(await store.request_history(f"r{i}", count=1000)) == 200
+
+
+async def test_a_refused_write_is_dropped_alone(store: HistoryStore, db_path: Path) -> None:
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON request_history WHEN NEW.message = 'refuse me'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    for n, message in enumerate(["a", "refuse me", "b"]):
+        await store.add_request_event(
+            {"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": n, "message": message}
+        )
+    kept = await store.request_history("r", order_desc=False)
+    assert [e["message"] for e in kept] == ["a", "b"]
+    assert store.dropped_writes == 1
+
+
+async def test_a_locked_database_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 20)
+    path = tmp_path / "history.db"
+    store = await HistoryStore.open(history_url(path))
+    try:
+        raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        raw.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+        release = threading.Timer(0.5, lambda: raw.execute("COMMIT"))
+        release.start()
+        await store.add_request_event({"request": {"id": "r"}, "eventType": "CREATED", "createdAt": 1})
+        assert len(await store.request_history("r")) == 1
+        assert store.dropped_writes == 0
+        assert "retrying" in caplog.text
+        release.join()
+        raw.close()
+    finally:
+        await store.close()
+
+
+async def test_bad_input_fails_at_the_call(store: HistoryStore) -> None:
+    with pytest.raises(KeyError):
+        await store.add_request_event({"eventType": "CREATED", "createdAt": 1})
+    with pytest.raises(TypeError):
+        await store.add_healthcheck_result("t", {"timestamp": 1, "body": object()})
+    await store.add_task_updates([])
+    await store.flush()
+
+
+async def test_close_commits_queued_writes_then_refuses(db_path: Path) -> None:
+    store = await HistoryStore.open(history_url(db_path))
+    for n in range(100):
+        await store.add_request_event({"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": n})
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        await store.add_request_event({"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": 1})
+    with pytest.raises(RuntimeError):
+        await store.request_history("r")
+
+    reopened = await HistoryStore.open(history_url(db_path))
+    try:
+        assert len(await reopened.request_history("r", count=1000)) == 100
+    finally:
+        await reopened.close()

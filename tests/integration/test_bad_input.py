@@ -1,0 +1,89 @@
+"""Bad input gets a 4xx naming the problem, and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import Backend, wait_for
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _seed(backend: Backend) -> None:
+    backend.create({"id": "svc", "requestType": "SERVICE", "instances": 1},
+                   {"id": "v1", "command": "sleep 1000", "resources": {"cpus": 0.1, "memoryMb": 32}})
+    backend.create({"id": "od", "requestType": "ON_DEMAND"},
+                   {"id": "v1", "command": "true", "resources": {"cpus": 0.1, "memoryMb": 32}})
+    backend.create({"id": "cron", "requestType": "SCHEDULED", "schedule": "*/5 * * * *"})
+    wait_for(lambda: backend.active_tasks("svc"), what="svc running")
+
+
+def _error(backend: Backend, method: str, path: str, status: int, fragment: str, **kw) -> None:
+    r = backend.client.request(method, path, **kw)
+    assert r.status_code == status, f"{method} {path}: {r.status_code} {r.text}"
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["code"] == status
+    assert fragment in body["message"], body["message"]
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ({"id": "has space", "requestType": "SERVICE"}, "id"),
+    ({"id": "x", "requestType": "DAEMON"}, "requestType"),
+    ({"id": "x", "requestType": "SERVICE", "instances": 0}, "instances"),
+    ({"id": "x", "requestType": "SERVICE", "instances": -2}, "instances"),
+    ({"id": "x", "requestType": "SERVICE", "instances": "two"}, "instances"),
+    ({"id": "x", "requestType": "SERVICE", "instances": 1000}, "instances"),
+    ({"id": "x", "requestType": "SCHEDULED"}, "schedule"),
+    ({"id": "x", "requestType": "WORKER", "loadBalanced": True}, "loadBalanced"),
+    ({"requestType": "SERVICE"}, "id"),
+    ([1, 2], "body"),
+])
+def test_invalid_request_bodies(backend: Backend, body, fragment):
+    before = backend.get("/api/requests")
+    _error(backend, "POST", "/api/requests", 400, fragment, json=body)
+    assert backend.get("/api/requests") == before
+
+
+def test_malformed_empty_and_huge_bodies(backend: Backend):
+    _error(backend, "POST", "/api/requests", 400, "malformed JSON", content=b"{not json",
+           headers={"content-type": "application/json"})
+    _error(backend, "POST", "/api/requests", 400, "body", content=b"", headers={"content-type": "application/json"})
+    _error(backend, "POST", "/api/deploys", 413, "body", content=b"{" + b" " * (3 * 1024 * 1024) + b"}",
+           headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(("deploy", "status", "fragment"), [
+    ({"requestId": "svc", "id": "bad-id", "command": "true"}, 400, "id"),
+    ({"requestId": "svc", "id": "v9"}, 400, "command"),
+    ({"requestId": "nope", "id": "v9", "command": "true"}, 404, "nope"),
+    ({"requestId": "svc", "id": "v1", "command": "true"}, 400, "already exists"),
+    ({"requestId": "svc", "id": "v9", "command": "true", "resources": {"memoryMb": 10_000_000}}, 400, "memoryMb"),
+    ({"requestId": "svc", "id": "v9", "command": "true", "resources": {"cpus": -1}}, 400, "cpus"),
+])
+def test_invalid_deploys(backend: Backend, deploy, status, fragment):
+    _error(backend, "POST", "/api/deploys", status, fragment, json={"deploy": deploy})
+    assert "pendingDeploy" not in backend.get("/api/requests/request/svc")["requestDeployState"]
+
+
+def test_actions_that_do_not_fit(backend: Backend):
+    _error(backend, "POST", "/api/requests/request/svc/run", 400, "ON_DEMAND", json={})
+    _error(backend, "PUT", "/api/requests/request/cron/scale", 400, "instances", json={"instances": 2})
+    _error(backend, "PUT", "/api/requests/request/svc/scale", 400, "instances", json={"instances": 0})
+    _error(backend, "PUT", "/api/requests/request/svc/scale", 400, "instances", json={})
+    _error(backend, "POST", "/api/requests/request/od/bounce", 400, "requestType", json={})
+    _error(backend, "POST", "/api/requests/request/svc/unpause", 409, "not paused", json={})
+    _error(backend, "POST", "/api/requests/request/missing/pause", 404, "missing", json={})
+    _error(backend, "POST", "/api/requests/request/od/run", 400, "runAt", json={"runAt": 1})
+    _error(backend, "POST", "/api/requests/request/od/run", 400, "commandLineArgs", json={"commandLineArgs": "x"})
+    _error(backend, "DELETE", "/api/tasks/task/not-a-task", 404, "not-a-task")
+    _error(backend, "DELETE", "/api/deploys/deploy/v7/request/svc", 404, "v7")
+    _error(backend, "POST", "/api/requests", 400, "requestType",
+           json={"id": "svc", "requestType": "WORKER"})
+    _error(backend, "GET", "/api/history/request/svc/tasks?count=0", 400, "count")
+    _error(backend, "GET", "/api/agents?state=SLEEPY", 400, "state")
+    assert backend.get("/api/requests/request/svc")["request"]["instances"] == 1
+    assert backend.get("/api/requests/request/svc")["request"]["requestType"] == "SERVICE"
+
+
+def test_unknown_paths_are_json_404(backend: Backend):
+    _error(backend, "GET", "/api/nothing-here", 404, "no such endpoint")
