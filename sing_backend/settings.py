@@ -28,7 +28,8 @@ class LocalAgentSettings(BaseModel):
     mem_mb: float = Field(4096.0, gt=0)
     disk_mb: float = Field(20480.0, gt=0)
     ports_per_agent: int = Field(1000, ge=1, le=5000)
-    first_port: int = Field(31000, ge=1024, le=60000)
+    # Below Linux's ephemeral range (32768+), so tasks never race the OS for their ports.
+    first_port: int = Field(20000, ge=1024, le=60000)
 
 
 class LimitSettings(BaseModel):

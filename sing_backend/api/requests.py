@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from ..models.actions import (
     BounceRequest,
@@ -20,7 +19,7 @@ from ..models.common import RequestState, RequestType
 from ..models.request import SingularityRequest
 from ..runtime import Runtime
 from .deps import runtime
-from .responses import json_response, raw_json
+from .responses import cached_list, json_response
 from .views import request_parent
 
 router = APIRouter(prefix="/requests", tags=["requests"])
@@ -33,46 +32,36 @@ _BY_STATE = {
 }
 
 
-def _list(rt: Runtime, states: tuple[RequestState, ...] | None, request_type: RequestType | None) -> Response:
-    key = ("requests", states, request_type)
-    cached = rt.list_cache.get(key)
-    if cached is not None:
-        return raw_json(cached)
-    s = rt.scheduler
-    parents = [request_parent(s, e) for e in s.requests.values()
-               if (states is None or e.state in states)
-               and (request_type is None or e.request.requestType == request_type)]
-    body = orjson.dumps(parents)
-    rt.list_cache.put(key, body)
-    return raw_json(body)
+async def _list(http: Request, states: tuple[RequestState, ...] | None, request_type: RequestType | None) -> Response:
+    s = runtime(http).scheduler
+    return await cached_list(http, ("requests", states, request_type), lambda: [
+        request_parent(s, e) for e in s.requests.values()
+        if (states is None or e.state in states) and (request_type is None or e.request.requestType == request_type)])
 
 
 @router.get("", summary="All requests")
-async def list_requests(rt: Annotated[Runtime, Depends(runtime)],
-                        requestType: RequestType | None = None) -> Response:  # noqa: N803 (Singularity's name)
-    return _list(rt, None, requestType)
+async def list_requests(http: Request, requestType: RequestType | None = None) -> Response:
+    return await _list(http, None, requestType)
 
 
 @router.get("/active", summary="Active requests")
-async def list_active(rt: Annotated[Runtime, Depends(runtime)], requestType: RequestType | None = None) -> Response:  # noqa: N803
-    return _list(rt, _BY_STATE["active"], requestType)
+async def list_active(http: Request, requestType: RequestType | None = None) -> Response:
+    return await _list(http, _BY_STATE["active"], requestType)
 
 
 @router.get("/paused", summary="Paused requests")
-async def list_paused(rt: Annotated[Runtime, Depends(runtime)], requestType: RequestType | None = None) -> Response:  # noqa: N803
-    return _list(rt, _BY_STATE["paused"], requestType)
+async def list_paused(http: Request, requestType: RequestType | None = None) -> Response:
+    return await _list(http, _BY_STATE["paused"], requestType)
 
 
 @router.get("/cooldown", summary="Requests in cooldown")
-async def list_cooldown(rt: Annotated[Runtime, Depends(runtime)],
-                        requestType: RequestType | None = None) -> Response:  # noqa: N803
-    return _list(rt, _BY_STATE["cooldown"], requestType)
+async def list_cooldown(http: Request, requestType: RequestType | None = None) -> Response:
+    return await _list(http, _BY_STATE["cooldown"], requestType)
 
 
 @router.get("/finished", summary="Finished requests")
-async def list_finished(rt: Annotated[Runtime, Depends(runtime)],
-                        requestType: RequestType | None = None) -> Response:  # noqa: N803
-    return _list(rt, _BY_STATE["finished"], requestType)
+async def list_finished(http: Request, requestType: RequestType | None = None) -> Response:
+    return await _list(http, _BY_STATE["finished"], requestType)
 
 
 @router.get("/queued/pending", summary="Requests with tasks waiting to be placed")
@@ -95,59 +84,59 @@ async def save_request(rt: Annotated[Runtime, Depends(runtime)], request: Singul
 
 
 @router.get("/request/{requestId}", summary="One request with its deploys and tasks")
-async def get_request(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:  # noqa: N803
+async def get_request(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
     return json_response(request_parent(rt.scheduler, rt.scheduler.get_request(requestId)))
 
 
 @router.get("/request/{requestId}/simple", summary="One request without deploys and tasks")
-async def get_request_simple(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:  # noqa: N803
+async def get_request_simple(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
     return json_response(request_parent(rt.scheduler, rt.scheduler.get_request(requestId), full=False))
 
 
 @router.delete("/request/{requestId}", summary="Delete a request (its tasks are killed first)")
-async def delete_request(rt: Annotated[Runtime, Depends(runtime)], requestId: str,  # noqa: N803
+async def delete_request(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                          body: Annotated[DeleteRequest | None, Body()] = None) -> Response:
     entry = rt.scheduler.delete_request(requestId, body or DeleteRequest())
     return json_response(entry.request.wire())
 
 
 @router.put("/request/{requestId}/scale", summary="Change the number of instances")
-async def scale(rt: Annotated[Runtime, Depends(runtime)], requestId: str, body: ScaleRequest,  # noqa: N803
-                largeScaleDownAcknowledged: bool = Query(False)) -> Response:  # noqa: N803
+async def scale(rt: Annotated[Runtime, Depends(runtime)], requestId: str, body: ScaleRequest,
+                largeScaleDownAcknowledged: bool = Query(False)) -> Response:
     entry = rt.scheduler.scale(requestId, body, largeScaleDownAcknowledged)
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/pause", summary="Pause (killTasks defaults to true)")
-async def pause(rt: Annotated[Runtime, Depends(runtime)], requestId: str,  # noqa: N803
+async def pause(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                 body: Annotated[PauseRequest | None, Body()] = None) -> Response:
     entry = rt.scheduler.pause(requestId, body or PauseRequest())
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/unpause", summary="Unpause")
-async def unpause(rt: Annotated[Runtime, Depends(runtime)], requestId: str,  # noqa: N803
+async def unpause(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                   body: Annotated[UnpauseRequest | None, Body()] = None) -> Response:
     entry = rt.scheduler.unpause(requestId, body or UnpauseRequest())
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/bounce", summary="Restart every task (replacements first)")
-async def bounce(rt: Annotated[Runtime, Depends(runtime)], requestId: str,  # noqa: N803
+async def bounce(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                  body: Annotated[BounceRequest | None, Body()] = None) -> Response:
     entry = rt.scheduler.bounce(requestId, body or BounceRequest())
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/exit-cooldown", summary="Leave system cooldown now")
-async def exit_cooldown(rt: Annotated[Runtime, Depends(runtime)], requestId: str,  # noqa: N803
+async def exit_cooldown(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                         body: Annotated[ExitCooldownRequest | None, Body()] = None) -> Response:
     entry = rt.scheduler.exit_cooldown(requestId, body or ExitCooldownRequest())
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/run", summary="Run an ON_DEMAND (or SCHEDULED) request now")
-async def run_now(rt: Annotated[Runtime, Depends(runtime)], requestId: str,  # noqa: N803
+async def run_now(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                   body: Annotated[RunNowRequest | None, Body()] = None) -> Response:
     entry, pending = rt.scheduler.run_now(requestId, body or RunNowRequest())
     p = pending.wire()

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 
 from ..errors import not_found
 from ..models.actions import KillTaskRequest
 from ..runtime import Runtime
 from .deps import runtime
-from .responses import json_response, raw_json
+from .responses import cached_list, json_response
 from .views import pending_task_request, task_ids_for_request
 
 router = APIRouter(tags=["tasks"])
 
 
 @router.get("/tasks/active", summary="Every active task")
-async def active(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
-    cached = rt.list_cache.get(("tasks/active",))
-    if cached is None:
-        cached = orjson.dumps([t.task for t in rt.scheduler.tasks.values()])
-        rt.list_cache.put(("tasks/active",), cached)
-    return raw_json(cached)
+async def active(http: Request) -> Response:
+    tasks = runtime(http).scheduler.tasks
+    return await cached_list(http, "tasks/active", lambda: [t.task for t in tasks.values()])
 
 
 @router.get("/tasks/active/ids", summary="Ids of every active task")

@@ -84,6 +84,8 @@ class EmbeddedCluster:
         self._acceptor.add(self._server)
         for spec in self._specs:
             self.add_agent(spec)
+        log.info("embedded cluster: master at %s, %d agents%s", self.master_address, len(self._specs),
+                 " (simulated)" if self.simulated else "")
 
     @property
     def master_address(self) -> str:
@@ -97,6 +99,9 @@ class EmbeddedCluster:
         if not self._started or self._stopped:
             return
         self._stopped = True
+        # No new connections first: a driver whose stream we end re-subscribes at once, and must
+        # find nobody listening rather than a master half way through stopping.
+        self._acceptor.stop()
         with self._lock:
             agents = list(self._master.agents.values())
             for agent in agents:
@@ -109,7 +114,6 @@ class EmbeddedCluster:
         self._master.stop()
         assert self._server is not None
         self._server.join_streams(timeout=2.0)
-        self._acceptor.stop()
         self._server.close()
         for agent in agents:
             agent.close()
@@ -128,6 +132,8 @@ class EmbeddedCluster:
 
     def add_agent(self, spec: AgentSpec) -> None:
         """An agent joins; its resources are offered at once."""
+        if not self._started or self._stopped:
+            raise RuntimeError("add_agent needs a running cluster")
         with self._lock:
             known = list(self._master.agents.values())
         _check_unique([a.spec for a in known] + [spec])

@@ -45,6 +45,8 @@ class Framework:
     framework_id: str
     info: dict[str, Any]
     subscription: Subscription | None = None
+    # The id of the stream the master last ended: see Master.handle_call.
+    previous_stream_id: str | None = None
     suppressed: bool = False
     # agent_id -> time.monotonic() until which this framework declined that agent
     filters: dict[str, float] = field(default_factory=dict)

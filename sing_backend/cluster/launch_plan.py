@@ -60,8 +60,9 @@ def plan_launches(
             taken.add(task_id)
             launches.append(TaskRecord(str(task_id), framework_id, agent_id, resources, info))
         else:
-            valid_id = task_id if task_id_problem(task_id) is None else None
-            rejections.append(Rejection(valid_id, "TASK_ERROR", "REASON_TASK_INVALID", problem))
+            # Even an id unfit for a directory name can be reported on, if it is a string.
+            reportable = task_id if isinstance(task_id, str) and task_id else None
+            rejections.append(Rejection(reportable, "TASK_ERROR", "REASON_TASK_INVALID", problem))
     return LaunchPlan(launches, rejections, pool)
 
 

@@ -164,7 +164,9 @@ class Master:
                 framework = Framework(framework_id, info)
                 self.frameworks[framework_id] = framework
             elif framework.subscription is not None:
-                # Fail-over: the new connection replaces the old one, whose offers are void.
+                # Fail-over: the new connection replaces the old one, whose offers are void. Like
+                # Mesos, tell the old scheduler, so it stops instead of subscribing back.
+                framework.subscription.send(error_event("Framework failed over"))
                 self._disconnect(framework, start_failover_timer=False)
             if framework.failover_timer is not None:
                 framework.failover_timer.cancel()
@@ -218,6 +220,7 @@ class Master:
         subscription = framework.subscription
         framework.subscription = None
         if subscription is not None:
+            framework.previous_stream_id = subscription.stream_id
             subscription.end()
         for offer in self.offers.of_framework(framework.framework_id):
             self.offers.give_back(offer.offer_id)
@@ -265,11 +268,14 @@ class Master:
             framework = self.frameworks.get(framework_id)
             if framework is None:
                 raise CallError(400, f"Framework {framework_id} cannot be found")
-            if framework.subscription is None:
-                raise CallError(403, f"Framework {framework_id} is not subscribed")
             if not stream_id:
                 raise CallError(400, "All non-subscribe calls should include the 'Mesos-Stream-Id' header")
-            if stream_id != framework.subscription.stream_id:
+            if framework.subscription is None:
+                # When the master ends a stream, pymesos still handles the events it had buffered and
+                # acknowledges them with that stream's id; any error reply would abort the driver.
+                if stream_id != framework.previous_stream_id:
+                    raise CallError(403, f"Framework {framework_id} is not subscribed")
+            elif stream_id != framework.subscription.stream_id:
                 raise CallError(400, f"The stream ID '{stream_id}' does not match framework {framework_id}'s")
             handler(framework, call)
 

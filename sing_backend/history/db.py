@@ -1,9 +1,11 @@
 """Engine creation and schema migrations for the history database.
 
-The store drives a synchronous SQLAlchemy engine from worker threads: SQLAlchemy's asyncio layer needs
-greenlet, which the project does not ship, and the production driver (pymysql) is synchronous anyway.
-Configured URLs may still name an asyncio driver (`sqlite+aiosqlite://…`); it is mapped to the
-synchronous driver of the same database.
+The store runs on SQLAlchemy's asyncio engine: ``sqlite+aiosqlite`` locally, ``mysql+aiomysql`` for
+MySQL/MariaDB (the driver is not a dependency yet). Plain driver names (``sqlite://``,
+``mysql+pymysql://``) are mapped to the asyncio driver of the same database.
+
+The command-line helpers (`upgrade`, the alembic CLI) stay synchronous and map the other way, so a
+synchronous driver such as pymysql is only ever used there, never by the running backend.
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 VERSION_TABLE = "sing_history_version"  # not alembic_version: the database may hold other schemas too
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "mysql": "mysql+aiomysql",
+    "mysql+pymysql": "mysql+aiomysql",
+    "mariadb": "mariadb+aiomysql",
+    "mariadb+pymysql": "mariadb+aiomysql",
+}
 
 _SYNC_DRIVERS = {
     "sqlite+aiosqlite": "sqlite+pysqlite",
@@ -29,22 +41,46 @@ _SYNC_DRIVERS = {
 }
 
 
+def async_url(url: str | URL) -> URL:
+    """`url` with an asyncio driver: the one it names, or the asyncio driver of its database."""
+    parsed = make_url(url)
+    return parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
+
+
 def sync_url(url: str | URL) -> URL:
+    """`url` with a synchronous driver, for the command-line helpers only."""
     parsed = make_url(url)
     return parsed.set(drivername=_SYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
 
 
-def make_engine(url: str | URL) -> Engine:
-    parsed = sync_url(url)
+def make_engine(url: str | URL) -> AsyncEngine:
+    """The asyncio engine of the history store."""
+    parsed = async_url(url)
     if parsed.get_backend_name() != "sqlite":
         # Servers drop idle connections (MySQL wait_timeout): test and recycle them rather than fail a write.
+        return create_async_engine(parsed, pool_pre_ping=True, pool_recycle=3600)
+    _require_file(parsed, url)
+    engine = create_async_engine(parsed)
+    # Events are synchronous: they go on the sync engine the asyncio engine wraps.
+    event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+    return engine
+
+
+def make_sync_engine(url: str | URL) -> Engine:
+    """A synchronous engine, for `upgrade` and the alembic command line."""
+    parsed = sync_url(url)
+    if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True, pool_recycle=3600)
-    if parsed.database in (None, "", ":memory:"):
-        # Every pooled connection would get its own empty in-memory database.
-        raise ValueError(f"the history database needs a file, got {url!s}")
+    _require_file(parsed, url)
     engine = create_engine(parsed)
     event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
+
+
+def _require_file(parsed: URL, given: str | URL) -> None:
+    if parsed.database in (None, "", ":memory:"):
+        # Every pooled connection would get its own empty in-memory database.
+        raise ValueError(f"the history database needs a file, got {given!s}")
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
@@ -65,15 +101,23 @@ def alembic_config() -> Config:
 
 
 def migrate(connection: Connection) -> None:
-    """Upgrade the schema to the newest revision on `connection` (a no-op when already there)."""
+    """Upgrade the schema to the newest revision on `connection` (a no-op when already there).
+
+    `connection` is synchronous: from the asyncio engine, call it as ``await conn.run_sync(migrate)``."""
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 
 
+async def migrate_engine(engine: AsyncEngine) -> None:
+    """Upgrade the schema through the asyncio engine, in one transaction."""
+    async with engine.begin() as connection:
+        await connection.run_sync(migrate)
+
+
 def upgrade(url: str | URL) -> None:
     """Synchronous schema upgrade, for the command line."""
-    engine = make_engine(url)
+    engine = make_sync_engine(url)
     try:
         with engine.begin() as connection:
             migrate(connection)

@@ -2,7 +2,7 @@
 
 Writes are queued and committed by one background writer, many per transaction, so the scheduler
 never waits on the database; every query first waits for the writes queued before it. Database I/O
-runs in worker threads (see db.py for why the engine is synchronous).
+goes through SQLAlchemy's asyncio engine (aiosqlite locally; see db.py).
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import partial
 from itertools import count as counter
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -22,8 +20,6 @@ import orjson
 from sqlalchemy import (
     BigInteger,
     BindParameter,
-    Connection,
-    Engine,
     Select,
     asc,
     bindparam,
@@ -37,8 +33,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .db import make_engine, migrate
+from .db import make_engine, migrate_engine
 from .models import DeployHistoryRow, RequestHistoryRow, TaskHealthcheckRow, TaskHistoryRow, TaskUpdateRow
 
 log = logging.getLogger(__name__)
@@ -52,7 +49,7 @@ MAX_BATCH_ROWS = 2000  # rows per transaction: bounds how long it holds the writ
 MAX_QUEUED = 100_000  # queued writes; beyond that callers wait rather than grow memory without bound
 RETRY_SECONDS = 60.0  # how long a batch is retried while the database is locked or unreachable
 _ID_CHUNK = 500  # ids per IN (…) list, well under every driver's parameter limit
-_READ_THREADS = 4
+_READERS = 4  # concurrent queries; the rest of the connection pool stays free for the writer and purges
 
 
 class _Kind(Enum):
@@ -79,28 +76,30 @@ _QueueItem = _Write | asyncio.Future[None] | None  # a future asks to be told on
 
 
 class HistoryStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         """Use `HistoryStore.open`, which also brings the schema up to date."""
         self._engine = engine
         self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue(MAX_QUEUED)
         self._unflushed = 0  # writes handed to add_*/save_* and not yet committed (or dropped)
         self._dropped = 0
         self._closing = False
-        # One writer thread keeps commits in call order; readers get their own threads so a long
-        # commit or purge never delays a query.
-        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sing-history-write")
-        self._read_threads = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="sing-history-read")
+        # One writer task keeps commits in call order; queries use their own pooled connections, so a
+        # long commit or purge never delays them.
+        self._readers = asyncio.Semaphore(_READERS)
+        self._queries = 0  # queries (and purges) started and not finished; close() waits for them
+        self._no_queries = asyncio.Event()
+        self._no_queries.set()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="sing-history-writer")
 
     @classmethod
     async def open(cls, url: str) -> HistoryStore:
         """Connect to `url` and upgrade its schema: ``sqlite+aiosqlite:////abs/history.db`` or
-        ``mysql+pymysql://user:pw@host/db`` (asyncio and plain driver names are both accepted)."""
+        ``mysql+aiomysql://user:pw@host/db`` (plain driver names map to the asyncio driver)."""
         engine = make_engine(url)
         try:
-            await asyncio.to_thread(_migrate_engine, engine)
+            await migrate_engine(engine)
         except BaseException:
-            engine.dispose()
+            await engine.dispose()
             raise
         return cls(engine)
 
@@ -112,9 +111,9 @@ class HistoryStore:
         self._closing = True
         await self._queue.put(None)
         await self._writer
-        self._write_thread.shutdown()  # idle by now
-        self._read_threads.shutdown(wait=False)  # queries in flight still finish
-        await asyncio.to_thread(self._engine.dispose)
+        # Queries in flight still finish, and give their connections back before the pool is closed.
+        await self._no_queries.wait()
+        await self._engine.dispose()
 
     @property
     def dropped_writes(self) -> int:
@@ -328,7 +327,6 @@ class HistoryStore:
             raise
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
             batch: list[_Write] = []
@@ -348,18 +346,18 @@ class HistoryStore:
                     break
                 item = self._queue.get_nowait()
             if batch:
-                await loop.run_in_executor(self._write_thread, self._commit, batch)
+                await self._commit(batch)
                 self._unflushed -= len(batch)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _commit(self, batch: list[_Write]) -> None:
+    async def _commit(self, batch: list[_Write]) -> None:
         """Commit a batch in one transaction; never raises, so the writer cannot die."""
         deadline = time.monotonic() + RETRY_SECONDS
         for attempt in counter():
             try:
-                self._apply(batch)
+                await self._apply(batch)
                 return
             except DBAPIError as exc:
                 if not _transient(exc) or time.monotonic() >= deadline:
@@ -371,16 +369,16 @@ class HistoryStore:
                     exc.orig,
                     delay,
                 )
-                time.sleep(delay)
+                await asyncio.sleep(delay)
             except Exception:
                 break
-        self._commit_each(batch)
+        await self._commit_each(batch)
 
-    def _commit_each(self, batch: list[_Write]) -> None:
+    async def _commit_each(self, batch: list[_Write]) -> None:
         """Commit the writes of a failed batch one by one, so that only the culprits are lost."""
         for index, write in enumerate(batch):
             try:
-                self._apply([write])
+                await self._apply([write])
             except DBAPIError as exc:
                 if _transient(exc):
                     # Still unreachable after the retries: trying the rest would only add timeouts.
@@ -393,47 +391,59 @@ class HistoryStore:
                 self._dropped += 1
                 log.exception("history: could not write a %s; dropped it", write.kind.value)
 
-    def _apply(self, batch: list[_Write]) -> None:
+    async def _apply(self, batch: list[_Write]) -> None:
         # One statement per kind for the whole batch, however the calls interleaved.
         rows_by_kind: dict[_Kind, list[dict[str, Any]]] = {kind: [] for kind in _Kind}
         for write in batch:
             rows_by_kind[write.kind].extend(write.rows)
-        with self._engine.begin() as conn:
+        async with self._engine.begin() as conn:
             for kind, rows in rows_by_kind.items():
                 if rows:
-                    _APPLY[kind](conn, rows)
+                    await _APPLY[kind](conn, rows)
 
-    # Queries (worker threads) ------------------------------------------------------------------------
+    # Queries -----------------------------------------------------------------------------------------
 
-    async def _after_writes(self, query: Callable[..., T], *args: Any) -> T:
-        """Run `query` in a worker thread once every write queued before it is committed."""
+    async def _after_writes(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `query` once every write queued before it is committed."""
         if self._closing:
             raise RuntimeError("the history store is closed")
-        await self.flush()
-        return await asyncio.get_running_loop().run_in_executor(self._read_threads, partial(query, *args))
+        self._queries += 1
+        self._no_queries.clear()
+        try:
+            await self.flush()
+            async with self._readers:
+                return await query(*args)
+        finally:
+            self._queries -= 1
+            if self._queries == 0:
+                self._no_queries.set()
 
-    def _documents(self, stmt: Select[bytes]) -> list[Doc]:
-        with self._engine.connect() as conn:
-            return [orjson.loads(body) for body in conn.scalars(stmt)]
+    async def _documents(self, stmt: Select[bytes]) -> list[Doc]:
+        async with self._engine.connect() as conn:
+            return [orjson.loads(body) for body in await conn.scalars(stmt)]
 
-    def _task_id_histories(self, stmt: Select[bytes, int, str | None, str | None]) -> list[Doc]:
-        with self._engine.connect() as conn:
-            return [_task_id_history(*found) for found in conn.execute(stmt)]
+    async def _task_id_histories(self, stmt: Select[bytes, int, str | None, str | None]) -> list[Doc]:
+        async with self._engine.connect() as conn:
+            return [_task_id_history(*found) for found in await conn.execute(stmt)]
 
-    def _task_history(self, task_id: str) -> Doc | None:
-        with self._engine.connect() as conn:
-            body = conn.scalar(select(TaskHistoryRow.body).where(TaskHistoryRow.task_id == task_id))
+    async def _task_history(self, task_id: str) -> Doc | None:
+        async with self._engine.connect() as conn:
+            body = await conn.scalar(select(TaskHistoryRow.body).where(TaskHistoryRow.task_id == task_id))
             if body is None:
                 return None
-            updates = conn.scalars(
-                select(TaskUpdateRow.body)
-                .where(TaskUpdateRow.task_id == task_id)
-                .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
+            updates = (
+                await conn.scalars(
+                    select(TaskUpdateRow.body)
+                    .where(TaskUpdateRow.task_id == task_id)
+                    .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
+                )
             ).all()
-            checks = conn.scalars(
-                select(TaskHealthcheckRow.body)
-                .where(TaskHealthcheckRow.task_id == task_id)
-                .order_by(TaskHealthcheckRow.timestamp, TaskHealthcheckRow.id)
+            checks = (
+                await conn.scalars(
+                    select(TaskHealthcheckRow.body)
+                    .where(TaskHealthcheckRow.task_id == task_id)
+                    .order_by(TaskHealthcheckRow.timestamp, TaskHealthcheckRow.id)
+                )
             ).all()
         return {
             "task": orjson.loads(body),
@@ -445,16 +455,18 @@ class HistoryStore:
             "taskMetadata": [],
         }
 
-    def _purge(self, older_than_ms: int | None, keep_per_request: int | None) -> int:
+    async def _purge(self, older_than_ms: int | None, keep_per_request: int | None) -> int:
         row = TaskHistoryRow
         deleted = 0
         if older_than_ms is not None:
             old = select(row.task_id).where(row.updated_at < older_than_ms).limit(_ID_CHUNK)
-            deleted += self._delete_tasks_while(old)
+            deleted += await self._delete_tasks_while(old)
         if keep_per_request is not None:
-            with self._engine.connect() as conn:
-                crowded = conn.scalars(
-                    select(row.request_id).group_by(row.request_id).having(func.count() > keep_per_request)
+            async with self._engine.connect() as conn:
+                crowded = (
+                    await conn.scalars(
+                        select(row.request_id).group_by(row.request_id).having(func.count() > keep_per_request)
+                    )
                 ).all()
             for request_id in crowded:
                 surplus = (
@@ -464,70 +476,71 @@ class HistoryStore:
                     .offset(keep_per_request)
                     .limit(_ID_CHUNK)
                 )
-                deleted += self._delete_tasks_while(surplus)
+                deleted += await self._delete_tasks_while(surplus)
         return deleted
 
-    def _delete_tasks_while(self, chosen: Select[str]) -> int:
+    async def _delete_tasks_while(self, chosen: Select[str]) -> int:
         """Delete the tasks `chosen` selects, a chunk per transaction, until it selects none."""
         deleted = 0
         while True:
-            with self._engine.begin() as conn:
-                task_ids = conn.scalars(chosen).all()
+            async with self._engine.begin() as conn:
+                task_ids = (await conn.scalars(chosen)).all()
                 if not task_ids:
                     return deleted
-                conn.execute(delete(TaskUpdateRow).where(TaskUpdateRow.task_id.in_(task_ids)))
-                conn.execute(delete(TaskHealthcheckRow).where(TaskHealthcheckRow.task_id.in_(task_ids)))
-                deleted += conn.execute(delete(TaskHistoryRow).where(TaskHistoryRow.task_id.in_(task_ids))).rowcount
+                await conn.execute(delete(TaskUpdateRow).where(TaskUpdateRow.task_id.in_(task_ids)))
+                await conn.execute(delete(TaskHealthcheckRow).where(TaskHealthcheckRow.task_id.in_(task_ids)))
+                result = await conn.execute(delete(TaskHistoryRow).where(TaskHistoryRow.task_id.in_(task_ids)))
+                deleted += result.rowcount
 
 
-# Row writers (writer thread) -------------------------------------------------------------------------
+# Row writers (writer task) ---------------------------------------------------------------------------
 
 
-def _insert_request_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    conn.execute(insert(RequestHistoryRow), rows)
+async def _insert_request_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(insert(RequestHistoryRow), rows)
 
 
-def _upsert_deploys(conn: Connection, rows: list[dict[str, Any]]) -> None:
+async def _upsert_deploys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     # UPDATE, then INSERT if nothing matched: portable, and only this writer writes deploys.
     for row in rows:
-        matched = conn.execute(
+        result = await conn.execute(
             update(DeployHistoryRow)
             .where(
                 DeployHistoryRow.request_id == row["request_id"],
                 DeployHistoryRow.deploy_id == row["deploy_id"],
             )
             .values(row)
-        ).rowcount
-        if not matched:
-            conn.execute(insert(DeployHistoryRow).values(row))
+        )
+        if not result.rowcount:
+            await conn.execute(insert(DeployHistoryRow).values(row))
 
 
-def _upsert_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+async def _upsert_tasks(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     latest = {row["task_id"]: row for row in rows}  # the same task saved twice in a batch: last wins
     existing: set[str] = set()
     for chunk in _chunks(list(latest)):
-        existing.update(conn.scalars(select(TaskHistoryRow.task_id).where(TaskHistoryRow.task_id.in_(chunk))))
+        existing.update(await conn.scalars(select(TaskHistoryRow.task_id).where(TaskHistoryRow.task_id.in_(chunk))))
     new = [task_id for task_id in latest if task_id not in existing]
     if new:
-        earlier = _updates_of(conn, new)
+        earlier = await _updates_of(conn, new)
         inserts = []
         for task_id in new:
             row = latest[task_id]
             status, updated_at = _follow_updates(row["started_at"], earlier.get(task_id, []))
             inserts.append({**row, "last_task_status": status, "updated_at": updated_at})
-        conn.execute(insert(TaskHistoryRow), inserts)
+        await conn.execute(insert(TaskHistoryRow), inserts)
     # A second save replaces the document; the status columns belong to the updates.
     again = [{**row, "b_task_id": row["task_id"]} for task_id, row in latest.items() if task_id in existing]
     if again:
-        conn.execute(update(TaskHistoryRow).where(TaskHistoryRow.task_id == bindparam("b_task_id")), again)
+        await conn.execute(update(TaskHistoryRow).where(TaskHistoryRow.task_id == bindparam("b_task_id")), again)
 
 
-def _insert_task_updates(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    conn.execute(insert(TaskUpdateRow), rows)
+async def _insert_task_updates(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(insert(TaskUpdateRow), rows)
     row = TaskHistoryRow
     timestamp: BindParameter[int] = bindparam("b_timestamp", type_=BigInteger())
     # The rule of _follow_updates, in SQL.
-    conn.execute(
+    await conn.execute(
         update(row)
         .where(
             row.task_id == bindparam("b_task_id"),
@@ -541,7 +554,7 @@ def _insert_task_updates(conn: Connection, rows: list[dict[str, Any]]) -> None:
     )
 
 
-def _updates_of(conn: Connection, task_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
+async def _updates_of(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
     """(timestamp, taskState) of the updates already written for these tasks, oldest first."""
     found: dict[str, list[tuple[int, str]]] = {}
     for chunk in _chunks(task_ids):
@@ -550,7 +563,7 @@ def _updates_of(conn: Connection, task_ids: list[str]) -> dict[str, list[tuple[i
             .where(TaskUpdateRow.task_id.in_(chunk))
             .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
         )
-        for task_id, timestamp, state in conn.execute(stmt):
+        for task_id, timestamp, state in await conn.execute(stmt):
             found.setdefault(task_id, []).append((timestamp, state))
     return found
 
@@ -567,11 +580,11 @@ def _follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[st
     return status, updated_at
 
 
-def _insert_healthchecks(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    conn.execute(insert(TaskHealthcheckRow), rows)
+async def _insert_healthchecks(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(insert(TaskHealthcheckRow), rows)
 
 
-_APPLY: dict[_Kind, Callable[[Connection, list[dict[str, Any]]], None]] = {
+_APPLY: dict[_Kind, Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]] = {
     _Kind.REQUEST_EVENT: _insert_request_events,
     _Kind.DEPLOY: _upsert_deploys,
     _Kind.TASK: _upsert_tasks,
@@ -581,11 +594,6 @@ _APPLY: dict[_Kind, Callable[[Connection, list[dict[str, Any]]], None]] = {
 
 
 # Helpers ---------------------------------------------------------------------------------------------
-
-
-def _migrate_engine(engine: Engine) -> None:
-    with engine.begin() as conn:
-        migrate(conn)
 
 
 def _transient(exc: DBAPIError) -> bool:

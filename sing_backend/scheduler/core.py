@@ -116,6 +116,8 @@ class Scheduler:
         self._wakeups: dict[str, asyncio.TimerHandle] = {}
         # Bumped on every change a list endpoint shows; API caches key on it.
         self.version = 0
+        # Until when some running task may still turn from not-yet-healthy to healthy.
+        self._health_horizon = 0
 
     # ------------------------------------------------------------------ start-up
 
@@ -155,7 +157,8 @@ class Scheduler:
         while True:
             await asyncio.sleep(self.settings.tick_seconds)
             try:
-                self.version += 1  # health ("running long enough") changes with time alone
+                if self.clock() <= self._health_horizon:
+                    self.version += 1  # "running long enough to be healthy" changes with time alone
                 self._dirty.update(r for r in self.pending_deploys)
                 self._dirty.update(r.id for r in self.requests.values() if r.bouncing)
                 self._expire_offers()
@@ -973,6 +976,9 @@ class Scheduler:
         request_id = task.tid.requestId
         if state == "TASK_RUNNING":
             task.running_since = now
+            dep = self.deploys.get((request_id, task.tid.deployId))
+            after_ms = (dep.deploy.consider_healthy_after_s if dep else 5) * 1000
+            self._health_horizon = max(self._health_horizon, now + after_ms + 1000)
             if self.sandbox_locator is not None and task.directory is None:
                 task.directory = self.sandbox_locator(task_id)
             self._save_task(task)

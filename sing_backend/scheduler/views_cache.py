@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import asyncio
+import gzip
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -10,17 +13,29 @@ class Versioned(Protocol):
     version: int
 
 
+@dataclass(slots=True)
+class CachedBody:
+    raw: bytes
+    gzipped: bytes | None = None
+
+
 class ListCache:
     def __init__(self, source: Versioned) -> None:
         self._source = source
         self._version = -1
-        self._items: dict[Hashable, bytes] = {}
+        self._items: dict[Hashable, CachedBody] = {}
 
-    def get(self, key: Hashable) -> bytes | None:
+    def body(self, key: Hashable, build: Callable[[], bytes]) -> CachedBody:
         if self._source.version != self._version:
             self._items.clear()
             self._version = self._source.version
-        return self._items.get(key)
+        found = self._items.get(key)
+        if found is None:
+            found = self._items[key] = CachedBody(build())
+        return found
 
-    def put(self, key: Hashable, body: bytes) -> None:
-        self._items[key] = body
+    async def gzipped(self, body: CachedBody) -> bytes:
+        """Compressed once per state version; zlib releases the GIL, so the event loop keeps going."""
+        if body.gzipped is None:
+            body.gzipped = await asyncio.to_thread(gzip.compress, body.raw, 1)
+        return body.gzipped

@@ -9,6 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sing_backend.history import HistoryStore, db, upgrade
 from sing_backend.history.models import Base
@@ -64,8 +65,19 @@ def test_migration_matches_the_models(db_path: Path) -> None:
         engine.dispose()
 
 
-def test_sqlite_settings(db_path: Path) -> None:
+async def test_sqlite_settings(db_path: Path) -> None:
     engine = db.make_engine(history_url(db_path))
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 1  # NORMAL
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == db.SQLITE_BUSY_TIMEOUT_MS
+    finally:
+        await engine.dispose()
+
+
+def test_sync_engine_sqlite_settings(db_path: Path) -> None:
+    engine = db.make_sync_engine(history_url(db_path))
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -75,15 +87,29 @@ def test_sqlite_settings(db_path: Path) -> None:
         engine.dispose()
 
 
+async def test_store_uses_the_asyncio_driver(store: HistoryStore) -> None:
+    assert isinstance(store._engine, AsyncEngine)
+    assert store._engine.url.drivername == "sqlite+aiosqlite"
+
+
 def test_in_memory_sqlite_is_refused() -> None:
     with pytest.raises(ValueError):
         db.make_engine("sqlite+aiosqlite://")
+    with pytest.raises(ValueError):
+        db.make_sync_engine("sqlite://")
 
 
 def test_async_driver_names_map_to_sync_drivers() -> None:
     assert db.sync_url("sqlite+aiosqlite:////x/h.db").drivername == "sqlite+pysqlite"
     assert db.sync_url("mysql+aiomysql://u@h/sing").drivername == "mysql+pymysql"
     assert db.sync_url("mysql+pymysql://u@h/sing").drivername == "mysql+pymysql"
+
+
+def test_plain_driver_names_map_to_asyncio_drivers() -> None:
+    assert db.async_url("sqlite:////x/h.db").drivername == "sqlite+aiosqlite"
+    assert db.async_url("sqlite+aiosqlite:////x/h.db").drivername == "sqlite+aiosqlite"
+    assert db.async_url("mysql+pymysql://u@h/sing").drivername == "mysql+aiomysql"
+    assert db.async_url("mysql+asyncmy://u@h/sing").drivername == "mysql+asyncmy"
 
 
 def test_mysql_ddl_is_generated() -> None:

@@ -15,7 +15,7 @@ from .helpers import history_url, make_task, save, update
 
 def count_commits(store: HistoryStore) -> list[int]:
     commits: list[int] = []
-    event.listen(store._engine, "commit", lambda _conn: commits.append(1))
+    event.listen(store._engine.sync_engine, "commit", lambda _conn: commits.append(1))
     return commits
 
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import Backend
+from sing_backend.local_backend import Backend
 
 
 @pytest.fixture(scope="module")

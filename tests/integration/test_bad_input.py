@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import Backend, wait_for
+from sing_backend.local_backend import Backend, wait_for
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _seed(backend: Backend) -> None:
     backend.create({"id": "svc", "requestType": "SERVICE", "instances": 1},
-                   {"id": "v1", "command": "sleep 1000", "resources": {"cpus": 0.1, "memoryMb": 32}})
+                   {"id": "v1", "command": "sleep 1000", "resources": {"cpus": 0.1, "memoryMb": 32},
+                    "considerHealthyAfterRunningForSeconds": 0})
     backend.create({"id": "od", "requestType": "ON_DEMAND"},
                    {"id": "v1", "command": "true", "resources": {"cpus": 0.1, "memoryMb": 32}})
     backend.create({"id": "cron", "requestType": "SCHEDULED", "schedule": "*/5 * * * *"})
-    wait_for(lambda: backend.active_tasks("svc"), what="svc running")
+    wait_for(lambda: backend.get("/api/requests/request/svc")["requestDeployState"].get("activeDeploy"),
+             what="svc deployed")
 
 
 def _error(backend: Backend, method: str, path: str, status: int, fragment: str, **kw) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.helpers import Backend, pid_alive, wait_for
+from sing_backend.local_backend import Backend, pid_alive, wait_for
 
 
 def test_restart_after_kill_keeps_state_and_leaves_no_orphans(tmp_path: Path):

@@ -6,7 +6,7 @@ import sys
 
 import httpx
 
-from tests.helpers import Backend, pid_alive, wait_for
+from sing_backend.local_backend import Backend, pid_alive, wait_for
 
 HTTP_SERVER = f"{sys.executable} -m http.server $PORT0 --bind 0.0.0.0"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from alembic import context
 
-from sing_backend.history.db import VERSION_TABLE, make_engine
+from sing_backend.history.db import VERSION_TABLE, make_sync_engine
 from sing_backend.history.models import Base
 
 config = context.config
@@ -28,7 +28,7 @@ else:
     if context.is_offline_mode():
         run(url=url, literal_binds=True)
     else:
-        engine = make_engine(url)
+        engine = make_sync_engine(url)
         try:
             with engine.connect() as cli_connection:
                 run(connection=cli_connection)

@@ -1,4 +1,4 @@
-"""Test helpers: a real backend process on a free port, and polling with a deadline."""
+"""Run `sing backend` as a subprocess on a free port (tests, benchmarks), and poll with a deadline."""
 
 from __future__ import annotations
 

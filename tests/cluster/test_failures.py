@@ -1,0 +1,119 @@
+"""Reconciliation, re-subscription, at-least-once delivery, agent loss, teardown."""
+
+from __future__ import annotations
+
+import json
+
+from sing_backend.cluster import AgentSpec, EmbeddedCluster
+
+from .conftest import Harness
+from .helpers import Recorder, eventually, group_alive, scalar, start_driver, task_info
+
+
+def _running(harness: Harness, agent_id: str, task_id: str) -> dict:
+    offer = harness.sched.offer_for(agent_id)
+    harness.launch(offer, [task_info(task_id, offer, "sleep 1000")])
+    return harness.sched.status(task_id, "TASK_RUNNING")
+
+
+def test_explicit_and_implicit_reconciliation(harness: Harness) -> None:
+    sched = harness.sched
+    _running(harness, "agent-1", "alive")
+    offer = sched.offer_for("agent-2")
+    harness.launch(offer, [task_info("gone", offer, "exit 4")])
+    sched.status("gone", "TASK_FAILED")
+
+    harness.driver.reconcileTasks([{"task_id": {"value": t}} for t in ("alive", "gone", "unknown")])
+    alive = sched.status("alive", "TASK_RUNNING", reason="REASON_RECONCILIATION")
+    assert alive["source"] == "SOURCE_MASTER" and alive["agent_id"] == {"value": "agent-1"}
+    assert "uuid" not in alive
+    gone = sched.status("gone", "TASK_FAILED", reason="REASON_RECONCILIATION")
+    assert gone["message"] == "Exited with status 4"
+    sched.status("unknown", "TASK_LOST", reason="REASON_RECONCILIATION")
+
+    before = len(sched.updates)
+    harness.driver.reconcileTasks([])
+    sched.wait(lambda: len(sched.updates) > before)
+    harness.driver.reconcileTasks([{"task_id": {"value": "alive"}}])  # a marker: implicit answers came first
+    sched.wait(lambda: sum(1 for u in sched.updates if u["task_id"]["value"] == "alive") >= 4)
+    implicit = [u["task_id"]["value"] for u in sched.updates[before:]]
+    assert implicit == ["alive", "alive"]  # only live tasks in an implicit reconciliation
+
+
+def test_driver_resubscribes_after_master_ends_stream_and_tasks_survive(harness: Harness) -> None:
+    sched, cluster = harness.sched, harness.cluster
+    _running(harness, "agent-3", "survivor")
+    record = json.loads((cluster.work_dir / "agents/agent-3/running/survivor.json").read_text())
+    cluster.end_streams()
+    sched.wait_event("reregistered")
+    assert sched.count("registered") == 1
+    assert group_alive(record["pgid"])
+    harness.driver.killTask({"value": "survivor"})
+    sched.status("survivor", "TASK_KILLED")
+
+
+def test_unacknowledged_updates_are_sent_again_on_resubscribe(cluster: EmbeddedCluster) -> None:
+    sched = Recorder()
+    driver = start_driver(cluster.master_address, sched, implicit_acknowledgements=False)
+    try:
+        offer = sched.offer_for("agent-1")
+        sched.forget(offer)
+        driver.launchTasks(offer["id"], [task_info("unacked", offer, "true"), task_info("acked", offer, "true")])
+        finished = sched.status("unacked", "TASK_FINISHED")
+        driver.acknowledgeStatusUpdate(sched.status("acked", "TASK_RUNNING"))
+        driver.acknowledgeStatusUpdate(sched.status("acked", "TASK_FINISHED"))
+        cluster.end_streams()
+        sched.wait_event("reregistered")
+        sched.wait(lambda: sum(u.get("uuid") == finished["uuid"] for u in sched.updates) == 2)
+        assert sched.states("unacked") == ["TASK_RUNNING", "TASK_FINISHED"] * 2
+        assert sched.states("acked") == ["TASK_RUNNING", "TASK_FINISHED"]
+    finally:
+        driver.stop(failover=True)
+        driver.join()
+
+
+def test_remove_agent_loses_its_tasks_and_add_agent_brings_offers(harness: Harness) -> None:
+    sched, cluster = harness.sched, harness.cluster
+    _running(harness, "agent-2", "doomed")
+    leftover = sched.offer_for("agent-2")
+    pgid = json.loads((cluster.work_dir / "agents/agent-2/running/doomed.json").read_text())["pgid"]
+
+    cluster.remove_agent("agent-2")
+    lost = sched.status("doomed", "TASK_LOST")
+    assert lost["reason"] == "REASON_AGENT_REMOVED" and lost["source"] == "SOURCE_MASTER"
+    assert "uuid" not in lost
+    assert sched.wait_event("agent_lost") == "agent-2"
+    sched.wait(lambda: leftover["id"]["value"] not in sched.offers, what="the rescind")
+    eventually(lambda: not group_alive(pgid), timeout=3, what="the lost task's processes to die")
+    assert "agent-2" not in cluster.agent_ids
+
+    cluster.add_agent(AgentSpec("agent-9", "127.0.0.9", "rack-3", cpus=2, ports=(40000, 40099)))
+    joined = sched.offer_for("agent-9")
+    assert scalar(joined, "cpus") == 2.0
+    assert joined["attributes"] == [{"name": "rackid", "type": "TEXT", "text": {"value": "rack-3"}}]
+
+
+def test_teardown_kills_the_frameworks_tasks(cluster: EmbeddedCluster) -> None:
+    sched = Recorder()
+    driver = start_driver(cluster.master_address, sched)
+    offer = sched.offer_for("agent-1")
+    sched.forget(offer)
+    driver.launchTasks(offer["id"], [task_info("torn", offer, "sleep 1000")])
+    sched.status("torn", "TASK_RUNNING")
+    pgid = json.loads((cluster.work_dir / "agents/agent-1/running/torn.json").read_text())["pgid"]
+    driver.stop()  # no failover: TEARDOWN
+    driver.join()
+    eventually(lambda: not group_alive(pgid), timeout=3, what="teardown to kill the task")
+
+
+def test_framework_gone_past_failover_timeout_is_torn_down(cluster: EmbeddedCluster) -> None:
+    sched = Recorder()
+    driver = start_driver(cluster.master_address, sched, framework={"failover_timeout": 0.2})
+    offer = sched.offer_for("agent-1")
+    sched.forget(offer)
+    driver.launchTasks(offer["id"], [task_info("abandoned", offer, "sleep 1000")])
+    sched.status("abandoned", "TASK_RUNNING")
+    pgid = json.loads((cluster.work_dir / "agents/agent-1/running/abandoned.json").read_text())["pgid"]
+    driver.stop(failover=True)
+    driver.join()
+    eventually(lambda: not group_alive(pgid), timeout=3, what="the failover timeout to kill the task")
