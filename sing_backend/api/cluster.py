@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Body, Depends, Response
 
 from ..errors import bad_request, not_found
+from ..models.actions import MachineChangeRequest
 from ..runtime import Runtime
 from .deps import runtime
 from .responses import json_response
 from .views import racks, state
 
 router = APIRouter(tags=["cluster"])
+MachineAction = Literal["decommission", "freeze", "activate"]
 _MACHINE_STATES = {"MISSING_ON_STARTUP", "ACTIVE", "STARTING_DECOMMISSION", "DECOMMISSIONING", "DECOMMISSIONED",
                    "DEAD", "FROZEN"}
 
@@ -53,3 +55,23 @@ async def rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Respons
         if r["id"] == rackId:
             return json_response(r)
     raise not_found(f"Couldn't find rack {rackId}")
+
+
+def _change(rt: Runtime, kind: str, machine_id: str, action: str, body: MachineChangeRequest | None) -> None:
+    body = body or MachineChangeRequest()
+    rt.scheduler.change_machine(kind, machine_id, action, body.user, body.message)
+
+
+@router.post("/agents/agent/{agentId}/{action}", summary="Freeze, activate or decommission an agent")
+@router.post("/slaves/slave/{agentId}/{action}", include_in_schema=False)
+async def change_agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str, action: MachineAction,
+                       body: Annotated[MachineChangeRequest | None, Body()] = None) -> Response:
+    _change(rt, "agent", agentId, action, body)
+    return json_response(rt.scheduler.agents[agentId])
+
+
+@router.post("/racks/rack/{rackId}/{action}", summary="Freeze, activate or decommission every agent of a rack")
+async def change_rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str, action: MachineAction,
+                      body: Annotated[MachineChangeRequest | None, Body()] = None) -> Response:
+    _change(rt, "rack", rackId, action, body)
+    return json_response(next(r for r in racks(rt.scheduler) if r["id"] == rackId))

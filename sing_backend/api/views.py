@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..models.common import RequestState
+
+_DECOMMISSIONING = ("STARTING_DECOMMISSION", "DECOMMISSIONING")
 from ..scheduler.core import Scheduler
 from ..scheduler.entities import RequestEntry, TaskEntry
 from ..scheduler.planning import LiveTask, healthy_count
@@ -126,11 +128,11 @@ def state(s: Scheduler) -> dict[str, Any]:
         "cleaningTasks": cleaning,
         "activeAgents": agent_states.count("ACTIVE"),
         "deadAgents": agent_states.count("DEAD"),
-        "decommissioningAgents": sum(1 for st in agent_states if "DECOMMISSION" in st),
+        "decommissioningAgents": sum(1 for st in agent_states if st in _DECOMMISSIONING),
         "unknownAgents": 0,
         "activeRacks": rack_states.count("ACTIVE"),
         "deadRacks": rack_states.count("DEAD"),
-        "decommissioningRacks": sum(1 for st in rack_states if "DECOMMISSION" in st),
+        "decommissioningRacks": sum(1 for st in rack_states if st in _DECOMMISSIONING),
         "unknownRacks": 0,
         "numDeploys": len(s.pending_deploys),
         "oldestDeploy": now - oldest if oldest else 0,
@@ -160,6 +162,10 @@ def _racks(s: Scheduler) -> list[dict[str, Any]]:
         rack["firstSeenAt"] = min(rack["firstSeenAt"], agent["firstSeenAt"])
         if agent["currentState"]["state"] == "ACTIVE":
             rack["currentState"] = {"state": "ACTIVE", "timestamp": agent["firstSeenAt"]}
+    for rack in racks.values():
+        override = s.machine_states.get(f"rack/{rack['id']}")
+        if override:
+            rack["currentState"] = override
     return sorted(racks.values(), key=lambda r: r["id"])
 
 

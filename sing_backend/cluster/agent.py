@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .files_http import AgentHTTPServer
-from .launcher import command_of, prepare_task_dir, spawn
+from .launcher import command_of, finish_task_dir, prepare_task_dir, spawn
 from .reactor import Reactor, TimerHandle
 from .records import RunningRecord, kill_orphans, read_proc_stat, remove_record, write_record
 from .sandbox import AgentLayout
@@ -114,19 +114,25 @@ class Agent:
             return
         sandbox = self.layout.sandbox(task_id)
         task = _Task(task_id, framework_id, name, sandbox=sandbox)
+        task_dir = self.layout.task_dir(task_id)
         try:
             command = command_of(task_info)
-            task_dir = self.layout.task_dir(task_id)
-            prepare_task_dir(task_dir, task_info)
+            prepare_task_dir(task_dir)
             task.proc = spawn(command, task_id, task_dir)
         except (OSError, ValueError) as exc:
             self._completed.append(_Completed(task_id, framework_id, name, "TASK_FAILED", sandbox))
             self._report(task_id, "TASK_FAILED", f"Failed to launch: {exc}", "REASON_COMMAND_EXECUTOR_FAILED")
             return
         self._tasks[task_id] = task
-        self._write_record(task)
         self._reactor.watch_exit(task.proc.pid, lambda: self._on_exit(task))
+        # Report first: the update is on its way to the scheduler while we write the bookkeeping
+        # files (the lock is still held, so the exit handler cannot run before the record exists).
         self._report(task_id, "TASK_RUNNING", None, None)
+        self._write_record(task)
+        try:
+            finish_task_dir(task_dir, task_info)
+        except OSError:
+            log.exception("cannot finish the sandbox of %s", task_id)
 
     def _write_record(self, task: _Task) -> None:
         assert task.proc is not None

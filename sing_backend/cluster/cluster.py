@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from types import TracebackType
 
@@ -135,8 +136,9 @@ class EmbeddedCluster:
         if not self._started or self._stopped:
             raise RuntimeError("add_agent needs a running cluster")
         with self._lock:
-            known = list(self._master.agents.values())
-        _check_unique([a.spec for a in known] + [spec])
+            taken = {(a.agent_id, a.spec.hostname) for a in self._master.agents.values()}
+        if any(spec.agent_id == agent_id or spec.hostname == host for agent_id, host in taken):
+            raise ValueError(f"agent {spec.agent_id} or host {spec.hostname} is already in the cluster")
         agent = Agent(
             spec,
             self.work_dir / "agents" / spec.agent_id,
@@ -194,7 +196,7 @@ def _wait_idle(agents: list[Agent], timeout: float) -> bool:
 
 def _check_unique(specs: list[AgentSpec]) -> None:
     for attr in ("agent_id", "hostname"):
-        values = [getattr(s, attr) for s in specs]
-        duplicates = sorted({v for v in values if values.count(v) > 1})
+        counts = Counter(getattr(s, attr) for s in specs)
+        duplicates = sorted(v for v, n in counts.items() if n > 1)
         if duplicates:
             raise ValueError(f"duplicate agent {attr}: {', '.join(duplicates)}")

@@ -43,6 +43,7 @@ class _HTTPError(Exception):
 
 class _AgentHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes; don't wait 40 ms between
     server: AgentHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -10,6 +10,7 @@ import logging
 import os
 import selectors
 import socket
+import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -31,6 +32,13 @@ class TrackingHTTPServer(ThreadingHTTPServer):
         self.socket.setblocking(False)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) for every server, which can
+        # take 50 ms each: far too slow for hundreds of agents. Nothing here uses the name.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     @property
     def port(self) -> int:

@@ -51,6 +51,8 @@ class MasterHTTPServer(TrackingHTTPServer):
 
 class _MasterHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # pymesos keeps one connection alive for all its calls
+    # Events are small separate writes; with Nagle each would wait for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: MasterHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -208,8 +210,10 @@ def _chunk(data: bytes) -> bytes:
 def _peer_closed(sock: socket.socket) -> bool:
     """True when the client hung up (pymesos never writes on its stream connection)."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        # poll(), not select(): with hundreds of tasks (one pidfd each) descriptors pass FD_SETSIZE.
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(0):
             return False
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except (OSError, ValueError):

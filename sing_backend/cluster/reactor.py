@@ -1,7 +1,8 @@
 """One daemon thread that waits for child-process exits (pidfds) and timers.
 
 A thread per task would not scale to hundreds of tasks; a pidfd per child in one selector does, and the
-same loop runs kill escalations, offer-filter expiries and fail-over timeouts.
+same loop runs kill escalations, offer-filter expiries and fail-over timeouts. If a pidfd cannot be
+had (out of descriptors), that child is polled with waitid(WNOWAIT) instead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 Callback = Callable[[], None]
+
+_POLL_SECONDS = 0.05
 
 
 class TimerHandle:
@@ -42,6 +45,7 @@ class Reactor:
         # Registrations are handed to the loop thread rather than touching the selector from callers.
         self._pending: list[tuple[int, Callback]] = []
         self._timers: list[tuple[float, int, TimerHandle, Callback]] = []
+        self._polled: dict[int, Callback] = {}  # children without a pidfd; loop thread only
         self._seq = itertools.count()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -88,9 +92,10 @@ class Reactor:
                 if self._stopping:
                     return
                 pending, self._pending = self._pending, []
-                timeout = None
+                timeout = _POLL_SECONDS if self._polled else None
                 if self._timers:
-                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                    until_timer = max(0.0, self._timers[0][0] - time.monotonic())
+                    timeout = until_timer if timeout is None else min(timeout, until_timer)
             for pid, on_exit in pending:
                 self._register_pid(pid, on_exit)
             for key, _ in self._selector.select(timeout):
@@ -104,6 +109,8 @@ class Reactor:
                 self._selector.unregister(key.fd)
                 os.close(key.fd)
                 self._invoke(key.data)
+            if self._polled:
+                self._check_polled()
             self._run_due_timers()
 
     def _register_pid(self, pid: int, on_exit: Callback) -> None:
@@ -113,7 +120,22 @@ class Reactor:
             # Already reaped by someone else: still let the owner clean up.
             self._invoke(on_exit)
             return
+        except OSError as exc:
+            log.warning("no pidfd for pid %d (%s); polling it instead", pid, exc)
+            self._polled[pid] = on_exit
+            return
         self._selector.register(fd, selectors.EVENT_READ, on_exit)
+
+    def _check_polled(self) -> None:
+        for pid, on_exit in list(self._polled.items()):
+            try:
+                # WNOWAIT: only look; the owner reaps (and may signal the group first).
+                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            except ChildProcessError:
+                exited = True
+            if exited:
+                del self._polled[pid]
+                self._invoke(on_exit)
 
     def _run_due_timers(self) -> None:
         now = time.monotonic()

@@ -64,3 +64,9 @@ class DeployUpdate(ActionBase):
     requestId: str
     deployId: str
     targetActiveInstances: int = Field(ge=0)
+
+
+class MachineChangeRequest(ActionBase):
+    durationMillis: int | None = Field(None, ge=1)
+    revertToState: str | None = None
+    killTasksOnDecommissionTimeout: bool | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from .common import REQUEST_ID_PATTERN, AgentPlacement, RequestType, ScheduleType, WireModel
+from .schedule import validate_schedule, validate_time_zone
 
 
 class SingularityRequest(WireModel):
@@ -61,6 +62,12 @@ class SingularityRequest(WireModel):
         if kind == RequestType.SCHEDULED:
             if not (self.schedule or self.quartzSchedule):
                 raise ValueError("schedule: a SCHEDULED request needs a schedule")
+            if self.quartzSchedule:
+                validate_schedule(self.quartzSchedule, "QUARTZ", "quartzSchedule")
+            else:
+                validate_schedule(self.schedule or "", self.scheduleType, "schedule")
+            if self.scheduleTimeZone:
+                validate_time_zone(self.scheduleTimeZone)
             if self.loadBalanced:
                 raise ValueError("loadBalanced: only SERVICE requests can be load balanced")
             if self.rackSensitive:

@@ -66,7 +66,11 @@ log = logging.getLogger(__name__)
 
 MAX_RUN_AT_AHEAD_MS = 30 * 24 * 3600 * 1000
 # Cleanups that wait (for replacements to be healthy) instead of killing at once.
-_GRACEFUL = {TaskCleanupType.BOUNCING, TaskCleanupType.USER_REQUESTED_TASK_BOUNCE, TaskCleanupType.PAUSING}
+_GRACEFUL = {TaskCleanupType.BOUNCING, TaskCleanupType.USER_REQUESTED_TASK_BOUNCE, TaskCleanupType.PAUSING,
+             TaskCleanupType.DECOMISSIONING}
+# Graceful cleanups whose task is killed once its replacement is healthy.
+_REPLACED_FIRST = {TaskCleanupType.BOUNCING, TaskCleanupType.INCREMENTAL_BOUNCE,
+                   TaskCleanupType.USER_REQUESTED_TASK_BOUNCE, TaskCleanupType.DECOMISSIONING}
 
 
 def now_ms() -> int:
@@ -103,6 +107,8 @@ class Scheduler:
         self.request_cleanups: dict[str, dict[str, Any]] = {}
         self.offers: dict[str, tuple[OfferView, int]] = {}
         self.agents: dict[str, dict[str, Any]] = {}
+        # Operator-set machine states (frozen, decommissioning...), by "agent/<id>" or "rack/<id>".
+        self.machine_states: dict[str, dict[str, Any]] = {}
         self.agent_urls: dict[str, str] = {}
         self.framework_id: str | None = None
         self.connected = False
@@ -138,6 +144,7 @@ class Scheduler:
             self.tasks[t.id] = t
             self.tasks_by_request[t.tid.requestId].add(t.id)
         self.request_cleanups = self.store.load("requestCleanups")
+        self.machine_states = self.store.load("machineStates")
         meta = self.store.load("meta")
         self.framework_id = meta.get("framework", {}).get("id")
         self._dirty.update(self.requests)
@@ -160,7 +167,9 @@ class Scheduler:
                 if self.clock() <= self._health_horizon:
                     self.version += 1  # "running long enough to be healthy" changes with time alone
                 self._dirty.update(r for r in self.pending_deploys)
-                self._dirty.update(r.id for r in self.requests.values() if r.bouncing)
+                self._dirty.update(t.tid.requestId for t in self.tasks.values()
+                                   if t.cleanup and t.kill_sent_at is None)
+                self._progress_machines()
                 self._expire_offers()
                 self.run_round()
             except Exception:
@@ -718,21 +727,25 @@ class Scheduler:
                 self._add_pending(PendingTaskEntry(pid))
             for task_id, kind in plan.kill:
                 self._cleanup_task(self.tasks[task_id], kind)
-            if entry.bouncing and entry.active_deploy:
-                self._progress_bounce(entry, live)
+            if entry.active_deploy:
+                self._progress_replacements(entry, live)
 
-    def _progress_bounce(self, entry: RequestEntry, live: list[LiveTask]) -> None:
+    def _progress_replacements(self, entry: RequestEntry, live: list[LiveTask]) -> None:
+        """Tasks waiting for a replacement (bounce, decommission) die once a full healthy set runs."""
+        waiting = [t for t in self.request_tasks(entry.id)
+                   if t.cleanup and t.cleanup["cleanupType"] in _REPLACED_FIRST and t.kill_sent_at is None]
+        if not waiting:
+            if entry.bouncing:
+                entry.bouncing = False
+                self._save_request(entry)
+            return
         dep = self.active_deploy(entry)
         after_ms = (dep.deploy.consider_healthy_after_s if dep else 5) * 1000
         deploy_id = entry.active_deploy["deployId"] if entry.active_deploy else ""
         if healthy_count(live, deploy_id, self.clock(), after_ms) >= entry.request.instance_count:
-            for task in self.request_tasks(entry.id):
-                if task.cleanup and task.cleanup["cleanupType"] in (TaskCleanupType.BOUNCING,
-                                                                    TaskCleanupType.INCREMENTAL_BOUNCE,
-                                                                    TaskCleanupType.USER_REQUESTED_TASK_BOUNCE):
-                    if task.kill_sent_at is None:
-                        self._send_kill(task)
-                        self._save_task(task)
+            for task in waiting:
+                self._send_kill(task)
+                self._save_task(task)
             entry.bouncing = False
             self._save_request(entry)
         else:
@@ -783,8 +796,11 @@ class Scheduler:
             for need in needs:
                 by_key[need.key].reason = "the scheduler is not connected to the cluster yet"
             return
-        result = place(needs, offer_copies, occupants,
-                       known_racks=frozenset(a["rackId"] for a in self.agents.values()))
+        unusable = {a["id"]: a["currentState"]["state"].lower() for a in self.agents.values()
+                    if a["currentState"]["state"] != "ACTIVE"}
+        result = place(needs, offer_copies, occupants, unusable,
+                       known_racks=frozenset(a["rackId"] for a in self.agents.values()
+                                             if a["currentState"]["state"] == "ACTIVE"))
         for key, reason in result.unplaced.items():
             by_key[key].reason = reason
         if not result.assignments:
@@ -796,6 +812,8 @@ class Scheduler:
                 info = self._start_task(p, a.agent_id, a.host, a.rack_id, list(a.ports), a.offer_id)
                 launches[a.offer_id].append(info)
         for offer_id, infos in launches.items():
+            for info in infos:
+                log.info("launching %s on %s", info["task_id"]["value"], info["agent_id"]["value"])
             self.offers.pop(offer_id, None)
             if self.gateway is not None:
                 self.gateway.launch(offer_id, infos)
@@ -928,7 +946,8 @@ class Scheduler:
             "id": view.agent_id, "host": view.host, "rackId": view.rack_id, "attributes": view.attributes,
             "resources": {"numCpus": view.cpus, "memoryMegaBytes": view.mem_mb, "diskMegaBytes": view.disk_mb,
                           "numPorts": view.free_ports()},
-            "currentState": {"state": "ACTIVE", "timestamp": now}, "firstSeenAt": now,
+            "currentState": self.machine_states.get(f"agent/{view.agent_id}", {"state": "ACTIVE", "timestamp": now}),
+            "firstSeenAt": now,
         }
         if raw.get("url"):
             url = raw["url"]
@@ -936,6 +955,79 @@ class Scheduler:
             self.agent_urls[view.agent_id] = (f"{url.get('scheme', 'http')}://{addr.get('ip') or addr.get('hostname')}"
                                               f":{addr.get('port')}")
         self.version += 1
+
+    # ------------------------------------------------------------------ agents and racks
+
+    _MACHINE_ACTIONS = {"freeze": "FROZEN", "activate": "ACTIVE", "decommission": "STARTING_DECOMMISSION"}
+
+    def change_machine(self, kind: str, machine_id: str, action: str, user: str | None = None,
+                       message: str | None = None) -> None:
+        """Freeze, activate or decommission an agent ("agent") or every agent of a rack ("rack")."""
+        if kind == "agent":
+            targets = [machine_id] if machine_id in self.agents else []
+        else:
+            targets = [a["id"] for a in self.agents.values() if a["rackId"] == machine_id]
+        if not targets:
+            raise not_found(f"Couldn't find {kind} {machine_id}")
+        new_state = self._MACHINE_ACTIONS[action]
+        current = (self.machine_states.get(f"{kind}/{machine_id}") or
+                   self.agents[targets[0]]["currentState"])["state"]
+        if current == "DEAD":
+            raise conflict(f"{kind} {machine_id} is dead")
+        if action == "freeze" and current != "ACTIVE":
+            raise conflict(f"{kind} {machine_id} is {current}; only an ACTIVE {kind} can be frozen")
+        if action == "decommission" and current in ("STARTING_DECOMMISSION", "DECOMMISSIONING", "DECOMMISSIONED"):
+            raise conflict(f"{kind} {machine_id} is already {current}")
+        if action == "activate" and current == "ACTIVE":
+            raise conflict(f"{kind} {machine_id} is already ACTIVE")
+        state: dict[str, Any] = {"state": new_state, "timestamp": self.clock()}
+        if user:
+            state["user"] = user
+        if message:
+            state["message"] = message
+        with self.store.batch():
+            self._set_machine_state(f"{kind}/{machine_id}", state)
+            if kind == "rack":
+                for agent_id in targets:
+                    self._set_machine_state(f"agent/{agent_id}", dict(state))
+        self._progress_machines()
+        self.kick()
+
+    def _set_machine_state(self, key: str, state: dict[str, Any]) -> None:
+        kind, machine_id = key.split("/", 1)
+        if state["state"] == "ACTIVE":
+            self.machine_states.pop(key, None)
+            self.store.delete("machineStates", key)
+        else:
+            self.machine_states[key] = state
+            self.store.put("machineStates", key, state)
+        if kind == "agent" and machine_id in self.agents:
+            self.agents[machine_id]["currentState"] = state
+        self.version += 1
+
+    def _progress_machines(self) -> None:
+        """Decommission: replacements first (graceful cleanups), then DECOMMISSIONED once empty."""
+        for key, state in list(self.machine_states.items()):
+            kind, machine_id = key.split("/", 1)
+            if kind != "agent":
+                continue
+            if state["state"] == "STARTING_DECOMMISSION":
+                for task in self.tasks.values():
+                    if task.agent_id == machine_id and task.cleanup is None:
+                        owner = self.requests.get(task.tid.requestId)
+                        if owner is not None and owner.request.type.long_running:
+                            self._cleanup_task(task, TaskCleanupType.DECOMISSIONING, state.get("user"))
+                self._set_machine_state(key, {**state, "state": "DECOMMISSIONING", "timestamp": self.clock()})
+            elif state["state"] == "DECOMMISSIONING" and not any(t.agent_id == machine_id for t in self.tasks.values()):
+                self._set_machine_state(key, {**state, "state": "DECOMMISSIONED", "timestamp": self.clock()})
+        for key, state in list(self.machine_states.items()):
+            kind, rack_id = key.split("/", 1)
+            if kind == "rack" and state["state"] in ("STARTING_DECOMMISSION", "DECOMMISSIONING"):
+                agents = [a for a in self.agents.values() if a["rackId"] == rack_id]
+                if all(a["currentState"]["state"] == "DECOMMISSIONED" for a in agents):
+                    self._set_machine_state(key, {**state, "state": "DECOMMISSIONED", "timestamp": self.clock()})
+                elif state["state"] == "STARTING_DECOMMISSION":
+                    self._set_machine_state(key, {**state, "state": "DECOMMISSIONING"})
 
     def on_agent_lost(self, agent_id: str) -> None:
         agent = self.agents.get(agent_id)
@@ -970,6 +1062,7 @@ class Scheduler:
         if state == "TASK_RUNNING" and task.state == "TASK_RUNNING":
             return
         update = self._update_doc(task.tid, now, state, message, reason)
+        log.info("task %s %s%s", task_id, state, f" ({message})" if message else "")
         task.updates.append(update)
         task.state = state
         self.sink.put(lambda: self.history.add_task_updates([update]))

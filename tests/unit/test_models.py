@@ -28,6 +28,13 @@ def test_pending_task_id_format():
     ({"id": "a", "requestType": "WORKER", "loadBalanced": True}, "loadBalanced"),
     ({"id": "a", "requestType": "SERVICE", "numRetriesOnFailure": 2}, "numRetriesOnFailure"),
     ({"id": "a", "requestType": "SERVICE", "instances": "many"}, "instances"),
+    ({"id": "a", "requestType": "SCHEDULED", "schedule": "* * 32 * *"}, "schedule: day-of-month '32'"),
+    ({"id": "a", "requestType": "SCHEDULED", "schedule": "61 * * * *"}, "schedule: minute '61'"),
+    ({"id": "a", "requestType": "SCHEDULED", "schedule": "* * *"}, "expected 5 fields"),
+    ({"id": "a", "requestType": "SCHEDULED", "quartzSchedule": "0 0 2 ? * 9"}, "day-of-week"),
+    ({"id": "a", "requestType": "SCHEDULED", "schedule": "0 2 * * *", "scheduleTimeZone": "Mars/Base"},
+     "scheduleTimeZone"),
+    ({"id": "a", "requestType": "SERVICE", "schedule": "0 2 * * *"}, "only SCHEDULED"),
 ])
 def test_invalid_requests_name_the_field(body, fragment):
     with pytest.raises(ValidationError) as exc:
@@ -51,3 +58,11 @@ def test_shell_defaults_follow_singularity():
     assert SingularityDeploy.model_validate({"requestId": "a", "id": "v1", "command": "x"}).uses_shell
     d = SingularityDeploy.model_validate({"requestId": "a", "id": "v1", "command": "x", "arguments": ["y"]})
     assert not d.uses_shell
+
+
+@pytest.mark.parametrize("schedule", ["*/5 * * * *", "0 30 2 * * ?", "0 0 12 ? * MON-FRI", "0 15 10 L * ?",
+                                      "0 0 0 ? * 6#3", "0 0 0 15W * ?", "0 0/5 * * * ? 2027"])
+def test_valid_schedules_are_accepted(schedule):
+    req = SingularityRequest.model_validate({"id": "a", "requestType": "SCHEDULED", "schedule": schedule,
+                                             "scheduleTimeZone": "America/New_York"})
+    assert req.schedule == schedule
