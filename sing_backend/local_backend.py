@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -58,8 +59,11 @@ class Backend:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Agents' port ranges at a random base, so backends running side by side (or a demo left
+        # running) do not hand out the same ports.
         self.env = {**os.environ, "SING_KILL_GRACE_SECONDS": "2", "SING_TICK_SECONDS": "0.2",
-                    "SING_LOG_LEVEL": "warning", **(env or {})}
+                    "SING_LOG_LEVEL": "warning", "SING_AGENTS__PORTS_PER_AGENT": "100",
+                    "SING_AGENTS__FIRST_PORT": str(random.randrange(10000, 19000, 100)), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "backend.log"
         self.client = httpx.Client(base_url=self.url, timeout=10.0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..models.common import RequestState
-
-_DECOMMISSIONING = ("STARTING_DECOMMISSION", "DECOMMISSIONING")
 from ..scheduler.core import Scheduler
 from ..scheduler.entities import RequestEntry, TaskEntry
 from ..scheduler.planning import LiveTask, healthy_count
+
+_DECOMMISSIONING = ("STARTING_DECOMMISSION", "DECOMMISSIONING")
 
 
 def task_ids_for_request(s: Scheduler, request_id: str) -> dict[str, Any]:

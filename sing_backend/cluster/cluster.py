@@ -67,6 +67,7 @@ class EmbeddedCluster:
             kill_grace_seconds=kill_grace_seconds,
         )
         self._server: MasterHTTPServer | None = None
+        self._removed: list[Agent] = []
         self._started = False
         self._stopped = False
 
@@ -77,14 +78,18 @@ class EmbeddedCluster:
         if self._started:
             raise RuntimeError("cluster already started")
         self._started = True
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         self._reactor.start()
         self._acceptor.start()
-        self._server = MasterHTTPServer((self._host, self._port), self._master)
-        self._master.set_address(self._host, self._server.port)
-        self._acceptor.add(self._server)
-        for spec in self._specs:
-            self.add_agent(spec)
+        try:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self._server = MasterHTTPServer((self._host, self._port), self._master)
+            self._master.set_address(self._host, self._server.port)
+            self._acceptor.add(self._server)
+            for spec in self._specs:
+                self.add_agent(spec)
+        except BaseException:
+            self.stop()  # e.g. an agent hostname that cannot be bound: leave no thread behind
+            raise
         log.info("embedded cluster: master at %s, %d agents%s", self.master_address, len(self._specs),
                  " (simulated)" if self.simulated else "")
 
@@ -104,7 +109,8 @@ class EmbeddedCluster:
         # find nobody listening rather than a master half way through stopping.
         self._acceptor.stop()
         with self._lock:
-            agents = list(self._master.agents.values())
+            # Removed agents too: their killed processes may not have been reaped yet.
+            agents = list(self._master.agents.values()) + self._removed
             for agent in agents:
                 agent.silence_and_signal(signal.SIGTERM)
             if not _wait_idle(agents, _STOP_TERM_SECONDS):
@@ -113,9 +119,9 @@ class EmbeddedCluster:
                 if not _wait_idle(agents, _STOP_KILL_SECONDS):
                     log.error("some task processes did not die within %.0f s of SIGKILL", _STOP_KILL_SECONDS)
         self._master.stop()
-        assert self._server is not None
-        self._server.join_streams(timeout=2.0)
-        self._server.close()
+        if self._server is not None:
+            self._server.join_streams(timeout=2.0)
+            self._server.close()
         for agent in agents:
             agent.close()
         self._reactor.stop()
@@ -156,6 +162,7 @@ class EmbeddedCluster:
         """Fault injection: the agent is lost. Its processes are killed; schedulers get TASK_LOST
         (REASON_AGENT_REMOVED) for its tasks, a FAILURE event and a RESCIND of its offer."""
         agent = self._master.remove_agent(agent_id)
+        self._removed.append(agent)
         assert agent.server is not None
         self._acceptor.remove(agent.server)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .agent import Agent, Reporter
+from .calls import CallError, call_object, id_value, id_values, launch_task_infos, refuse_seconds
 from .framework import Framework, Subscription
 from .launch_plan import plan_launches
 from .offers import Offer, OfferBook
@@ -29,16 +30,6 @@ log = logging.getLogger(__name__)
 
 VERSION = "1.11.0"
 DEFAULT_REFUSE_SECONDS = 5.0
-_MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
-
-
-class CallError(Exception):
-    """A scheduler call the master refuses; becomes an HTTP error with a plain-text message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Master:
@@ -147,8 +138,8 @@ class Master:
         for required in ("user", "name"):
             if not isinstance(info.get(required), str) or not info[required]:
                 raise CallError(400, f"Expecting 'framework_info.{required}' to be present")
-        call_id = _value(call.get("framework_id"))
-        info_id = _value(info.get("id"))
+        call_id = id_value(call.get("framework_id"))
+        info_id = id_value(info.get("id"))
         if call_id and info_id and call_id != info_id:
             raise CallError(400, "'framework_id' differs from 'subscribe.framework_info.id'")
         framework_id = call_id or info_id
@@ -261,7 +252,7 @@ class Master:
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
             raise CallError(400, f"Unsupported call type {kind!r}")
-        framework_id = _value(call.get("framework_id"))
+        framework_id = id_value(call.get("framework_id"))
         if not framework_id:
             raise CallError(400, "Expecting 'framework_id' to be present")
         with self._lock:
@@ -305,17 +296,17 @@ class Master:
         return None
 
     def _accept(self, framework: Framework, call: dict[str, Any]) -> None:
-        accept = _object(call, "accept")
-        task_infos = _launch_task_infos(accept.get("operations"))
+        accept = call_object(call, "accept")
+        task_infos = launch_task_infos(accept.get("operations"))
         # Unlike Mesos, unused resources come straight back unless the scheduler asked for a filter:
         # the scheduler keeps launching as tasks become pending, and waiting 5 s would stall it.
-        refuse_seconds = _refuse_seconds(accept.get("filters"), default=0.0)
+        refuse = refuse_seconds(accept.get("filters"), default=0.0)
         offers, stale, problem = self._offers_for(framework, accept.get("offer_ids"))
         if problem is not None:
             for offer in offers:
                 self.offers.give_back(offer.offer_id)
             for info in task_infos:
-                task_id = _value(info.get("task_id")) if isinstance(info, dict) else None
+                task_id = id_value(info.get("task_id")) if isinstance(info, dict) else None
                 if task_id:
                     self._tell(framework, task_id, "TASK_DROPPED", "REASON_INVALID_OFFERS", problem)
             self._allocate({o.agent_id for o in offers})
@@ -332,7 +323,7 @@ class Master:
             if rejection.task_id is not None:
                 self._tell(framework, rejection.task_id, rejection.state, rejection.reason, rejection.message)
         self.offers.release(agent_id, plan.leftover)
-        self._set_filter(framework, agent_id, refuse_seconds)
+        self._set_filter(framework, agent_id, refuse)
         agent = self.agents[agent_id]
         for record in plan.launches:
             self.tasks.add(record)
@@ -345,7 +336,7 @@ class Master:
     def _offers_for(self, framework: Framework, raw_ids: Any) -> tuple[list[Offer], bool, str | None]:
         """The outstanding offers an ACCEPT names, whether any was reached via an alias, and what is
         wrong with them (None when they can be used)."""
-        offer_ids = _values(raw_ids)
+        offer_ids = id_values(raw_ids)
         offers: list[Offer] = []
         stale = False
         problem = None if offer_ids else "Expecting 'accept.offer_ids' to be present"
@@ -367,14 +358,14 @@ class Master:
                                                 reason=reason)))
 
     def _decline(self, framework: Framework, call: dict[str, Any]) -> None:
-        decline = _object(call, "decline")
-        refuse_seconds = _refuse_seconds(decline.get("filters"), default=DEFAULT_REFUSE_SECONDS)
+        decline = call_object(call, "decline")
+        refuse = refuse_seconds(decline.get("filters"), default=DEFAULT_REFUSE_SECONDS)
         agents = set()
-        for offer_id in _values(decline.get("offer_ids")):
+        for offer_id in id_values(decline.get("offer_ids")):
             offer = self.offers.get(offer_id)
             if offer is not None and offer.framework_id == framework.framework_id:
                 self.offers.give_back(offer_id)
-                self._set_filter(framework, offer.agent_id, refuse_seconds)
+                self._set_filter(framework, offer.agent_id, refuse)
                 agents.add(offer.agent_id)
         self._allocate(agents)
 
@@ -394,8 +385,8 @@ class Master:
         framework.suppressed = True
 
     def _kill(self, framework: Framework, call: dict[str, Any]) -> None:
-        kill = _object(call, "kill")
-        task_id = _value(kill.get("task_id"))
+        kill = call_object(call, "kill")
+        task_id = id_value(kill.get("task_id"))
         if not task_id:
             raise CallError(400, "Expecting 'kill.task_id' to be present")
         record = self.tasks.active.get(task_id)
@@ -419,16 +410,16 @@ class Master:
         return self._default_grace
 
     def _acknowledge(self, framework: Framework, call: dict[str, Any]) -> None:
-        uuid_value = _object(call, "acknowledge").get("uuid")
+        uuid_value = call_object(call, "acknowledge").get("uuid")
         if not isinstance(uuid_value, str):
             raise CallError(400, "Expecting 'acknowledge.uuid' to be present")
         framework.unacked.pop(uuid_value, None)
 
     def _reconcile_call(self, framework: Framework, call: dict[str, Any]) -> None:
-        entries = _object(call, "reconcile").get("tasks") or []
+        entries = call_object(call, "reconcile").get("tasks") or []
         if not isinstance(entries, list):
             raise CallError(400, "'reconcile.tasks' must be a list")
-        task_ids = [_value(e.get("task_id")) for e in entries if isinstance(e, dict)]
+        task_ids = [id_value(e.get("task_id")) for e in entries if isinstance(e, dict)]
         self._reconcile(framework, [t for t in task_ids if t] if entries else None)
 
     def _reconcile(self, framework: Framework, task_ids: list[str] | None) -> None:
@@ -533,49 +524,3 @@ class Master:
                     for a in self.agents.values()
                 ],
             }
-
-
-def _value(obj: Any) -> str | None:
-    """The ``value`` of a Mesos ID object ({"value": "..."}), if well formed."""
-    value = obj.get("value") if isinstance(obj, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
-def _values(objs: Any) -> list[str]:
-    if not isinstance(objs, list):
-        return []
-    return [v for v in (_value(o) for o in objs) if v]
-
-
-def _refuse_seconds(filters: Any, default: float) -> float:
-    if not isinstance(filters, dict) or "refuse_seconds" not in filters:
-        return default
-    try:
-        seconds = float(filters["refuse_seconds"])
-    except (TypeError, ValueError):
-        raise CallError(400, "'filters.refuse_seconds' must be a number") from None
-    return min(seconds, _MAX_REFUSE_SECONDS)
-
-
-def _object(call: dict[str, Any], key: str) -> dict[str, Any]:
-    body = call.get(key, {})
-    if not isinstance(body, dict):
-        raise CallError(400, f"Expecting '{key}' to be an object")
-    return body
-
-
-def _launch_task_infos(operations: Any) -> list[Any]:
-    if operations is None:
-        return []
-    if not isinstance(operations, list):
-        raise CallError(400, "'accept.operations' must be a list")
-    task_infos: list[Any] = []
-    for operation in operations:
-        kind = operation.get("type") if isinstance(operation, dict) else None
-        if kind != "LAUNCH":
-            raise CallError(400, f"Operation {kind!r} is not supported by the embedded cluster (only LAUNCH)")
-        infos = (operation.get("launch") or {}).get("task_infos") or []
-        if not isinstance(infos, list):
-            raise CallError(400, "'launch.task_infos' must be a list")
-        task_infos.extend(infos)
-    return task_infos

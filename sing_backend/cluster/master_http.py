@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
+from .calls import CallError
 from .framework import Subscription
 from .httpserver import TrackingHTTPServer
-from .master import VERSION, CallError, Master
+from .master import VERSION, Master
 from .updates import HEARTBEAT_EVENT
 
 log = logging.getLogger(__name__)

@@ -92,13 +92,9 @@ class Reactor:
                 if self._stopping:
                     return
                 pending, self._pending = self._pending, []
-                timeout = _POLL_SECONDS if self._polled else None
-                if self._timers:
-                    until_timer = max(0.0, self._timers[0][0] - time.monotonic())
-                    timeout = until_timer if timeout is None else min(timeout, until_timer)
             for pid, on_exit in pending:
                 self._register_pid(pid, on_exit)
-            for key, _ in self._selector.select(timeout):
+            for key, _ in self._selector.select(self._timeout()):
                 if key.data is None:
                     try:
                         while os.read(self._wake_r, 4096):
@@ -112,6 +108,14 @@ class Reactor:
             if self._polled:
                 self._check_polled()
             self._run_due_timers()
+
+    def _timeout(self) -> float | None:
+        timeout = _POLL_SECONDS if self._polled else None
+        with self._lock:
+            if self._timers:
+                until_timer = max(0.0, self._timers[0][0] - time.monotonic())
+                timeout = until_timer if timeout is None else min(timeout, until_timer)
+        return timeout
 
     def _register_pid(self, pid: int, on_exit: Callback) -> None:
         try:

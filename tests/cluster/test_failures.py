@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
+from pathlib import Path
+
+import pytest
 
 from sing_backend.cluster import AgentSpec, EmbeddedCluster
 
@@ -117,3 +121,21 @@ def test_framework_gone_past_failover_timeout_is_torn_down(cluster: EmbeddedClus
     driver.stop(failover=True)
     driver.join()
     eventually(lambda: not group_alive(pgid), timeout=3, what="the failover timeout to kill the task")
+
+
+def test_agent_ids_and_hosts_must_be_unique(cluster: EmbeddedCluster) -> None:
+    with pytest.raises(ValueError):
+        cluster.add_agent(AgentSpec("agent-1", "127.0.0.50", "rack-1"))
+    with pytest.raises(ValueError):
+        cluster.add_agent(AgentSpec("agent-50", "127.0.0.2", "rack-1"))
+    with pytest.raises(ValueError):
+        EmbeddedCluster(cluster.work_dir, [AgentSpec("a", "127.0.0.2", "r"), AgentSpec("a", "127.0.0.3", "r")])
+
+
+def test_failed_start_leaves_nothing_running(tmp_path: Path) -> None:
+    threads_before = set(threading.enumerate())
+    specs = [AgentSpec("agent-1", "127.0.0.2", "r"), AgentSpec("agent-2", "192.0.2.1", "r")]  # not ours to bind
+    cluster = EmbeddedCluster(tmp_path / "c", specs)
+    with pytest.raises(OSError):
+        cluster.start()
+    eventually(lambda: set(threading.enumerate()) <= threads_before, timeout=3, what="threads to end")

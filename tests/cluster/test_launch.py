@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import random
 import time
+from typing import Any
 
 import httpx
 
+from sing_backend.cluster import EmbeddedCluster
+
 from .conftest import Harness
-from .helpers import eventually, port_ranges, scalar, task_info
+from .helpers import Recorder, eventually, port_ranges, scalar, start_driver, task_info
 
 
 def test_subscribe_offers_one_offer_per_agent_with_racks_and_ports(harness: Harness) -> None:
@@ -36,7 +40,8 @@ def test_subscribe_offers_one_offer_per_agent_with_racks_and_ports(harness: Harn
 def test_task_serves_http_on_its_agent_host_and_port(harness: Harness) -> None:
     sched = harness.sched
     offer = sched.offer_for("agent-2")
-    port = port_ranges(offer)[0][0]
+    low, high = port_ranges(offer)[0]
+    port = random.randint(low, high)  # other clusters may run on this machine at the same time
     info = task_info("web-1", offer, "exec python3 -m http.server $PORT0", ports=[port])
     started = time.monotonic()
     harness.launch(offer, [info])
@@ -96,3 +101,37 @@ def test_exit_statuses(harness: Harness) -> None:
     argv_out = harness.cluster.sandbox_dir("argv") / "argv" / "stdout.log"  # type: ignore[operator]
     assert argv_out.read_text() == "a b\n"
     assert sched.status("missing", "TASK_FAILED")["message"].startswith("Failed to launch")
+
+
+class _LaunchOnOffer(Recorder):
+    """Launches pending tasks from inside resourceOffers, on pymesos' IO thread, as a real scheduler does."""
+
+    def __init__(self, pending: list[str]) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def resourceOffers(self, driver: Any, offers: list[dict[str, Any]]) -> None:
+        super().resourceOffers(driver, offers)
+        try:
+            for offer in offers:
+                if self.pending:
+                    self.forget(offer)
+                    driver.launchTasks(offer["id"], [task_info(self.pending.pop(), offer, "true")])
+        except Exception as exc:  # never let an exception abort the driver
+            self._add("error", repr(exc))
+
+
+def test_launching_from_the_offer_callback_chains_quickly(cluster: EmbeddedCluster) -> None:
+    names = [f"chain-{i}" for i in range(30)]
+    sched = _LaunchOnOffer(list(names))
+    started = time.monotonic()
+    driver = start_driver(cluster.master_address, sched)
+    try:
+        for name in names:
+            sched.status(name, "TASK_FINISHED")
+        # Each launch's leftover comes back as a new offer at once, which launches the next task.
+        assert time.monotonic() - started < 5
+        assert sched.count("error") == 0
+    finally:
+        driver.stop(failover=True)
+        driver.join()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from sing_backend.cluster import EmbeddedCluster, default_agents
@@ -25,12 +26,15 @@ def test_orphans_of_a_killed_backend_are_killed_on_next_start(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         text=True,
     )
+    watchdog = threading.Timer(30, child.kill)  # never hang on a child that did not get ready
+    watchdog.start()
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "READY"
         record_path = work_dir / "agents/agent-1/running/orphan.json"
         record = json.loads(record_path.read_text())
     finally:
+        watchdog.cancel()
         child.kill()
         child.wait()
     pgid = record["pgid"]

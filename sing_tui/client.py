@@ -1,0 +1,294 @@
+"""Async client for Sing's (Singularity-compatible) REST API.
+
+This module is the TUI's only door to the backend and deliberately imports nothing from Textual, so
+it can be tested, benchmarked and reused on its own (a test enforces that). Every call either returns
+decoded JSON or raises `ApiError` (the server answered with an error; its message is kept) or
+`Unreachable` (no answer at all).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+DEFAULT_URL = "http://127.0.0.1:7099"
+
+Json = Any
+
+
+class ClientError(Exception):
+    """Base of the errors the client raises; `str()` is what an operator should read."""
+
+
+class Unreachable(ClientError):
+    """The backend did not answer (refused, timed out, connection dropped)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"backend unreachable at {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class ApiError(ClientError):
+    """The backend answered with an error; `message` is the server's own message."""
+
+    def __init__(self, status: int, message: str, method: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.method = method
+        self.path = path
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+def _q(part: str) -> str:
+    """One path segment, escaped (ids are validated by the backend, but never trust them in a URL)."""
+    return quote(part, safe="")
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        text = resp.text.strip()
+        return text[:300] or f"HTTP {resp.status_code}"
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return f"HTTP {resp.status_code}"
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused" if "refused" in str(exc).lower() or not str(exc) else str(exc)
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+class SingClient:
+    """One keep-alive connection pool to a Sing backend; all methods are coroutines."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, timeout: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport,
+                                       headers={"Accept-Encoding": "gzip", "User-Agent": "sing-tui"})
+        self._etags: dict[str, tuple[str, Json]] = {}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> SingClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ---- transport
+    async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                   body: Json = None, cache: bool = False) -> Json:
+        """One API call. `cache=True` sends the last ETag so an unchanged list costs a 304, not a body."""
+        headers: dict[str, str] = {}
+        key = f"{path}?{sorted((params or {}).items())}"
+        if cache and key in self._etags:
+            headers["If-None-Match"] = self._etags[key][0]
+        content = orjson.dumps(body) if body is not None else None
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            resp = await self._http.request(method, f"/api{path}", params=_clean(params), content=content,
+                                            headers=headers)
+        except httpx.HTTPError as exc:
+            raise Unreachable(self.base_url, _reason(exc)) from exc
+        if resp.status_code == 304 and key in self._etags:
+            return self._etags[key][1]
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, _error_message(resp), method, path)
+        data = orjson.loads(resp.content) if resp.content else None
+        etag = resp.headers.get("etag")
+        if cache and etag:
+            self._etags[key] = (etag, data)
+        return data
+
+    async def get(self, path: str, **params: Any) -> Json:
+        return await self.call("GET", path, params=params)
+
+    # ---- cluster
+    async def state(self) -> Json:
+        return await self.get("/state")
+
+    async def agents(self) -> list[Json]:
+        return await self.get("/agents")
+
+    async def racks(self) -> list[Json]:
+        return await self.get("/racks")
+
+    async def agent_action(self, agent_id: str, action: str, message: str | None = None,
+                           duration_ms: int | None = None) -> Json:
+        """decommission | freeze | activate an agent (Singularity's MachineChangeRequest body)."""
+        return await self.call("POST", f"/agents/agent/{_q(agent_id)}/{_machine_action(action)}",
+                               body=_machine_change(message, duration_ms))
+
+    async def rack_action(self, rack_id: str, action: str, message: str | None = None,
+                          duration_ms: int | None = None) -> Json:
+        return await self.call("POST", f"/racks/rack/{_q(rack_id)}/{_machine_action(action)}",
+                               body=_machine_change(message, duration_ms))
+
+    # ---- requests
+    async def requests(self) -> list[Json]:
+        return await self.call("GET", "/requests", cache=True)
+
+    async def request(self, request_id: str) -> Json:
+        return await self.get(f"/requests/request/{_q(request_id)}")
+
+    async def save_request(self, request: Json) -> Json:
+        return await self.call("POST", "/requests", body=request)
+
+    async def scale(self, request_id: str, instances: int, message: str | None = None) -> Json:
+        return await self.call("PUT", f"/requests/request/{_q(request_id)}/scale",
+                               body=_action({"instances": instances}, message))
+
+    async def pause(self, request_id: str, kill_tasks: bool = True, message: str | None = None) -> Json:
+        return await self.call("POST", f"/requests/request/{_q(request_id)}/pause",
+                               body=_action({"killTasks": kill_tasks}, message))
+
+    async def unpause(self, request_id: str, message: str | None = None) -> Json:
+        return await self.call("POST", f"/requests/request/{_q(request_id)}/unpause", body=_action({}, message))
+
+    async def bounce(self, request_id: str, message: str | None = None) -> Json:
+        return await self.call("POST", f"/requests/request/{_q(request_id)}/bounce", body=_action({}, message))
+
+    async def exit_cooldown(self, request_id: str, message: str | None = None) -> Json:
+        return await self.call("POST", f"/requests/request/{_q(request_id)}/exit-cooldown",
+                               body=_action({}, message))
+
+    async def run_now(self, request_id: str, args: list[str] | None = None, env: dict[str, str] | None = None,
+                      run_id: str | None = None, message: str | None = None) -> Json:
+        body: dict[str, Any] = {}
+        if args:
+            body["commandLineArgs"] = args
+        if env:
+            body["envOverrides"] = env
+        if run_id:
+            body["runId"] = run_id
+        return await self.call("POST", f"/requests/request/{_q(request_id)}/run", body=_action(body, message))
+
+    async def delete_request(self, request_id: str, message: str | None = None) -> Json:
+        return await self.call("DELETE", f"/requests/request/{_q(request_id)}", body=_action({}, message))
+
+    # ---- deploys
+    async def deploy(self, deploy: Json, message: str | None = None) -> Json:
+        return await self.call("POST", "/deploys", body=_action({"deploy": deploy}, message))
+
+    async def cancel_deploy(self, request_id: str, deploy_id: str) -> Json:
+        return await self.call("DELETE", f"/deploys/deploy/{_q(deploy_id)}/request/{_q(request_id)}")
+
+    async def pending_deploys(self) -> list[Json]:
+        return await self.get("/deploys/pending")
+
+    # ---- tasks
+    async def active_tasks(self) -> list[Json]:
+        return await self.call("GET", "/tasks/active", cache=True)
+
+    async def active_task_states(self) -> list[Json]:
+        return await self.get("/tasks/active/states")
+
+    async def scheduled_tasks(self) -> list[Json]:
+        return await self.get("/tasks/scheduled")
+
+    async def scheduled_for_request(self, request_id: str) -> list[Json]:
+        return await self.get(f"/tasks/scheduled/request/{_q(request_id)}")
+
+    async def cleaning_tasks(self) -> list[Json]:
+        return await self.get("/tasks/cleaning")
+
+    async def task(self, task_id: str) -> Json:
+        return await self.get(f"/tasks/task/{_q(task_id)}")
+
+    async def kill_task(self, task_id: str, message: str | None = None) -> Json:
+        return await self.call("DELETE", f"/tasks/task/{_q(task_id)}", body=_action({}, message))
+
+    # ---- history
+    async def task_history(self, task_id: str) -> Json:
+        return await self.get(f"/history/task/{_q(task_id)}")
+
+    async def request_task_history(self, request_id: str, *, count: int = 50, page: int = 1,
+                                   last_task_status: str | None = None) -> list[Json]:
+        return await self.get(f"/history/request/{_q(request_id)}/tasks", count=count, page=page,
+                              lastTaskStatus=last_task_status)
+
+    async def request_active_task_history(self, request_id: str) -> list[Json]:
+        return await self.get(f"/history/request/{_q(request_id)}/tasks/active")
+
+    async def deploy_history(self, request_id: str, *, count: int = 50) -> list[Json]:
+        return await self.get(f"/history/request/{_q(request_id)}/deploys", count=count)
+
+    async def request_history(self, request_id: str, *, count: int = 50) -> list[Json]:
+        return await self.get(f"/history/request/{_q(request_id)}/requests", count=count)
+
+    async def recent_failures(self, *, count: int = 20) -> list[Json] | None:
+        """Recently failed tasks across all requests, newest first, or None if the backend has no
+        global task search (Singularity's `GET /api/history/tasks`)."""
+        out: list[Json] = []
+        try:
+            for status in ("TASK_FAILED", "TASK_LOST"):
+                out += await self.get("/history/tasks", lastTaskStatus=status, count=count,
+                                      orderDirection="DESC")
+        except ApiError as exc:
+            if exc.status in (404, 405):
+                return None
+            raise
+        out.sort(key=lambda t: t.get("updatedAt", 0), reverse=True)
+        return out[:count]
+
+    async def last_failed_task(self, request_id: str) -> Json | None:
+        """The most recently failed (or lost) task of a request, from its task history."""
+        found: list[Json] = []
+        for status in ("TASK_FAILED", "TASK_LOST"):
+            found += await self.request_task_history(request_id, count=1, last_task_status=status)
+        found.sort(key=lambda t: t.get("updatedAt", 0), reverse=True)
+        return found[0] if found else None
+
+    # ---- sandbox
+    async def browse(self, task_id: str, path: str | None = None) -> Json:
+        return await self.get(f"/sandbox/{_q(task_id)}/browse", path=path)
+
+    async def read(self, task_id: str, path: str, offset: int | None = None, length: int | None = None) -> Json:
+        """Mesos-style read: without `offset` the answer is `{data: "", offset: <file size>}`."""
+        return await self.get(f"/sandbox/{_q(task_id)}/read", path=path, offset=offset, length=length)
+
+
+def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not params:
+        return None
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _action(body: dict[str, Any], message: str | None) -> dict[str, Any]:
+    if message:
+        body["message"] = message
+    return body
+
+
+MACHINE_ACTIONS = ("decommission", "freeze", "activate")
+
+
+def _machine_action(action: str) -> str:
+    if action not in MACHINE_ACTIONS:
+        raise ValueError(f"unknown machine action {action!r}; one of {', '.join(MACHINE_ACTIONS)}")
+    return action
+
+
+def _machine_change(message: str | None, duration_ms: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if message:
+        body["message"] = message
+    if duration_ms:
+        body["durationMillis"] = duration_ms
+    return body

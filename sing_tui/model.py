@@ -1,0 +1,317 @@
+"""Plain functions from the API's JSON to what the screens show: rows, counts, formatted times.
+
+No Textual here: these are unit-tested directly, and the screens stay thin.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+Json = Any
+Clock = Callable[[], float]
+
+TERMINAL_STATES = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_ERROR", "TASK_DROPPED",
+                   "TASK_GONE", "TASK_GONE_BY_OPERATOR")
+FAILED_STATES = ("TASK_FAILED", "TASK_LOST", "TASK_ERROR")
+LONG_RUNNING = ("SERVICE", "WORKER")
+
+
+def now_ms(clock: Clock = time.time) -> int:
+    return int(clock() * 1000)
+
+
+# ---- time
+def fmt_age(ms: int | None, now: int) -> str:
+    """How long ago, compact: 5s, 3m, 2h, 4d."""
+    if not ms:
+        return "-"
+    secs = max(0, (now - ms) // 1000)
+    return fmt_secs(secs)
+
+
+def fmt_secs(secs: int) -> str:
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m"
+    if secs < 86400:
+        return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
+    return f"{secs // 86400}d{(secs % 86400) // 3600}h"
+
+
+def fmt_ts(ms: int | None) -> str:
+    """An absolute time in UTC, so two operators in different zones read the same thing."""
+    if not ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+def fmt_time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return time.strftime("%H:%M:%S", time.gmtime(ms / 1000))
+
+
+def short_state(state: str) -> str:
+    return state.removeprefix("TASK_")
+
+
+# ---- requests
+def running_count(parent: Json) -> int:
+    ids = parent.get("taskIds") or {}
+    return len(ids.get("healthy", ())) + len(ids.get("notYetHealthy", ()))
+
+
+def wanted_count(parent: Json) -> int:
+    req = parent.get("request", {})
+    if parent.get("state") in ("PAUSED", "FINISHED", "DELETING", "DELETED"):
+        return 0
+    if req.get("requestType") in LONG_RUNNING:
+        return int(req.get("instances") or 1)
+    return int(req.get("instances") or 1) if req.get("requestType") == "ON_DEMAND" else 1
+
+
+def active_deploy_id(parent: Json) -> str:
+    rds = parent.get("requestDeployState") or {}
+    return (rds.get("activeDeploy") or {}).get("deployId", "")
+
+
+def pending_deploy_id(parent: Json) -> str:
+    rds = parent.get("requestDeployState") or {}
+    return (rds.get("pendingDeploy") or {}).get("deployId", "")
+
+
+REQUEST_COLUMNS = ("ID", "TYPE", "STATE", "INST", "DEPLOY", "OWNERS")
+
+
+def request_row(parent: Json) -> tuple[str, ...]:
+    req = parent.get("request", {})
+    deploy = active_deploy_id(parent) or "-"
+    pending = pending_deploy_id(parent)
+    if pending:
+        deploy = f"{deploy}→{pending}"
+    kind = req.get("requestType", "?")
+    inst = f"{running_count(parent)}/{req.get('instances') or 1}"
+    if kind not in LONG_RUNNING and kind != "ON_DEMAND":
+        inst = f"{running_count(parent)}/1"
+    return (req.get("id", "?"), kind, parent.get("state", "?"), inst, deploy, ",".join(req.get("owners") or ()))
+
+
+def request_matches(parent: Json, args: dict[str, str]) -> bool:
+    """`:requests type=worker state=paused owner=x` (case-insensitive, prefix of the value is enough)."""
+    req = parent.get("request", {})
+    for key, want in args.items():
+        want = want.lower()
+        if key == "type":
+            have = [req.get("requestType", "")]
+        elif key == "state":
+            have = [parent.get("state", "")]
+            if want == "cooldown":
+                want = "system_cooldown"
+        elif key in ("owner", "owners"):
+            have = list(req.get("owners") or ())
+        elif key == "deploy":
+            have = [active_deploy_id(parent), pending_deploy_id(parent)]
+        else:
+            have = [str(req.get(key, ""))]
+        if not any(h.lower().startswith(want) for h in have):
+            return False
+    return True
+
+
+REQUEST_FILTER_KEYS = ("type", "state", "owner", "deploy")
+
+
+# ---- tasks
+def task_id(obj: Json) -> str:
+    """The task id string of a task, a task-id object or a task history row."""
+    if isinstance(obj, str):
+        return obj
+    if "taskId" in obj:
+        tid = obj["taskId"]
+        return tid if isinstance(tid, str) else tid.get("id", "")
+    return obj.get("id", "")
+
+
+def task_ports(task: Json) -> list[int]:
+    ports: list[int] = []
+    for res in (task.get("mesosTask") or {}).get("resources", ()):
+        if res.get("name") == "ports":
+            for rng in res.get("ranges", {}).get("range", ()):
+                ports.extend(range(int(rng["begin"]), int(rng["end"]) + 1))
+    return ports
+
+
+def task_resources(task: Json) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for res in (task.get("mesosTask") or {}).get("resources", ()):
+        if res.get("type") == "SCALAR":
+            out[res["name"]] = float(res.get("scalar", {}).get("value", 0))
+    if not out:
+        dep = (task.get("taskRequest") or {}).get("deploy", {}).get("resources", {})
+        out = {"cpus": float(dep.get("cpus", 0)), "mem": float(dep.get("memoryMb", 0))}
+    return out
+
+
+def task_env(task: Json) -> dict[str, str]:
+    env = (task.get("mesosTask") or {}).get("command", {}).get("environment", {}).get("variables", ())
+    return {v["name"]: v.get("value", "") for v in env}
+
+
+def task_command(task: Json) -> str:
+    return (task.get("mesosTask") or {}).get("command", {}).get("value", "") or \
+        (task.get("taskRequest") or {}).get("deploy", {}).get("command", "")
+
+
+TASK_COLUMNS = ("TASK", "REQUEST", "DEPLOY", "#", "HOST", "STATE", "AGE")
+
+
+def task_row(task: Json, state: str, now: int) -> tuple[str, ...]:
+    tid = task["taskId"]
+    return (tid["id"], tid["requestId"], tid["deployId"], str(tid.get("instanceNo", "")), tid.get("host", ""),
+            short_state(state), fmt_age(tid.get("startedAt"), now))
+
+
+def history_row(row: Json, now: int) -> tuple[str, ...]:
+    """A row of /history/request/{id}/tasks (task id + last status)."""
+    tid = row["taskId"]
+    return (tid["id"], tid.get("deployId", ""), str(tid.get("instanceNo", "")), tid.get("host", ""),
+            short_state(row.get("lastTaskStatus") or "?"), fmt_age(row.get("updatedAt"), now))
+
+
+def updates_timeline(updates: Iterable[Json], started_at: int | None = None) -> list[tuple[str, str, str, str]]:
+    """(time, +elapsed since start, state, message) for each status update."""
+    out = []
+    for u in updates:
+        ts = u.get("timestamp", 0)
+        since = f"+{(ts - started_at) / 1000:.1f}s" if started_at and ts >= started_at else ""
+        out.append((fmt_ts(ts), since, short_state(u.get("taskState", "?")), u.get("statusMessage", "") or ""))
+    return out
+
+
+def is_failure(state: str | None) -> bool:
+    return bool(state) and state in FAILED_STATES  # type: ignore[operator]
+
+
+# ---- agents and racks
+AGENT_COLUMNS = ("AGENT", "HOST", "RACK", "STATE", "CPUS", "MEM MB", "TASKS")
+RACK_COLUMNS = ("RACK", "STATE", "AGENTS", "TASKS", "SINCE")
+
+
+def agent_usage(tasks: Iterable[Json]) -> dict[str, dict[str, float]]:
+    """cpus, mem and task count in use per agent id, from the active tasks."""
+    use: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        agent = (t.get("agentId") or {}).get("value") or (t.get("mesosTask") or {}).get("agentId", {}).get("value")
+        if not agent:
+            continue
+        res = task_resources(t)
+        u = use.setdefault(agent, {"cpus": 0.0, "mem": 0.0, "tasks": 0})
+        u["cpus"] += res.get("cpus", 0.0)
+        u["mem"] += res.get("mem", 0.0)
+        u["tasks"] += 1
+    return use
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if x == int(x) else f"{x:.1f}"
+
+
+def agent_row(agent: Json, usage: dict[str, float] | None) -> tuple[str, ...]:
+    res = agent.get("resources") or {}
+    u = usage or {"cpus": 0.0, "mem": 0.0, "tasks": 0}
+    return (agent["id"], agent.get("host", ""), agent.get("rackId", ""), agent.get("currentState", {}).get("state", "?"),
+            f"{_num(u['cpus'])}/{_num(float(res.get('numCpus', 0)))}",
+            f"{_num(u['mem'])}/{_num(float(res.get('memoryMegaBytes', 0)))}", str(int(u["tasks"])))
+
+
+def rack_row(rack: Json, agents: list[Json], usage: dict[str, dict[str, float]], now: int) -> tuple[str, ...]:
+    mine = [a for a in agents if a.get("rackId") == rack["id"]]
+    tasks = sum(int(usage.get(a["id"], {}).get("tasks", 0)) for a in mine)
+    return (rack["id"], rack.get("currentState", {}).get("state", "?"), str(len(mine)), str(tasks),
+            fmt_age(rack.get("currentState", {}).get("timestamp"), now))
+
+
+# ---- dashboard
+def state_counts(state: Json) -> dict[str, list[tuple[str, int]]]:
+    """The dashboard's three boxes: requests by state, tasks, cluster."""
+    g = state.get
+    return {
+        "Requests": [("active", g("activeRequests", 0)), ("paused", g("pausedRequests", 0)),
+                     ("cooldown", g("cooldownRequests", 0)), ("finished", g("finishedRequests", 0)),
+                     ("pending", g("pendingRequests", 0)), ("deleting", g("cleaningRequests", 0))],
+        "Tasks": [("active", g("activeTasks", 0)), ("launching", g("launchingTasks", 0)),
+                  ("pending", g("scheduledTasks", 0)), ("late", g("lateTasks", 0)),
+                  ("cleaning", g("cleaningTasks", 0)), ("deploys", g("numDeploys", 0))],
+        "Agents": [("active", g("activeAgents", 0)), ("decommissioning", g("decommissioningAgents", 0)),
+                   ("dead", g("deadAgents", 0)), ("racks active", g("activeRacks", 0)),
+                   ("under-provisioned", g("underProvisionedRequests", 0)),
+                   ("over-provisioned", g("overProvisionedRequests", 0))],
+    }
+
+
+def leader_line(state: Json, now: int) -> str:
+    hosts = state.get("hostStates") or []
+    if not hosts:
+        return "no scheduler host reported"
+    parts = []
+    for h in hosts:
+        role = "leader" if h.get("master") else "standby"
+        mesos = "mesos connected" if h.get("mesosConnected") else "MESOS DISCONNECTED"
+        parts.append(f"{h.get('hostname', '?')} ({role}, {h.get('driverStatus', '?')}, {mesos}, "
+                     f"up {fmt_secs(int(h.get('uptime', 0)) // 1000)})")
+    return "; ".join(parts)
+
+
+PENDING_COLUMNS = ("PENDING TASK", "WAITING", "WHY NOT PLACED")
+
+
+def pending_row(entry: Json, now: int) -> tuple[str, ...]:
+    pid = entry["pendingTask"]["pendingTaskId"]
+    return (f"{pid['requestId']}#{pid.get('instanceNo', '?')}", fmt_age(pid.get("createdAt"), now),
+            entry.get("notPlacedReason", ""))
+
+
+FAILURE_COLUMNS = ("FAILED TASK", "STATUS", "WHEN", "HOST")
+
+
+def failure_row(row: Json, now: int) -> tuple[str, ...]:
+    tid = row["taskId"]
+    return (tid["id"], short_state(row.get("lastTaskStatus", "?")), fmt_age(row.get("updatedAt"), now),
+            tid.get("host", ""))
+
+
+# ---- describe
+def describe(obj: Json, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """Flatten JSON into (dotted key, value) pairs for the `d` describe view."""
+    out: list[tuple[str, str]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict | list) and v and depth < 6:
+                out += describe(v, key, depth + 1)
+            else:
+                out.append((key, _scalar(v, k)))
+    elif isinstance(obj, list):
+        if all(not isinstance(v, dict | list) for v in obj):
+            out.append((prefix, ", ".join(_scalar(v, "") for v in obj)))
+        else:
+            for i, v in enumerate(obj):
+                out += describe(v, f"{prefix}[{i}]", depth + 1)
+    else:
+        out.append((prefix, _scalar(obj, prefix)))
+    return out
+
+
+def _scalar(v: Any, key: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int) and str(key).lower().endswith(("at", "timestamp")) and v > 10**12:
+        return f"{v} ({fmt_ts(v)} UTC)"
+    if isinstance(v, dict | list):
+        return "{}" if isinstance(v, dict) else "[]"
+    return str(v)
