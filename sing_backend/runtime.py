@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +12,9 @@ import httpx
 from .cluster import EmbeddedCluster, default_agents
 from .history import HistoryStore
 from .scheduler.core import Scheduler
+from .scheduler.entities import TaskEntry
 from .scheduler.framework import DriverGateway
+from .scheduler.healthchecker import HealthChecker
 from .scheduler.history_sink import HistorySink
 from .scheduler.views_cache import ListCache
 from .settings import Settings
@@ -28,6 +31,7 @@ class Runtime:
         self.sink = HistorySink()
         self.cluster: EmbeddedCluster | None = None
         self.gateway: DriverGateway | None = None
+        self.health: HealthChecker | None = None
         self.scheduler: Scheduler
         self.list_cache: ListCache
         self.http = httpx.AsyncClient(timeout=10.0)
@@ -56,6 +60,8 @@ class Runtime:
         self.gateway = DriverGateway(self.scheduler, self.cluster.master_address, loop)
         self.scheduler.gateway = self.gateway
         self.scheduler.start()
+        self.health = HealthChecker(self.scheduler, self._result_file_exists, s.max_concurrent_health_checks)
+        self.health.start()
         self.gateway.start()
         log.info("local cluster master at %s with %d agents", self.cluster.master_address, len(specs))
 
@@ -64,6 +70,15 @@ class Runtime:
             return None
         found = self.cluster.sandbox_dir(task_id)
         return str(found) if found else None
+
+    def _result_file_exists(self, task: TaskEntry, path: str) -> bool | None:
+        """The process-level health check: has the task written its result file under app/?"""
+        directory = task.directory or self._sandbox_dir(task.id)
+        if directory is None:
+            return None
+        app = Path(directory) / task.id / "app"
+        target = (app / path).resolve()
+        return target.is_relative_to(app.resolve()) and target.exists()
 
     def agent_url(self, agent_id: str) -> str | None:
         if self.cluster is not None:
@@ -88,6 +103,8 @@ class Runtime:
         return await self.history_call("task_history", task_id)
 
     async def stop(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
         if hasattr(self, "scheduler"):
             await self.scheduler.stop()
         if self.gateway is not None:

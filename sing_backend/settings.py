@@ -65,6 +65,16 @@ class Settings(BaseModel):
     tick_seconds: float = Field(1.0, gt=0)
     # Offers are held for fast launches, then declined so the cluster can re-balance them.
     offer_hold_seconds: float = Field(60.0, gt=0)
+    # Deploys fail when their tasks are not healthy in time (Singularity's deployHealthTimeoutSeconds).
+    deploy_health_timeout_seconds: float = Field(120.0, gt=0)
+    # Crash loops: this many failures within the window put a request in SYSTEM_COOLDOWN, where
+    # replacements wait `cooldown_delay_seconds` (Singularity: 5 in 1 minute, 120 s).
+    cooldown_failure_threshold: int = Field(5, ge=1)
+    cooldown_window_seconds: float = Field(60.0, gt=0)
+    cooldown_delay_seconds: float = Field(120.0, ge=0)
+    # A bounce without durationMillis gives up (CANCEL_BOUNCE) after this long.
+    bounce_expiry_seconds: float = Field(3600.0, gt=0)
+    max_concurrent_health_checks: int = Field(200, ge=1)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     max_sandbox_read_bytes: int = Field(1024 * 1024, ge=1024)
     common_hostname_suffix_to_omit: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Response
@@ -75,3 +76,13 @@ async def change_rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str, act
                       body: Annotated[MachineChangeRequest | None, Body()] = None) -> Response:
     _change(rt, "rack", rackId, action, body)
     return json_response(next(r for r in racks(rt.scheduler) if r["id"] == rackId))
+
+
+@router.post("/local/agents/{agentId}/lose", summary="Local mode only: take an agent away (fault injection)")
+async def lose_agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> Response:
+    if rt.cluster is None:
+        raise bad_request("agentId: fault injection needs the embedded local cluster")
+    if agentId not in rt.cluster.agent_ids:
+        raise not_found(f"Couldn't find agent {agentId}")
+    await asyncio.to_thread(rt.cluster.remove_agent, agentId)
+    return json_response({"agentId": agentId, "lost": True})

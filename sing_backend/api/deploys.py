@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from ..models.actions import DeployUpdate
 from ..models.deploy import DeployRequest
 from ..runtime import Runtime
 from .deps import runtime
@@ -38,4 +39,10 @@ async def pending(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
 @router.delete("/deploy/{deployId}/request/{requestId}", summary="Cancel a pending deploy")
 async def cancel(rt: Annotated[Runtime, Depends(runtime)], deployId: str, requestId: str) -> Response:
     entry = rt.scheduler.cancel_deploy(requestId, deployId)
+    return json_response(request_parent(rt.scheduler, entry))
+
+
+@router.post("/update", summary="Advance (or hold) a deploy's steps: run targetActiveInstances new tasks")
+async def update(rt: Annotated[Runtime, Depends(runtime)], body: DeployUpdate) -> Response:
+    entry = rt.scheduler.update_deploy(body)
     return json_response(request_parent(rt.scheduler, entry))

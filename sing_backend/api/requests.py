@@ -13,6 +13,7 @@ from ..models.actions import (
     PauseRequest,
     RunNowRequest,
     ScaleRequest,
+    SkipHealthchecksRequest,
     UnpauseRequest,
 )
 from ..models.common import RequestState, RequestType
@@ -147,3 +148,34 @@ async def run_now(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
     out["pendingRequest"] = pending_request
     out["pendingTaskId"] = pending.pid.wire()
     return json_response(out)
+
+
+@router.delete("/request/{requestId}/pause", summary="Make a timed pause permanent (cancel its expiry)")
+async def cancel_pause_expiry(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
+    return json_response(request_parent(rt.scheduler, rt.scheduler.cancel_expiring(requestId, "pause")))
+
+
+@router.delete("/request/{requestId}/scale", summary="Make a timed scale permanent (cancel its expiry)")
+async def cancel_scale_expiry(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
+    return json_response(request_parent(rt.scheduler, rt.scheduler.cancel_expiring(requestId, "scale")))
+
+
+@router.delete("/request/{requestId}/bounce", summary="Cancel a bounce in progress")
+async def cancel_bounce(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
+    return json_response(request_parent(rt.scheduler, rt.scheduler.cancel_expiring(requestId, "bounce")))
+
+
+@router.put("/request/{requestId}/skip-healthchecks", summary="Skip (or stop skipping) health checks")
+@router.put("/request/{requestId}/skipHealthchecks", include_in_schema=False)
+async def skip_healthchecks(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
+                            body: SkipHealthchecksRequest) -> Response:
+    entry = rt.scheduler.skip_healthchecks(requestId, body.skipHealthchecks, body.durationMillis, body.user,
+                                           body.message)
+    return json_response(request_parent(rt.scheduler, entry))
+
+
+@router.delete("/request/{requestId}/skip-healthchecks", summary="Make a timed skip-healthchecks permanent")
+@router.delete("/request/{requestId}/skipHealthchecks", include_in_schema=False)
+async def cancel_skip_expiry(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
+    entry = rt.scheduler.cancel_expiring(requestId, "skipHealthchecks")
+    return json_response(request_parent(rt.scheduler, entry))

@@ -94,13 +94,13 @@ async def read(rt: Annotated[Runtime, Depends(runtime)], taskId: str, path: str,
     params: dict[str, Any] = {"path": f"{root}/{rel}", "offset": -1 if offset is None else offset,
                               "length": min(length if length is not None else limit, limit)}
     data = (await _agent_get(rt, f"{url}/files/read", params)).json()
-    text: str = data.get("data", "")
     start = int(data.get("offset", 0))
-    out: dict[str, Any] = {"data": text, "offset": start, "nextOffset": start + len(text.encode("utf-8",
-                                                                                              "surrogateescape"))}
     if offset is None:
-        out = {"data": "", "offset": start}
-    elif grep:
+        return json_response({"data": "", "offset": start})
+    text: str = data.get("data", "")
+    # The agent reports where the next read starts (a character cut at the end is left for it).
+    out: dict[str, Any] = {"data": text, "offset": start, "nextOffset": int(data.get("next_offset", start))}
+    if grep:
         out["data"] = "".join(line for line in text.splitlines(keepends=True) if grep in line)
     return json_response(out)
 

@@ -7,7 +7,8 @@ from typing import Any
 from ..models.common import RequestState
 from ..scheduler.core import Scheduler
 from ..scheduler.entities import RequestEntry, TaskEntry
-from ..scheduler.planning import LiveTask, healthy_count
+from ..scheduler.health import Health
+from ..scheduler.planning import LiveTask, is_healthy
 
 _DECOMMISSIONING = ("STARTING_DECOMMISSION", "DECOMMISSIONING")
 
@@ -24,8 +25,9 @@ def task_ids_for_request(s: Scheduler, request_id: str) -> dict[str, Any]:
             continue
         dep = s.deploys.get((request_id, task.tid.deployId))
         after = (dep.deploy.consider_healthy_after_s if dep else 5) * 1000
-        live = [LiveTask(task.id, task.tid.deployId, task.tid.instanceNo, False, task.running_since)]
-        (healthy if healthy_count(live, task.tid.deployId, now, after) else not_yet).append(task.tid.wire())
+        live = LiveTask(task.id, task.tid.deployId, task.tid.instanceNo, False, task.running_since,
+                        None if task.health is None else task.health.status == Health.HEALTHY)
+        (healthy if is_healthy(live, now, after) else not_yet).append(task.tid.wire())
     pending = [p.pid.wire() for p in s.request_pending(request_id)] if entry else []
     return {"healthy": healthy, "notYetHealthy": not_yet, "pending": pending, "cleaning": cleaning,
             "loadBalanced": [], "killed": killed}
@@ -39,6 +41,8 @@ def request_parent(s: Scheduler, entry: RequestEntry, *, full: bool = True) -> d
     if entry.pending_deploy:
         deploy_state["pendingDeploy"] = entry.pending_deploy
     out["requestDeployState"] = deploy_state
+    for kind, record in entry.expiring.items():
+        out[f"expiring{kind[0].upper()}{kind[1:]}"] = {k: v for k, v in record.items() if k != "revertTo"}
     if not full:
         return out
     active = s.active_deploy(entry)
@@ -57,7 +61,8 @@ def request_parent(s: Scheduler, entry: RequestEntry, *, full: bool = True) -> d
 
 
 def task_history_live(task: TaskEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {"task": task.task, "taskUpdates": task.updates, "healthcheckResults": [],
+    results = [r.wire(task.tid.wire()) for r in task.health.results] if task.health else []
+    out: dict[str, Any] = {"task": task.task, "taskUpdates": task.updates, "healthcheckResults": results,
                            "loadBalancerUpdates": [], "shellCommandHistory": [], "taskMetadata": []}
     if task.directory:
         out["directory"] = task.directory

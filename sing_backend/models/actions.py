@@ -37,6 +37,11 @@ class BounceRequest(ActionBase):
     durationMillis: int | None = Field(None, ge=1)
 
 
+class SkipHealthchecksRequest(ActionBase):
+    skipHealthchecks: bool
+    durationMillis: int | None = Field(None, ge=1)
+
+
 class ExitCooldownRequest(ActionBase):
     skipHealthchecks: bool | None = None
 

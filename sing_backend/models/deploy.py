@@ -39,11 +39,19 @@ class HealthcheckOptions(WireModel):
     maxRetries: int | None = Field(None, ge=0)
     failureStatusCodes: list[int] | None = None
     healthcheckResultFilePath: str | None = None
+    # Sing: keep checking after the task is healthy; replace it after this many failures in a row.
+    livenessIntervalSeconds: int | None = Field(None, ge=1)
+    livenessFailureThreshold: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _needs_target(self) -> HealthcheckOptions:
         if not self.uri and not self.healthcheckResultFilePath:
             raise ValueError("healthcheck: needs a uri or a healthcheckResultFilePath")
+        if self.uri is not None and not self.uri.startswith("/"):
+            raise ValueError("healthcheck.uri: must start with '/'")
+        if self.healthcheckResultFilePath is not None and (
+                self.healthcheckResultFilePath.startswith("/") or ".." in self.healthcheckResultFilePath.split("/")):
+            raise ValueError("healthcheck.healthcheckResultFilePath: must be a path inside the task's app/ directory")
         return self
 
 
@@ -95,6 +103,29 @@ class SingularityDeploy(WireModel):
                              "customExecutorCmd)")
         if self.containerInfo:
             raise ValueError("containerInfo: containers are not supported by this cluster yet")
+        hc = self.healthcheck
+        if hc is not None and hc.uri is not None and hc.portNumber is None:
+            ports = self.resources.numPorts if self.resources else 0
+            index = hc.portIndex or 0
+            if index >= ports:
+                raise ValueError(f"healthcheck.portIndex: {index} needs at least {index + 1} port(s) but "
+                                 f"resources.numPorts is {ports}")
+        canary = self.canaryDeploySettings or {}
+        if canary.get("enableCanaryDeploy"):
+            mode = canary.get("acceptanceMode", "NONE")
+            if mode not in ("NONE", "TIMED", "CHECKS"):
+                raise ValueError(f"canaryDeploySettings.acceptanceMode: must be NONE, TIMED or CHECKS, not {mode}")
+            if mode == "CHECKS":
+                raise ValueError("canaryDeploySettings.acceptanceMode: CHECKS needs deploy acceptance hooks, "
+                                 "which Sing does not have; use TIMED or NONE")
+            for key in ("instanceGroupSize", "canaryCycleCount"):
+                value = canary.get(key, 1)
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError(f"canaryDeploySettings.{key}: must be a whole number of at least 1")
+            for key in ("waitMillisBetweenGroups", "allowedTasksFailuresPerGroup"):
+                value = canary.get(key, 0)
+                if not isinstance(value, int) or value < 0:
+                    raise ValueError(f"canaryDeploySettings.{key}: must be a whole number, 0 or more")
         return self
 
     @property

@@ -38,28 +38,25 @@ from ..models.common import (
     RequestType,
     TaskCleanupType,
 )
-from ..models.deploy import DeployRequest, SingularityDeploy
+from ..models.deploy import HealthcheckOptions, SingularityDeploy
 from ..models.request import SingularityRequest
 from ..settings import Settings
 from ..state.store import StateStore
-from .entities import (
-    DeployEntry,
-    PendingDeployEntry,
-    PendingTaskEntry,
-    RequestEntry,
-    TaskEntry,
-    deploy_marker,
-)
+from .deploy_flow import DeployFlow
+from .entities import DeployEntry, PendingDeployEntry, PendingTaskEntry, RequestEntry, TaskEntry
+from .health import CheckResult, Health, HealthState, apply_result, check_startup_overdue, first_check_at
 from .history_sink import HistorySink
 from .placement import Need, Occupant, OfferView, place
 from .planning import (
     LiveTask,
     Pending,
     RequestView,
+    failures_in_window,
     healthy_count,
     lowest_free_instance,
     next_healthy_at,
     plan_long_running,
+    replaceable_now,
 )
 
 log = logging.getLogger(__name__)
@@ -86,7 +83,7 @@ class ClusterGateway(Protocol):
     def reconcile(self, task_ids: list[str]) -> None: ...
 
 
-class Scheduler:
+class Scheduler(DeployFlow):
     def __init__(self, settings: Settings, store: StateStore, history: Any, sink: HistorySink,
                  clock: Callable[[], int] = now_ms) -> None:
         self.settings = settings
@@ -112,6 +109,8 @@ class Scheduler:
         self.agent_urls: dict[str, str] = {}
         self.framework_id: str | None = None
         self.connected = False
+        # Called when a task starts being health-checked (wakes the checker).
+        self.on_health_tracked: Callable[[], None] | None = None
         self.last_offer_at: int | None = None
         self.started_at = clock()
 
@@ -170,6 +169,8 @@ class Scheduler:
                 self._dirty.update(t.tid.requestId for t in self.tasks.values()
                                    if t.cleanup and t.kill_sent_at is None)
                 self._progress_machines()
+                self._check_cooldowns()
+                self._expire_actions()
                 self._expire_offers()
                 self.run_round()
             except Exception:
@@ -335,12 +336,16 @@ class Scheduler:
         if entry.request.maxScale is not None and body.instances > entry.request.maxScale:
             raise bad_request(f"instances: {body.instances} is above the request's maxScale "
                               f"{entry.request.maxScale}")
+        if entry.state == RequestState.PAUSED:
+            raise conflict(f"Request {request_id} is paused; unpause it before scaling")
         old = entry.request.instance_count
         if old - body.instances > 10 and not large_scale_down_ok:
             raise bad_request(f"instances: scaling down by {old - body.instances} (more than 10) needs "
                               "largeScaleDownAcknowledged=true")
+        revert_to = entry.expiring.get("scale", {}).get("revertTo", old)
         entry.request = entry.request.model_copy(update={"instances": body.instances})
         entry.timestamp = self.clock()
+        self._set_expiring(entry, "scale", body.durationMillis, body.wire(), body.user, body.actionId, revert_to)
         self._save_request(entry)
         self._request_event(entry, "SCALED", body.user, body.message)
         if body.bounce and kind.long_running and entry.active_deploy:
@@ -356,6 +361,8 @@ class Scheduler:
         with self.store.batch():
             entry.state = RequestState.PAUSED
             entry.bouncing = False
+            entry.expiring.pop("bounce", None)
+            self._set_expiring(entry, "pause", body.durationMillis, body.wire(), body.user, body.actionId)
             entry.timestamp = self.clock()
             self._save_request(entry)
             self._drop_pending_of(request_id)
@@ -373,6 +380,7 @@ class Scheduler:
             raise conflict(f"Request {request_id} is not paused (it is {entry.state.value})")
         with self.store.batch():
             entry.state = RequestState.ACTIVE
+            entry.expiring.pop("pause", None)
             entry.timestamp = self.clock()
             self._save_request(entry)
             # Tasks left running by a pause without kill count again.
@@ -389,8 +397,12 @@ class Scheduler:
         if entry.state != RequestState.SYSTEM_COOLDOWN:
             raise conflict(f"Request {request_id} is not in cooldown (it is {entry.state.value})")
         entry.state = RequestState.ACTIVE
+        entry.failures = []
         self._save_request(entry)
         self._request_event(entry, "EXITED_COOLDOWN", body.user, body.message)
+        for p in self.request_pending(request_id):
+            if p.pid.nextRunAt > self.clock() and p.pid.pendingType != PendingType.ONEOFF.value:
+                self._remove_pending(p.id)  # re-planned at once
         self.kick(request_id)
         return entry
 
@@ -411,6 +423,8 @@ class Scheduler:
                 if task.cleanup is None:
                     self._cleanup_task(task, kind, body.user, body.message)
             entry.bouncing = True
+            duration = body.durationMillis or int(self.settings.bounce_expiry_seconds * 1000)
+            self._set_expiring(entry, "bounce", duration, body.wire(), body.user, body.actionId)
             self._save_request(entry)
         self._request_event(entry, "BOUNCED", body.user, body.message)
         self.kick(request_id)
@@ -480,139 +494,6 @@ class Scheduler:
             raise bad_request(f"{field}.diskMb: {disk:g} is above the limit of {lim.max_disk_mb_per_task:g} MB")
         if ports > lim.max_ports_per_task:
             raise bad_request(f"{field}.numPorts: {ports} is above the limit of {lim.max_ports_per_task}")
-
-    def deploy(self, body: DeployRequest) -> RequestEntry:
-        deploy = body.deploy
-        entry = self.get_request(deploy.requestId)
-        if entry.state == RequestState.DELETING:
-            raise conflict(f"Request {deploy.requestId} is being deleted")
-        if (deploy.requestId, deploy.id) in self.deploys:
-            raise bad_request(f"deploy.id: deploy {deploy.id} of request {deploy.requestId} already exists; "
-                              "deploy ids must be new")
-        if entry.pending_deploy:
-            raise conflict(f"Request {deploy.requestId} already has a pending deploy "
-                           f"{entry.pending_deploy['deployId']}; cancel it or wait for it to finish")
-        if deploy.resources:
-            r = deploy.resources
-            self._check_resources(r.cpus, r.memoryMb, r.diskMb, r.numPorts, "deploy.resources")
-        if body.updatedRequest is not None:
-            if body.updatedRequest.id != deploy.requestId:
-                raise bad_request("updatedRequest.id: must be the deploy's requestId")
-            if body.updatedRequest.requestType != entry.request.requestType:
-                raise bad_request("updatedRequest.requestType: the request type cannot change")
-            self._check_limits(body.updatedRequest)
-        if deploy.runImmediately is not None and entry.request.type not in (RequestType.ON_DEMAND,
-                                                                            RequestType.RUN_ONCE):
-            raise bad_request("deploy.runImmediately: only for ON_DEMAND and RUN_ONCE requests")
-        now = self.clock()
-        deploy = deploy.model_copy(update={"timestamp": deploy.timestamp or now})
-        marker = deploy_marker(deploy.requestId, deploy.id, now, body.user, body.message)
-        dep = DeployEntry(deploy, marker)
-        pend = PendingDeployEntry(marker, "WAITING",
-                                  body.updatedRequest.wire() if body.updatedRequest else None,
-                                  bool(body.unpauseOnSuccessfulDeploy))
-        with self.store.batch():
-            self.deploys[(deploy.requestId, deploy.id)] = dep
-            self.store.put("deploys", f"{deploy.requestId}/{deploy.id}", dep.doc())
-            entry.pending_deploy = marker
-            self.pending_deploys[entry.id] = pend
-            self.store.put("pendingDeploys", entry.id, pend.doc())
-            if entry.state == RequestState.PAUSED and pend.unpause_on_success:
-                entry.state = RequestState.DEPLOYING_TO_UNPAUSE
-            self._save_request(entry)
-        self._deploy_history(entry.id, deploy.id)
-        # Only long-running requests prove a deploy by running it; others (and paused requests) take it at once.
-        if not entry.request.type.long_running or entry.state == RequestState.PAUSED:
-            self._finish_pending_deploy(entry, DeployState.SUCCEEDED, None, [], None)
-        self.kick(entry.id)
-        return entry
-
-    def cancel_deploy(self, request_id: str, deploy_id: str, user: str | None = None) -> RequestEntry:
-        entry = self.get_request(request_id)
-        if not entry.pending_deploy or entry.pending_deploy["deployId"] != deploy_id:
-            raise not_found(f"Request {request_id} has no pending deploy {deploy_id}")
-        self._finish_pending_deploy(entry, DeployState.CANCELED, f"Canceled by {user or 'a user'}", [],
-                                    TaskCleanupType.DEPLOY_CANCELED)
-        return entry
-
-    def _finish_pending_deploy(self, entry: RequestEntry, state: DeployState, message: str | None,
-                               failures: list[dict[str, Any]], kill_new: TaskCleanupType | None) -> None:
-        marker = entry.pending_deploy
-        assert marker is not None
-        deploy_id = marker["deployId"]
-        dep = self.deploys[(entry.id, deploy_id)]
-        pend = self.pending_deploys.pop(entry.id, None)
-        result: dict[str, Any] = {"deployState": state.value, "deployFailures": failures, "timestamp": self.clock()}
-        if message:
-            result["message"] = message
-        dep.result = result
-        with self.store.batch():
-            self.store.delete("pendingDeploys", entry.id)
-            entry.pending_deploy = None
-            if state == DeployState.SUCCEEDED:
-                old = entry.active_deploy["deployId"] if entry.active_deploy else None
-                entry.active_deploy = marker
-                if pend and pend.updated_request:
-                    entry.request = SingularityRequest.model_validate(pend.updated_request)
-                if entry.state == RequestState.DEPLOYING_TO_UNPAUSE:
-                    entry.state = RequestState.ACTIVE
-                for task in self.request_tasks(entry.id):
-                    if task.tid.deployId != deploy_id and task.cleanup is None and old is not None:
-                        self._cleanup_task(task, TaskCleanupType.NEW_DEPLOY_SUCCEEDED, marker.get("user"))
-                if entry.request.type == RequestType.RUN_ONCE or (
-                        dep.deploy.runImmediately is not None and entry.request.type == RequestType.ON_DEMAND):
-                    self._enqueue_run_immediately(entry, dep.deploy)
-                if entry.state == RequestState.FINISHED and entry.request.type == RequestType.RUN_ONCE:
-                    entry.state = RequestState.ACTIVE
-            else:
-                if entry.state == RequestState.DEPLOYING_TO_UNPAUSE:
-                    entry.state = RequestState.PAUSED
-                for task in self.request_tasks(entry.id):
-                    if task.tid.deployId == deploy_id and kill_new is not None:
-                        self._cleanup_task(task, kill_new)
-                for p in self.request_pending(entry.id):
-                    if p.pid.deployId == deploy_id:
-                        self._remove_pending(p.id)
-            self._save_request(entry)
-            self.store.put("deploys", f"{entry.id}/{deploy_id}", dep.doc())
-        self._deploy_history(entry.id, deploy_id)
-        self.kick(entry.id)
-
-    def _enqueue_run_immediately(self, entry: RequestEntry, deploy: SingularityDeploy) -> None:
-        run = deploy.runImmediately
-        now = self.clock()
-        extras: dict[str, Any] = {"runId": (run.runId if run and run.runId else str(uuid.uuid4()))}
-        if run is not None:
-            if run.commandLineArgs:
-                extras["cmdLineArgsList"] = run.commandLineArgs
-            if run.envOverrides:
-                extras["envOverrides"] = run.envOverrides
-            if run.message:
-                extras["message"] = run.message
-        kind = PendingType.NEW_DEPLOY if entry.request.type == RequestType.RUN_ONCE else PendingType.ONEOFF
-        self._add_pending(PendingTaskEntry(PendingTaskId(entry.id, deploy.id, now, 1, kind.value, now), extras))
-
-    def _evaluate_deploy(self, entry: RequestEntry, live: list[LiveTask]) -> None:
-        pend = self.pending_deploys.get(entry.id)
-        dep = self.pending_deploy(entry)
-        if pend is None or dep is None:
-            return
-        max_failures = dep.deploy.maxTaskRetries or 0
-        if len(pend.failed_tasks) > max_failures:
-            failures = [{"reason": "TASK_FAILED_ON_STARTUP", "taskId": TaskId.parse(t).wire(),
-                         "message": "Task failed before the deploy succeeded"} for t in pend.failed_tasks]
-            self._finish_pending_deploy(entry, DeployState.FAILED,
-                                        f"{len(pend.failed_tasks)} task(s) failed during the deploy", failures,
-                                        TaskCleanupType.DEPLOY_FAILED)
-            return
-        after_ms = dep.deploy.consider_healthy_after_s * 1000
-        target = entry.request.instance_count
-        if healthy_count(live, dep.deploy.id, self.clock(), after_ms) >= target:
-            self._finish_pending_deploy(entry, DeployState.SUCCEEDED, None, [], None)
-            return
-        wake = next_healthy_at(live, dep.deploy.id, after_ms)
-        if wake is not None and wake > self.clock():
-            self._wake_at(entry.id, wake)
 
     # ------------------------------------------------------------------ tasks
 
@@ -705,7 +586,8 @@ class Scheduler:
         self._launch_pending()
 
     def _live_view(self, request_id: str) -> list[LiveTask]:
-        return [LiveTask(t.id, t.tid.deployId, t.tid.instanceNo, t.cleanup is not None, t.running_since)
+        return [LiveTask(t.id, t.tid.deployId, t.tid.instanceNo, t.cleanup is not None, t.running_since,
+                         None if t.health is None else t.health.status == Health.HEALTHY)
                 for t in self.request_tasks(request_id)]
 
     def _reconcile_request(self, entry: RequestEntry) -> None:
@@ -717,13 +599,19 @@ class Scheduler:
             pend = [Pending(p.id, p.pid.deployId, p.pid.instanceNo) for p in self.request_pending(entry.id)]
             view = RequestView(entry.id, True, entry.state, entry.request.instance_count,
                                entry.active_deploy["deployId"] if entry.active_deploy else None,
-                               entry.pending_deploy["deployId"] if entry.pending_deploy else None)
+                               entry.pending_deploy["deployId"] if entry.pending_deploy else None,
+                               self.pending_target(entry))
             plan = plan_long_running(view, live, pend)
             for pending_id in plan.drop_pending:
                 self._remove_pending(pending_id)
             now = self.clock()
             for deploy_id, instance_no, why in plan.launch:
-                pid = PendingTaskId(entry.id, deploy_id, now, instance_no, why.value, now)
+                run_at = now
+                if entry.state == RequestState.SYSTEM_COOLDOWN and why != PendingType.NEW_DEPLOY:
+                    # Crash-looping: replacements wait (a new deploy is exempt, as in Singularity).
+                    run_at = now + int(self.settings.cooldown_delay_seconds * 1000)
+                    self._wake_at(entry.id, run_at)
+                pid = PendingTaskId(entry.id, deploy_id, run_at, instance_no, why.value, now)
                 self._add_pending(PendingTaskEntry(pid))
             for task_id, kind in plan.kill:
                 self._cleanup_task(self.tasks[task_id], kind)
@@ -731,27 +619,27 @@ class Scheduler:
                 self._progress_replacements(entry, live)
 
     def _progress_replacements(self, entry: RequestEntry, live: list[LiveTask]) -> None:
-        """Tasks waiting for a replacement (bounce, decommission) die once a full healthy set runs."""
-        waiting = [t for t in self.request_tasks(entry.id)
-                   if t.cleanup and t.cleanup["cleanupType"] in _REPLACED_FIRST and t.kill_sent_at is None]
+        """Tasks waiting for a replacement (bounce, decommission) die as healthy replacements allow."""
+        waiting = sorted((t for t in self.request_tasks(entry.id)
+                          if t.cleanup and t.cleanup["cleanupType"] in _REPLACED_FIRST and t.kill_sent_at is None),
+                         key=lambda t: t.tid.startedAt)
         if not waiting:
             if entry.bouncing:
                 entry.bouncing = False
+                entry.expiring.pop("bounce", None)
                 self._save_request(entry)
             return
         dep = self.active_deploy(entry)
         after_ms = (dep.deploy.consider_healthy_after_s if dep else 5) * 1000
         deploy_id = entry.active_deploy["deployId"] if entry.active_deploy else ""
-        if healthy_count(live, deploy_id, self.clock(), after_ms) >= entry.request.instance_count:
-            for task in waiting:
-                self._send_kill(task)
-                self._save_task(task)
-            entry.bouncing = False
-            self._save_request(entry)
-        else:
-            wake = next_healthy_at(live, deploy_id, after_ms)
-            if wake is not None and wake > self.clock():
-                self._wake_at(entry.id, wake)
+        healthy = healthy_count(live, deploy_id, self.clock(), after_ms)
+        all_at_once = any(t.cleanup["cleanupType"] == TaskCleanupType.BOUNCING for t in waiting if t.cleanup)
+        for task in waiting[:replaceable_now(len(waiting), healthy, entry.request.instance_count, all_at_once)]:
+            self._send_kill(task)
+            self._save_task(task)
+        wake = next_healthy_at(live, deploy_id, after_ms)
+        if wake is not None and wake > self.clock():
+            self._wake_at(entry.id, wake)
 
     def _need_for(self, p: PendingTaskEntry) -> Need | None:
         entry = self.requests.get(p.pid.requestId)
@@ -910,6 +798,181 @@ class Scheduler:
         if reason:
             doc["statusReason"] = reason
         return doc
+
+    # ------------------------------------------------------------------ timed actions
+
+    def _set_expiring(self, entry: RequestEntry, kind: str, duration_ms: int | None, body: dict[str, Any],
+                      user: str | None, action_id: str | None, revert_to: Any = None) -> None:
+        if duration_ms is None:
+            entry.expiring.pop(kind, None)
+            return
+        record: dict[str, Any] = {"startMillis": self.clock(), "durationMillis": duration_ms,
+                                  "expiringAPIRequestObject": body, "requestId": entry.id}
+        if user:
+            record["user"] = user
+        if action_id:
+            record["actionId"] = action_id
+        if revert_to is not None:
+            record["revertTo"] = revert_to
+        entry.expiring[kind] = record
+
+    def cancel_expiring(self, request_id: str, kind: str) -> RequestEntry:
+        """DELETE .../pause|scale|bounce|skip-healthchecks: keep the change, drop its expiry."""
+        entry = self._live_request(request_id)
+        if kind not in entry.expiring:
+            raise not_found(f"Request {request_id} has no expiring {kind}")
+        del entry.expiring[kind]
+        if kind == "bounce":
+            self._cancel_bounce(entry)
+        self._save_request(entry)
+        self.kick(request_id)
+        return entry
+
+    def _cancel_bounce(self, entry: RequestEntry) -> None:
+        entry.bouncing = False
+        for task in self.request_tasks(entry.id):
+            if task.cleanup and task.cleanup["cleanupType"] in _REPLACED_FIRST and task.kill_sent_at is None:
+                task.cleanup = None
+                self._save_task(task)
+
+    def skip_healthchecks(self, request_id: str, skip: bool, duration_ms: int | None, user: str | None = None,
+                          message: str | None = None) -> RequestEntry:
+        entry = self._live_request(request_id)
+        previous = bool(entry.request.skipHealthchecks)
+        entry.request = entry.request.model_copy(update={"skipHealthchecks": skip or None})
+        self._set_expiring(entry, "skipHealthchecks", duration_ms,
+                           {"skipHealthchecks": skip, "durationMillis": duration_ms}, user, None, previous)
+        self._save_request(entry)
+        self._request_event(entry, "UPDATED", user, message or f"skipHealthchecks={skip}")
+        self.kick(request_id)
+        return entry
+
+    def _expire_actions(self) -> None:
+        now = self.clock()
+        for entry in list(self.requests.values()):
+            for kind, record in list(entry.expiring.items()):
+                if now < record["startMillis"] + record["durationMillis"]:
+                    continue
+                del entry.expiring[kind]
+                if kind == "pause" and entry.state == RequestState.PAUSED:
+                    entry.state = RequestState.ACTIVE
+                    self._request_event(entry, "UNPAUSED", message="timed pause expired")
+                elif kind == "scale":
+                    entry.request = entry.request.model_copy(update={"instances": record["revertTo"]})
+                    self._request_event(entry, "SCALE_REVERTED", message=f"back to {record['revertTo']} instances")
+                elif kind == "bounce":
+                    self._cancel_bounce(entry)
+                elif kind == "skipHealthchecks":
+                    entry.request = entry.request.model_copy(update={"skipHealthchecks": record["revertTo"] or None})
+                    self._request_event(entry, "UPDATED", message="timed skipHealthchecks expired")
+                self._save_request(entry)
+                self.kick(entry.id)
+
+    # ------------------------------------------------------------------ health checks
+
+    def effective_healthcheck(self, deploy: SingularityDeploy, request: SingularityRequest,
+                              task: TaskEntry | None = None) -> HealthcheckOptions | None:
+        """The check that applies to a task: none for non-long-running requests or when skipped."""
+        if deploy.healthcheck is None or not request.type.long_running or request.skipHealthchecks:
+            return None
+        if task is not None:
+            pending = task.task["taskRequest"]["pendingTask"]
+            if pending.get("skipHealthchecks"):
+                return None
+            entry = self.requests.get(request.id)
+            if deploy.skipHealthchecksOnDeploy and entry is not None and entry.pending_deploy \
+                    and entry.pending_deploy["deployId"] == deploy.id:
+                return None
+        return deploy.healthcheck
+
+    def healthcheck_for(self, task: TaskEntry) -> HealthcheckOptions | None:
+        entry = self.requests.get(task.tid.requestId)
+        dep = self.deploys.get((task.tid.requestId, task.tid.deployId))
+        if entry is None or dep is None:
+            return None
+        return self.effective_healthcheck(dep.deploy, entry.request, task)
+
+    def due_health_checks(self, now: int) -> list[TaskEntry]:
+        """Tasks whose next check is due; fails those whose startup window ran out between checks."""
+        due = []
+        for task in list(self.tasks.values()):
+            state = task.health
+            if state is None or state.status == Health.FAILED or task.cleanup is not None:
+                continue
+            hc = self.healthcheck_for(task)
+            if hc is None:
+                continue
+            check_startup_overdue(hc, state, now)
+            if state.status == Health.FAILED:
+                self._health_failed(task)
+            elif state.next_check_at and state.next_check_at <= now:
+                due.append(task)
+        return due
+
+    def on_health_result(self, task_id: str, result: CheckResult) -> None:
+        task = self.tasks.get(task_id)
+        if task is None or task.health is None:
+            return
+        hc = self.healthcheck_for(task)
+        if hc is None:
+            return
+        before = task.health.status
+        apply_result(hc, task.health, result)
+        wire = result.wire(task.tid.wire())
+        self.sink.put(lambda: self.history.add_healthcheck_result(task_id, wire))
+        if task.health.status != before:
+            self.version += 1
+            if task.health.status == Health.HEALTHY:
+                log.info("task %s is healthy", task_id)
+                self.kick(task.tid.requestId)
+            elif task.health.status == Health.FAILED:
+                self._health_failed(task)
+
+    def _health_failed(self, task: TaskEntry) -> None:
+        reason = task.health.reason if task.health else "health check failed"
+        log.warning("task %s failed its health check: %s", task.id, reason)
+        entry = self.requests.get(task.tid.requestId)
+        if entry is None:
+            return
+        in_deploy = entry.pending_deploy is not None and entry.pending_deploy["deployId"] == task.tid.deployId
+        if in_deploy:
+            self.note_deploy_task_failure(entry, task.id, "TASK_FAILED_HEALTH_CHECKS", reason or "")
+            self._cleanup_task(task, TaskCleanupType.DEPLOY_FAILED, message=reason)
+        else:
+            # A replacement or a live task that stopped answering: replace it, and count it as a crash.
+            self._cleanup_task(task, TaskCleanupType.UNHEALTHY_NEW_TASK, message=reason)
+            self._record_failure(entry)
+        self.kick(entry.id)
+
+    # ------------------------------------------------------------------ crash loops
+
+    def _record_failure(self, entry: RequestEntry) -> None:
+        now = self.clock()
+        window_ms = int(self.settings.cooldown_window_seconds * 1000)
+        entry.failures = [t for t in entry.failures if now - t <= window_ms] + [now]
+        if entry.state == RequestState.ACTIVE and entry.request.type.long_running and \
+                failures_in_window(entry.failures, now, window_ms) >= self.settings.cooldown_failure_threshold:
+            entry.state = RequestState.SYSTEM_COOLDOWN
+            self._request_event(entry, "ENTERED_COOLDOWN", message=(
+                f"{len(entry.failures)} task failures within {self.settings.cooldown_window_seconds:g} s; "
+                f"replacements wait {self.settings.cooldown_delay_seconds:g} s"))
+            log.warning("request %s entered cooldown", entry.id)
+        self._save_request(entry)
+
+    def _check_cooldowns(self) -> None:
+        now = self.clock()
+        window_ms = int(self.settings.cooldown_window_seconds * 1000)
+        for entry in self.requests.values():
+            if entry.state == RequestState.SYSTEM_COOLDOWN and \
+                    failures_in_window(entry.failures, now, window_ms) < self.settings.cooldown_failure_threshold:
+                # Failures stopped: leave cooldown, and let waiting replacements go now.
+                entry.state = RequestState.ACTIVE
+                self._save_request(entry)
+                self._request_event(entry, "EXITED_COOLDOWN", message="task failures stopped")
+                for p in self.request_pending(entry.id):
+                    if p.pid.nextRunAt > now and p.pid.pendingType != PendingType.ONEOFF.value:
+                        self._remove_pending(p.id)
+                self.kick(entry.id)
 
     # ------------------------------------------------------------------ cluster events
 
@@ -1072,6 +1135,12 @@ class Scheduler:
             dep = self.deploys.get((request_id, task.tid.deployId))
             after_ms = (dep.deploy.consider_healthy_after_s if dep else 5) * 1000
             self._health_horizon = max(self._health_horizon, now + after_ms + 1000)
+            hc = self.effective_healthcheck(dep.deploy, self.requests[request_id].request, task) if dep and \
+                request_id in self.requests else None
+            if hc is not None:
+                task.health = HealthState(running_since=now, next_check_at=first_check_at(hc, now))
+                if self.on_health_tracked is not None:
+                    self.on_health_tracked()
             if self.sandbox_locator is not None and task.directory is None:
                 task.directory = self.sandbox_locator(task_id)
             self._save_task(task)
@@ -1097,12 +1166,14 @@ class Scheduler:
         entry = self.requests.get(request_id)
         if entry is None:
             return
-        pend = self.pending_deploys.get(request_id)
         killed_by_us = task.cleanup is not None
-        if pend and entry.pending_deploy and task.tid.deployId == entry.pending_deploy["deployId"] \
-                and not killed_by_us:
-            pend.failed_tasks.append(task.id)
-            self.store.put("pendingDeploys", request_id, pend.doc())
+        message = next((u.get("statusMessage") for u in reversed(task.updates) if u.get("statusMessage")),
+                       state.removeprefix("TASK_").lower())
+        if entry.pending_deploy and task.tid.deployId == entry.pending_deploy["deployId"] and not killed_by_us:
+            self.note_deploy_task_failure(entry, task.id, "TASK_FAILED_ON_STARTUP", message)
+        elif state == "TASK_FAILED" and not killed_by_us and entry.request.type.long_running:
+            # Crash-loop detection counts real failures only: not kills, not lost agents.
+            self._record_failure(entry)
         if entry.request.type == RequestType.RUN_ONCE and state == "TASK_FINISHED" \
                 and not self.tasks_by_request.get(request_id) and not self.pending_by_request.get(request_id):
             entry.state = RequestState.FINISHED

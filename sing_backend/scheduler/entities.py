@@ -9,6 +9,7 @@ from ..ids import PendingTaskId, TaskId
 from ..models.common import RequestState
 from ..models.deploy import SingularityDeploy
 from ..models.request import SingularityRequest
+from .health import HealthState
 
 
 def deploy_marker(request_id: str, deploy_id: str, timestamp: int, user: str | None = None,
@@ -30,6 +31,11 @@ class RequestEntry:
     active_deploy: dict[str, Any] | None = None  # DeployMarker
     pending_deploy: dict[str, Any] | None = None  # DeployMarker
     bouncing: bool = False
+    # Timed actions that revert themselves: "bounce", "pause", "scale", "skipHealthchecks" ->
+    # {user?, startMillis, durationMillis, actionId?, expiringAPIRequestObject, revertTo?}
+    expiring: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # When recent tasks of the active deploy failed (crash-loop detection).
+    failures: list[int] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -45,6 +51,10 @@ class RequestEntry:
             doc["pendingDeploy"] = self.pending_deploy
         if self.bouncing:
             doc["bouncing"] = True
+        if self.expiring:
+            doc["expiring"] = self.expiring
+        if self.failures:
+            doc["failures"] = self.failures
         return doc
 
     @classmethod
@@ -57,6 +67,8 @@ class RequestEntry:
             active_deploy=doc.get("activeDeploy"),
             pending_deploy=doc.get("pendingDeploy"),
             bouncing=doc.get("bouncing", False),
+            expiring=doc.get("expiring", {}),
+            failures=doc.get("failures", []),
         )
 
 
@@ -83,7 +95,11 @@ class PendingDeployEntry:
     state: str = "WAITING"
     updated_request: dict[str, Any] | None = None
     unpause_on_success: bool = False
-    failed_tasks: list[str] = field(default_factory=list)
+    failed_tasks: list[dict[str, str]] = field(default_factory=list)  # {id, reason, message}
+    step: int = 0  # 0-based rollout step (deployInstanceCountPerStep or canary group)
+    step_healthy_at: int | None = None  # when the current step's tasks were all healthy
+    target_override: int | None = None  # set through /api/deploys/update
+    step_failures: int = 0  # failed tasks in the current step (canary tolerance)
 
     def wire(self, target: int, current: int) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -94,8 +110,9 @@ class PendingDeployEntry:
                 "currentActiveInstances": current,
                 "stepLaunchComplete": current >= target,
                 "autoAdvanceDeploySteps": True,
-                "failedDeployTasks": [{"id": t} for t in self.failed_tasks],
-                "timestamp": self.marker["timestamp"],
+                "failedDeployTasks": [TaskId.parse(f["id"]).wire() for f in self.failed_tasks],
+                "timestamp": self.step_healthy_at or self.marker["timestamp"],
+                "step": self.step,
             },
         }
         if self.updated_request:
@@ -103,7 +120,12 @@ class PendingDeployEntry:
         return out
 
     def doc(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"deployMarker": self.marker, "state": self.state, "failedTasks": self.failed_tasks}
+        doc: dict[str, Any] = {"deployMarker": self.marker, "state": self.state, "failedTasks": self.failed_tasks,
+                               "step": self.step, "stepFailures": self.step_failures}
+        if self.step_healthy_at is not None:
+            doc["stepHealthyAt"] = self.step_healthy_at
+        if self.target_override is not None:
+            doc["targetOverride"] = self.target_override
         if self.updated_request:
             doc["updatedRequest"] = self.updated_request
         if self.unpause_on_success:
@@ -113,7 +135,9 @@ class PendingDeployEntry:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> PendingDeployEntry:
         return cls(doc["deployMarker"], doc.get("state", "WAITING"), doc.get("updatedRequest"),
-                   doc.get("unpauseOnSuccessfulDeploy", False), list(doc.get("failedTasks", [])))
+                   doc.get("unpauseOnSuccessfulDeploy", False), list(doc.get("failedTasks", [])),
+                   doc.get("step", 0), doc.get("stepHealthyAt"), doc.get("targetOverride"),
+                   doc.get("stepFailures", 0))
 
 
 @dataclass(slots=True)
@@ -151,6 +175,8 @@ class TaskEntry:
     cleanup: dict[str, Any] | None = None  # SingularityTaskCleanup while it is being cleaned up
     kill_sent_at: int | None = None
     directory: str | None = None
+    # Health-check progress; rebuilt after a restart (not persisted).
+    health: HealthState | None = None
 
     @property
     def id(self) -> str:

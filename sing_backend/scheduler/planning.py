@@ -17,6 +17,7 @@ class LiveTask:
     instance_no: int
     cleaning: bool = False
     running_since: int | None = None  # epoch ms of TASK_RUNNING, None while starting
+    healthy: bool | None = None  # health-check verdict; None when the deploy has no check
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,27 +84,59 @@ def plan_long_running(view: RequestView, live: list[LiveTask], pending: list[Pen
     return plan
 
 
+def is_healthy(t: LiveTask, now_ms: int, healthy_after_ms: int) -> bool:
+    """Healthy = passed its health check, or (without one) RUNNING for long enough."""
+    if t.running_since is None:
+        return False
+    if t.healthy is not None:
+        return t.healthy
+    return now_ms - t.running_since >= healthy_after_ms
+
+
 def healthy_count(live: list[LiveTask], deploy_id: str, now_ms: int, healthy_after_ms: int) -> int:
-    """Tasks of a deploy that have been RUNNING for long enough to count as healthy."""
-    return sum(
-        1
-        for t in live
-        if t.deploy_id == deploy_id and not t.cleaning and t.running_since is not None
-        and now_ms - t.running_since >= healthy_after_ms
-    )
+    """Tasks of a deploy, not being cleaned up, that count as healthy."""
+    return sum(1 for t in live
+               if t.deploy_id == deploy_id and not t.cleaning and is_healthy(t, now_ms, healthy_after_ms))
 
 
 def next_healthy_at(live: list[LiveTask], deploy_id: str, healthy_after_ms: int) -> int | None:
-    """When the next not-yet-healthy running task of the deploy becomes healthy (to wake up then)."""
+    """When the next running task without a health check becomes healthy by time alone (to wake up then)."""
     times = [t.running_since + healthy_after_ms for t in live
-             if t.deploy_id == deploy_id and not t.cleaning and t.running_since is not None]
+             if t.deploy_id == deploy_id and not t.cleaning and t.running_since is not None and t.healthy is None]
     return min(times) if times else None
 
 
-def bounce_done(live: list[LiveTask], active_deploy_id: str, instances: int, now_ms: int,
-                healthy_after_ms: int) -> bool:
-    """A bounce may kill the old tasks once a full set of healthy replacements runs."""
-    return healthy_count(live, active_deploy_id, now_ms, healthy_after_ms) >= instances
+def replaceable_now(waiting: int, healthy_new: int, instances: int, all_at_once: bool) -> int:
+    """How many tasks waiting for a replacement may die now without capacity dropping below `instances`.
+
+    A full bounce (all_at_once) waits for a whole healthy set; incremental ones go as capacity allows.
+    """
+    if all_at_once:
+        return waiting if healthy_new >= instances else 0
+    return max(0, min(waiting, healthy_new + waiting - instances))
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """Deploy rollout in steps (deployInstanceCountPerStep, or canary groups)."""
+
+    step_size: int | None  # None: all instances at once
+    wait_ms: int = 0  # between steps
+    first_steps: int = 0  # canary: this many groups of step_size, then the rest at once
+    allowed_failures_per_step: int = 0
+
+
+def step_target(plan: StepPlan, instances: int, step: int) -> int:
+    """How many new tasks the deploy may run during step `step` (0-based)."""
+    if plan.step_size is None:
+        return instances
+    if plan.first_steps and step >= plan.first_steps:
+        return instances
+    return min(instances, plan.step_size * (step + 1))
+
+
+def failures_in_window(failure_times: list[int], now_ms: int, window_ms: int) -> int:
+    return sum(1 for t in failure_times if now_ms - t <= window_ms)
 
 
 def lowest_free_instance(used: set[int]) -> int:
