@@ -66,3 +66,33 @@ def test_healthy_needs_running_long_enough():
 def test_lowest_free_instance():
     assert lowest_free_instance(set()) == 1
     assert lowest_free_instance({1, 2, 4}) == 3
+
+
+def test_replaceable_now_keeps_capacity():
+    from sing_backend.scheduler.planning import replaceable_now
+
+    # 3 instances, 3 old tasks waiting: a full bounce waits for 3 healthy replacements...
+    assert replaceable_now(3, 2, 3, all_at_once=True) == 0
+    assert replaceable_now(3, 3, 3, all_at_once=True) == 3
+    # ...an incremental one lets one old task go per healthy replacement.
+    assert replaceable_now(3, 0, 3, all_at_once=False) == 0
+    assert replaceable_now(3, 1, 3, all_at_once=False) == 1
+    assert replaceable_now(1, 3, 3, all_at_once=False) == 1
+
+
+def test_step_targets_for_steps_and_canary():
+    from sing_backend.scheduler.planning import StepPlan, step_target
+
+    assert step_target(StepPlan(None), 5, 0) == 5
+    steps = StepPlan(2)
+    assert [step_target(steps, 5, i) for i in range(4)] == [2, 4, 5, 5]
+    canary = StepPlan(1, first_steps=2)
+    assert [step_target(canary, 10, i) for i in range(3)] == [1, 2, 10]
+
+
+def test_healthy_uses_check_verdict_when_there_is_one():
+    from sing_backend.scheduler.planning import is_healthy
+
+    assert not is_healthy(LiveTask("a", "v", 1, running_since=0, healthy=False), 10_000, 0)
+    assert is_healthy(LiveTask("a", "v", 1, running_since=0, healthy=True), 0, 10_000)
+    assert not is_healthy(LiveTask("a", "v", 1, running_since=None, healthy=None), 10_000, 0)
