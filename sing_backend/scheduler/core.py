@@ -12,67 +12,46 @@ import asyncio
 import logging
 import shlex
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import ApiError, bad_request, conflict, not_found
+from ..errors import bad_request, not_found
 from ..ids import PendingTaskId, TaskId, sanitize
-from ..models.actions import (
-    BounceRequest,
-    DeleteRequest,
-    ExitCooldownRequest,
-    KillTaskRequest,
-    PauseRequest,
-    RunNowRequest,
-    ScaleRequest,
-    UnpauseRequest,
-)
 from ..models.common import (
     TERMINAL_TASK_STATES,
     AgentPlacement,
-    DeployState,
     PendingType,
     RequestState,
     RequestType,
     TaskCleanupType,
 )
-from ..models.deploy import HealthcheckOptions, SingularityDeploy
-from ..models.request import SingularityRequest
+from ..models.deploy import SingularityDeploy
 from ..settings import Settings
 from ..state.store import StateStore
 from .deploy_flow import DeployFlow
 from .entities import DeployEntry, PendingDeployEntry, PendingTaskEntry, RequestEntry, TaskEntry
-from .health import CheckResult, Health, HealthState, apply_result, check_startup_overdue, first_check_at
+from .health import Health, HealthState, first_check_at
+from .health_flow import HealthFlow
 from .history_sink import HistorySink
+from .machines import Machines
 from .placement import Need, Occupant, OfferView, place
 from .planning import (
     LiveTask,
     Pending,
     RequestView,
-    failures_in_window,
     healthy_count,
-    lowest_free_instance,
     next_healthy_at,
     plan_long_running,
     replaceable_now,
 )
+from .request_actions import GRACEFUL, REPLACED_FIRST, RequestActions
 
 log = logging.getLogger(__name__)
-
-MAX_RUN_AT_AHEAD_MS = 30 * 24 * 3600 * 1000
-# Cleanups that wait (for replacements to be healthy) instead of killing at once.
-_GRACEFUL = {TaskCleanupType.BOUNCING, TaskCleanupType.USER_REQUESTED_TASK_BOUNCE, TaskCleanupType.PAUSING,
-             TaskCleanupType.DECOMISSIONING}
-# Graceful cleanups whose task is killed once its replacement is healthy.
-_REPLACED_FIRST = {TaskCleanupType.BOUNCING, TaskCleanupType.INCREMENTAL_BOUNCE,
-                   TaskCleanupType.USER_REQUESTED_TASK_BOUNCE, TaskCleanupType.DECOMISSIONING}
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
 
 class ClusterGateway(Protocol):
     """What the scheduler asks of the cluster (pymesos in practice)."""
@@ -82,8 +61,7 @@ class ClusterGateway(Protocol):
     def kill(self, task_id: str, grace_seconds: float | None) -> None: ...
     def reconcile(self, task_ids: list[str]) -> None: ...
 
-
-class Scheduler(DeployFlow):
+class Scheduler(RequestActions, DeployFlow, HealthFlow, Machines):
     def __init__(self, settings: Settings, store: StateStore, history: Any, sink: HistorySink,
                  clock: Callable[[], int] = now_ms) -> None:
         self.settings = settings
@@ -253,237 +231,6 @@ class Scheduler(DeployFlow):
     def request_pending(self, request_id: str) -> list[PendingTaskEntry]:
         return [self.pending[p] for p in self.pending_by_request.get(request_id, ())]
 
-    # ------------------------------------------------------------------ request actions
-
-    def _check_limits(self, request: SingularityRequest) -> None:
-        if request.instances is not None and request.instances > self.settings.limits.max_instances:
-            raise bad_request(f"instances: {request.instances} is above the limit of "
-                              f"{self.settings.limits.max_instances}")
-
-    def save_request(self, request: SingularityRequest, user: str | None = None,
-                     message: str | None = None) -> RequestEntry:
-        self._check_limits(request)
-        existing = self.requests.get(request.id)
-        now = self.clock()
-        if existing is not None:
-            if existing.state == RequestState.DELETING:
-                raise conflict(f"Request {request.id} is being deleted; wait until it is gone to recreate it")
-            if existing.request.requestType != request.requestType:
-                raise bad_request(f"requestType: request {request.id} is {existing.request.requestType} and the "
-                                  f"type cannot change to {request.requestType}; delete it and create it again")
-            existing.request = request
-            existing.timestamp = now
-            self._save_request(existing)
-            self._request_event(existing, "UPDATED", user, message)
-            self.kick(request.id)
-            return existing
-        entry = RequestEntry(request, RequestState.ACTIVE, now, user)
-        self.requests[request.id] = entry
-        self._save_request(entry)
-        self._request_event(entry, "CREATED", user, message)
-        self.kick(request.id)
-        return entry
-
-    def delete_request(self, request_id: str, body: DeleteRequest) -> RequestEntry:
-        entry = self.get_request(request_id)
-        if entry.state == RequestState.DELETING:
-            raise conflict(f"Request {request_id} is already being deleted")
-        with self.store.batch():
-            entry.state = RequestState.DELETING
-            entry.timestamp = self.clock()
-            self._save_request(entry)
-            cleanup = {"requestId": request_id, "cleanupType": "DELETING", "timestamp": entry.timestamp}
-            if body.user:
-                cleanup["user"] = body.user
-            if body.message:
-                cleanup["message"] = body.message
-            self.request_cleanups[request_id] = cleanup
-            self.store.put("requestCleanups", request_id, cleanup)
-            if entry.pending_deploy:
-                self._finish_pending_deploy(entry, DeployState.CANCELED, "Request was deleted", [],
-                                            TaskCleanupType.REQUEST_DELETING)
-            self._drop_pending_of(request_id)
-            for task in self.request_tasks(request_id):
-                self._cleanup_task(task, TaskCleanupType.REQUEST_DELETING, body.user, body.message)
-        self._request_event(entry, "DELETING", body.user, body.message)
-        self._maybe_finish_delete(entry)
-        self.kick(request_id)
-        return entry
-
-    def _maybe_finish_delete(self, entry: RequestEntry) -> None:
-        if entry.state != RequestState.DELETING or self.tasks_by_request.get(entry.id):
-            return
-        with self.store.batch():
-            entry.state = RequestState.DELETED
-            self.requests.pop(entry.id, None)
-            self.store.delete("requests", entry.id)
-            self.request_cleanups.pop(entry.id, None)
-            self.store.delete("requestCleanups", entry.id)
-            for key in [k for k in self.deploys if k[0] == entry.id]:
-                del self.deploys[key]
-                self.store.delete("deploys", f"{key[0]}/{key[1]}")
-        self._request_event(entry, "DELETED")
-        self.version += 1
-
-    def scale(self, request_id: str, body: ScaleRequest, large_scale_down_ok: bool = False) -> RequestEntry:
-        entry = self._live_request(request_id)
-        kind = entry.request.type
-        if kind in (RequestType.SCHEDULED, RequestType.RUN_ONCE):
-            raise bad_request(f"instances: a {kind.value} request runs exactly one instance and cannot be scaled")
-        if body.instances > self.settings.limits.max_instances:
-            raise bad_request(f"instances: {body.instances} is above the limit of "
-                              f"{self.settings.limits.max_instances}")
-        if entry.request.maxScale is not None and body.instances > entry.request.maxScale:
-            raise bad_request(f"instances: {body.instances} is above the request's maxScale "
-                              f"{entry.request.maxScale}")
-        if entry.state == RequestState.PAUSED:
-            raise conflict(f"Request {request_id} is paused; unpause it before scaling")
-        old = entry.request.instance_count
-        if old - body.instances > 10 and not large_scale_down_ok:
-            raise bad_request(f"instances: scaling down by {old - body.instances} (more than 10) needs "
-                              "largeScaleDownAcknowledged=true")
-        revert_to = entry.expiring.get("scale", {}).get("revertTo", old)
-        entry.request = entry.request.model_copy(update={"instances": body.instances})
-        entry.timestamp = self.clock()
-        self._set_expiring(entry, "scale", body.durationMillis, body.wire(), body.user, body.actionId, revert_to)
-        self._save_request(entry)
-        self._request_event(entry, "SCALED", body.user, body.message)
-        if body.bounce and kind.long_running and entry.active_deploy:
-            self.bounce(request_id, BounceRequest(incremental=body.incremental, message=body.message))
-        self.kick(request_id)
-        return entry
-
-    def pause(self, request_id: str, body: PauseRequest) -> RequestEntry:
-        entry = self._live_request(request_id)
-        if entry.state == RequestState.PAUSED:
-            raise conflict(f"Request {request_id} is already paused")
-        kill = body.killTasks is not False
-        with self.store.batch():
-            entry.state = RequestState.PAUSED
-            entry.bouncing = False
-            entry.expiring.pop("bounce", None)
-            self._set_expiring(entry, "pause", body.durationMillis, body.wire(), body.user, body.actionId)
-            entry.timestamp = self.clock()
-            self._save_request(entry)
-            self._drop_pending_of(request_id)
-            for task in self.request_tasks(request_id):
-                if task.cleanup is None or task.cleanup["cleanupType"] in _GRACEFUL:
-                    self._cleanup_task(task, TaskCleanupType.PAUSE if kill else TaskCleanupType.PAUSING,
-                                       body.user, body.message)
-        self._request_event(entry, "PAUSED", body.user, body.message)
-        self.kick(request_id)
-        return entry
-
-    def unpause(self, request_id: str, body: UnpauseRequest) -> RequestEntry:
-        entry = self._live_request(request_id)
-        if entry.state != RequestState.PAUSED:
-            raise conflict(f"Request {request_id} is not paused (it is {entry.state.value})")
-        with self.store.batch():
-            entry.state = RequestState.ACTIVE
-            entry.expiring.pop("pause", None)
-            entry.timestamp = self.clock()
-            self._save_request(entry)
-            # Tasks left running by a pause without kill count again.
-            for task in self.request_tasks(request_id):
-                if task.cleanup and task.cleanup["cleanupType"] == TaskCleanupType.PAUSING:
-                    task.cleanup = None
-                    self._save_task(task)
-        self._request_event(entry, "UNPAUSED", body.user, body.message)
-        self.kick(request_id)
-        return entry
-
-    def exit_cooldown(self, request_id: str, body: ExitCooldownRequest) -> RequestEntry:
-        entry = self._live_request(request_id)
-        if entry.state != RequestState.SYSTEM_COOLDOWN:
-            raise conflict(f"Request {request_id} is not in cooldown (it is {entry.state.value})")
-        entry.state = RequestState.ACTIVE
-        entry.failures = []
-        self._save_request(entry)
-        self._request_event(entry, "EXITED_COOLDOWN", body.user, body.message)
-        for p in self.request_pending(request_id):
-            if p.pid.nextRunAt > self.clock() and p.pid.pendingType != PendingType.ONEOFF.value:
-                self._remove_pending(p.id)  # re-planned at once
-        self.kick(request_id)
-        return entry
-
-    def bounce(self, request_id: str, body: BounceRequest) -> RequestEntry:
-        entry = self._live_request(request_id)
-        if not entry.request.type.long_running:
-            raise bad_request(f"requestType: only SERVICE and WORKER requests can be bounced, not "
-                              f"{entry.request.requestType}")
-        if entry.state == RequestState.PAUSED:
-            raise conflict(f"Request {request_id} is paused; unpause it before bouncing")
-        if entry.active_deploy is None:
-            raise conflict(f"Request {request_id} has no active deploy to bounce")
-        if entry.bouncing:
-            raise conflict(f"Request {request_id} is already bouncing")
-        kind = TaskCleanupType.INCREMENTAL_BOUNCE if body.incremental else TaskCleanupType.BOUNCING
-        with self.store.batch():
-            for task in self.request_tasks(request_id):
-                if task.cleanup is None:
-                    self._cleanup_task(task, kind, body.user, body.message)
-            entry.bouncing = True
-            duration = body.durationMillis or int(self.settings.bounce_expiry_seconds * 1000)
-            self._set_expiring(entry, "bounce", duration, body.wire(), body.user, body.actionId)
-            self._save_request(entry)
-        self._request_event(entry, "BOUNCED", body.user, body.message)
-        self.kick(request_id)
-        return entry
-
-    def run_now(self, request_id: str, body: RunNowRequest) -> tuple[RequestEntry, PendingTaskEntry]:
-        entry = self._live_request(request_id)
-        kind = entry.request.type
-        if kind not in (RequestType.ON_DEMAND, RequestType.SCHEDULED):
-            raise bad_request(f"requestType: run now is only for ON_DEMAND and SCHEDULED requests, not {kind.value}")
-        if entry.state == RequestState.PAUSED:
-            raise conflict(f"Request {request_id} is paused")
-        deploy = self.active_deploy(entry)
-        if deploy is None:
-            raise conflict(f"Request {request_id} has no active deploy to run")
-        now = self.clock()
-        if body.runAt is not None:
-            if body.runAt < now - 1000:
-                raise bad_request("runAt: is in the past")
-            if body.runAt > now + MAX_RUN_AT_AHEAD_MS:
-                raise bad_request("runAt: is more than 30 days ahead")
-        if body.resources is not None:
-            self._check_resources(body.resources.cpus, body.resources.memoryMb, body.resources.diskMb,
-                                  body.resources.numPorts, "resources")
-        live = len(self.tasks_by_request.get(request_id, ())) + len(self.pending_by_request.get(request_id, ()))
-        if kind == RequestType.SCHEDULED and live:
-            raise conflict(f"Request {request_id} already has a run in progress")
-        if kind == RequestType.ON_DEMAND and entry.request.instances is not None and live >= entry.request.instances:
-            raise ApiError(429, f"Request {request_id} already has {live} of at most {entry.request.instances} "
-                                "on-demand tasks active or pending")
-        run_id = body.runId or str(uuid.uuid4())
-        extras: dict[str, Any] = {"runId": run_id}
-        if body.commandLineArgs:
-            extras["cmdLineArgsList"] = body.commandLineArgs
-        if body.envOverrides:
-            extras["envOverrides"] = body.envOverrides
-        if body.resources:
-            extras["resources"] = body.resources.wire()
-        for name in ("user", "message", "skipHealthchecks", "runAsUserOverride", "actionId"):
-            value = getattr(body, name)
-            if value is not None:
-                extras[name] = value
-        used = {self.tasks[t].tid.instanceNo for t in self.tasks_by_request.get(request_id, ())}
-        used |= {self.pending[p].pid.instanceNo for p in self.pending_by_request.get(request_id, ())}
-        pid = PendingTaskId(request_id, deploy.deploy.id, body.runAt or now, lowest_free_instance(used),
-                            PendingType.ONEOFF.value, now)
-        pending = PendingTaskEntry(pid, extras)
-        self._add_pending(pending)
-        self.kick(request_id)
-        return entry, pending
-
-    def _live_request(self, request_id: str) -> RequestEntry:
-        entry = self.get_request(request_id)
-        if entry.state == RequestState.DELETING:
-            raise conflict(f"Request {request_id} is being deleted")
-        return entry
-
-    # ------------------------------------------------------------------ deploys
-
     def _check_resources(self, cpus: float, mem: float, disk: float, ports: int, field: str) -> None:
         lim = self.settings.limits
         if cpus > lim.max_cpus_per_task:
@@ -497,25 +244,6 @@ class Scheduler(DeployFlow):
 
     # ------------------------------------------------------------------ tasks
 
-    def kill_task(self, task_id: str, body: KillTaskRequest) -> TaskEntry:
-        task = self.tasks.get(task_id)
-        if task is None:
-            raise not_found(f"Couldn't find active task {task_id}")
-        if body.override:
-            kind = TaskCleanupType.USER_REQUESTED_DESTROY
-        elif body.waitForReplacementTask:
-            owner = self.requests.get(task.tid.requestId)
-            if owner is None or not owner.request.type.long_running:
-                raise bad_request("waitForReplacementTask: only tasks of SERVICE and WORKER requests get replacements")
-            kind = TaskCleanupType.USER_REQUESTED_TASK_BOUNCE
-        else:
-            kind = TaskCleanupType.USER_REQUESTED
-        if task.cleanup and task.cleanup["cleanupType"] == kind.value and task.kill_sent_at and not body.override:
-            raise conflict(f"Task {task_id} is already being killed")
-        self._cleanup_task(task, kind, body.user, body.message, force=True)
-        self.kick(task.tid.requestId)
-        return task
-
     def _cleanup_task(self, task: TaskEntry, kind: TaskCleanupType, user: str | None = None,
                       message: str | None = None, force: bool = False) -> None:
         cleanup: dict[str, Any] = {"cleanupType": kind.value, "timestamp": self.clock(), "taskId": task.tid.wire()}
@@ -523,10 +251,10 @@ class Scheduler(DeployFlow):
             cleanup["user"] = user
         if message:
             cleanup["message"] = message
-        if task.cleanup and not force and task.cleanup["cleanupType"] not in _GRACEFUL:
+        if task.cleanup and not force and task.cleanup["cleanupType"] not in GRACEFUL:
             return  # already being killed for a stronger reason
         task.cleanup = cleanup
-        if kind not in _GRACEFUL and kind != TaskCleanupType.INCREMENTAL_BOUNCE:
+        if kind not in GRACEFUL and kind != TaskCleanupType.INCREMENTAL_BOUNCE:
             self._send_kill(task, destroy=kind == TaskCleanupType.USER_REQUESTED_DESTROY)
         self._save_task(task)
         self._dirty.add(task.tid.requestId)
@@ -563,15 +291,6 @@ class Scheduler(DeployFlow):
     def _drop_pending_of(self, request_id: str) -> None:
         for pending_id in list(self.pending_by_request.get(request_id, ())):
             self._remove_pending(pending_id)
-
-    def delete_pending(self, pending_id: str) -> PendingTaskEntry:
-        p = self.pending.get(pending_id)
-        if p is None:
-            raise not_found(f"Couldn't find pending task {pending_id}")
-        if p.pid.pendingType != PendingType.ONEOFF.value:
-            raise bad_request(f"pendingTaskId: {pending_id} is not a one-off run; scale or pause the request instead")
-        self._remove_pending(pending_id)
-        return p
 
     # ------------------------------------------------------------------ the scheduling round
 
@@ -621,7 +340,7 @@ class Scheduler(DeployFlow):
     def _progress_replacements(self, entry: RequestEntry, live: list[LiveTask]) -> None:
         """Tasks waiting for a replacement (bounce, decommission) die as healthy replacements allow."""
         waiting = sorted((t for t in self.request_tasks(entry.id)
-                          if t.cleanup and t.cleanup["cleanupType"] in _REPLACED_FIRST and t.kill_sent_at is None),
+                          if t.cleanup and t.cleanup["cleanupType"] in REPLACED_FIRST and t.kill_sent_at is None),
                          key=lambda t: t.tid.startedAt)
         if not waiting:
             if entry.bouncing:
@@ -799,181 +518,6 @@ class Scheduler(DeployFlow):
             doc["statusReason"] = reason
         return doc
 
-    # ------------------------------------------------------------------ timed actions
-
-    def _set_expiring(self, entry: RequestEntry, kind: str, duration_ms: int | None, body: dict[str, Any],
-                      user: str | None, action_id: str | None, revert_to: Any = None) -> None:
-        if duration_ms is None:
-            entry.expiring.pop(kind, None)
-            return
-        record: dict[str, Any] = {"startMillis": self.clock(), "durationMillis": duration_ms,
-                                  "expiringAPIRequestObject": body, "requestId": entry.id}
-        if user:
-            record["user"] = user
-        if action_id:
-            record["actionId"] = action_id
-        if revert_to is not None:
-            record["revertTo"] = revert_to
-        entry.expiring[kind] = record
-
-    def cancel_expiring(self, request_id: str, kind: str) -> RequestEntry:
-        """DELETE .../pause|scale|bounce|skip-healthchecks: keep the change, drop its expiry."""
-        entry = self._live_request(request_id)
-        if kind not in entry.expiring:
-            raise not_found(f"Request {request_id} has no expiring {kind}")
-        del entry.expiring[kind]
-        if kind == "bounce":
-            self._cancel_bounce(entry)
-        self._save_request(entry)
-        self.kick(request_id)
-        return entry
-
-    def _cancel_bounce(self, entry: RequestEntry) -> None:
-        entry.bouncing = False
-        for task in self.request_tasks(entry.id):
-            if task.cleanup and task.cleanup["cleanupType"] in _REPLACED_FIRST and task.kill_sent_at is None:
-                task.cleanup = None
-                self._save_task(task)
-
-    def skip_healthchecks(self, request_id: str, skip: bool, duration_ms: int | None, user: str | None = None,
-                          message: str | None = None) -> RequestEntry:
-        entry = self._live_request(request_id)
-        previous = bool(entry.request.skipHealthchecks)
-        entry.request = entry.request.model_copy(update={"skipHealthchecks": skip or None})
-        self._set_expiring(entry, "skipHealthchecks", duration_ms,
-                           {"skipHealthchecks": skip, "durationMillis": duration_ms}, user, None, previous)
-        self._save_request(entry)
-        self._request_event(entry, "UPDATED", user, message or f"skipHealthchecks={skip}")
-        self.kick(request_id)
-        return entry
-
-    def _expire_actions(self) -> None:
-        now = self.clock()
-        for entry in list(self.requests.values()):
-            for kind, record in list(entry.expiring.items()):
-                if now < record["startMillis"] + record["durationMillis"]:
-                    continue
-                del entry.expiring[kind]
-                if kind == "pause" and entry.state == RequestState.PAUSED:
-                    entry.state = RequestState.ACTIVE
-                    self._request_event(entry, "UNPAUSED", message="timed pause expired")
-                elif kind == "scale":
-                    entry.request = entry.request.model_copy(update={"instances": record["revertTo"]})
-                    self._request_event(entry, "SCALE_REVERTED", message=f"back to {record['revertTo']} instances")
-                elif kind == "bounce":
-                    self._cancel_bounce(entry)
-                elif kind == "skipHealthchecks":
-                    entry.request = entry.request.model_copy(update={"skipHealthchecks": record["revertTo"] or None})
-                    self._request_event(entry, "UPDATED", message="timed skipHealthchecks expired")
-                self._save_request(entry)
-                self.kick(entry.id)
-
-    # ------------------------------------------------------------------ health checks
-
-    def effective_healthcheck(self, deploy: SingularityDeploy, request: SingularityRequest,
-                              task: TaskEntry | None = None) -> HealthcheckOptions | None:
-        """The check that applies to a task: none for non-long-running requests or when skipped."""
-        if deploy.healthcheck is None or not request.type.long_running or request.skipHealthchecks:
-            return None
-        if task is not None:
-            pending = task.task["taskRequest"]["pendingTask"]
-            if pending.get("skipHealthchecks"):
-                return None
-            entry = self.requests.get(request.id)
-            if deploy.skipHealthchecksOnDeploy and entry is not None and entry.pending_deploy \
-                    and entry.pending_deploy["deployId"] == deploy.id:
-                return None
-        return deploy.healthcheck
-
-    def healthcheck_for(self, task: TaskEntry) -> HealthcheckOptions | None:
-        entry = self.requests.get(task.tid.requestId)
-        dep = self.deploys.get((task.tid.requestId, task.tid.deployId))
-        if entry is None or dep is None:
-            return None
-        return self.effective_healthcheck(dep.deploy, entry.request, task)
-
-    def due_health_checks(self, now: int) -> list[TaskEntry]:
-        """Tasks whose next check is due; fails those whose startup window ran out between checks."""
-        due = []
-        for task in list(self.tasks.values()):
-            state = task.health
-            if state is None or state.status == Health.FAILED or task.cleanup is not None:
-                continue
-            hc = self.healthcheck_for(task)
-            if hc is None:
-                continue
-            check_startup_overdue(hc, state, now)
-            if state.status == Health.FAILED:
-                self._health_failed(task)
-            elif state.next_check_at and state.next_check_at <= now:
-                due.append(task)
-        return due
-
-    def on_health_result(self, task_id: str, result: CheckResult) -> None:
-        task = self.tasks.get(task_id)
-        if task is None or task.health is None:
-            return
-        hc = self.healthcheck_for(task)
-        if hc is None:
-            return
-        before = task.health.status
-        apply_result(hc, task.health, result)
-        wire = result.wire(task.tid.wire())
-        self.sink.put(lambda: self.history.add_healthcheck_result(task_id, wire))
-        if task.health.status != before:
-            self.version += 1
-            if task.health.status == Health.HEALTHY:
-                log.info("task %s is healthy", task_id)
-                self.kick(task.tid.requestId)
-            elif task.health.status == Health.FAILED:
-                self._health_failed(task)
-
-    def _health_failed(self, task: TaskEntry) -> None:
-        reason = task.health.reason if task.health else "health check failed"
-        log.warning("task %s failed its health check: %s", task.id, reason)
-        entry = self.requests.get(task.tid.requestId)
-        if entry is None:
-            return
-        in_deploy = entry.pending_deploy is not None and entry.pending_deploy["deployId"] == task.tid.deployId
-        if in_deploy:
-            self.note_deploy_task_failure(entry, task.id, "TASK_FAILED_HEALTH_CHECKS", reason or "")
-            self._cleanup_task(task, TaskCleanupType.DEPLOY_FAILED, message=reason)
-        else:
-            # A replacement or a live task that stopped answering: replace it, and count it as a crash.
-            self._cleanup_task(task, TaskCleanupType.UNHEALTHY_NEW_TASK, message=reason)
-            self._record_failure(entry)
-        self.kick(entry.id)
-
-    # ------------------------------------------------------------------ crash loops
-
-    def _record_failure(self, entry: RequestEntry) -> None:
-        now = self.clock()
-        window_ms = int(self.settings.cooldown_window_seconds * 1000)
-        entry.failures = [t for t in entry.failures if now - t <= window_ms] + [now]
-        if entry.state == RequestState.ACTIVE and entry.request.type.long_running and \
-                failures_in_window(entry.failures, now, window_ms) >= self.settings.cooldown_failure_threshold:
-            entry.state = RequestState.SYSTEM_COOLDOWN
-            self._request_event(entry, "ENTERED_COOLDOWN", message=(
-                f"{len(entry.failures)} task failures within {self.settings.cooldown_window_seconds:g} s; "
-                f"replacements wait {self.settings.cooldown_delay_seconds:g} s"))
-            log.warning("request %s entered cooldown", entry.id)
-        self._save_request(entry)
-
-    def _check_cooldowns(self) -> None:
-        now = self.clock()
-        window_ms = int(self.settings.cooldown_window_seconds * 1000)
-        for entry in self.requests.values():
-            if entry.state == RequestState.SYSTEM_COOLDOWN and \
-                    failures_in_window(entry.failures, now, window_ms) < self.settings.cooldown_failure_threshold:
-                # Failures stopped: leave cooldown, and let waiting replacements go now.
-                entry.state = RequestState.ACTIVE
-                self._save_request(entry)
-                self._request_event(entry, "EXITED_COOLDOWN", message="task failures stopped")
-                for p in self.request_pending(entry.id):
-                    if p.pid.nextRunAt > now and p.pid.pendingType != PendingType.ONEOFF.value:
-                        self._remove_pending(p.id)
-                self.kick(entry.id)
-
     # ------------------------------------------------------------------ cluster events
 
     def on_registered(self, framework_id: str) -> None:
@@ -1018,79 +562,6 @@ class Scheduler(DeployFlow):
             self.agent_urls[view.agent_id] = (f"{url.get('scheme', 'http')}://{addr.get('ip') or addr.get('hostname')}"
                                               f":{addr.get('port')}")
         self.version += 1
-
-    # ------------------------------------------------------------------ agents and racks
-
-    _MACHINE_ACTIONS = {"freeze": "FROZEN", "activate": "ACTIVE", "decommission": "STARTING_DECOMMISSION"}
-
-    def change_machine(self, kind: str, machine_id: str, action: str, user: str | None = None,
-                       message: str | None = None) -> None:
-        """Freeze, activate or decommission an agent ("agent") or every agent of a rack ("rack")."""
-        if kind == "agent":
-            targets = [machine_id] if machine_id in self.agents else []
-        else:
-            targets = [a["id"] for a in self.agents.values() if a["rackId"] == machine_id]
-        if not targets:
-            raise not_found(f"Couldn't find {kind} {machine_id}")
-        new_state = self._MACHINE_ACTIONS[action]
-        current = (self.machine_states.get(f"{kind}/{machine_id}") or
-                   self.agents[targets[0]]["currentState"])["state"]
-        if current == "DEAD":
-            raise conflict(f"{kind} {machine_id} is dead")
-        if action == "freeze" and current != "ACTIVE":
-            raise conflict(f"{kind} {machine_id} is {current}; only an ACTIVE {kind} can be frozen")
-        if action == "decommission" and current in ("STARTING_DECOMMISSION", "DECOMMISSIONING", "DECOMMISSIONED"):
-            raise conflict(f"{kind} {machine_id} is already {current}")
-        if action == "activate" and current == "ACTIVE":
-            raise conflict(f"{kind} {machine_id} is already ACTIVE")
-        state: dict[str, Any] = {"state": new_state, "timestamp": self.clock()}
-        if user:
-            state["user"] = user
-        if message:
-            state["message"] = message
-        with self.store.batch():
-            self._set_machine_state(f"{kind}/{machine_id}", state)
-            if kind == "rack":
-                for agent_id in targets:
-                    self._set_machine_state(f"agent/{agent_id}", dict(state))
-        self._progress_machines()
-        self.kick()
-
-    def _set_machine_state(self, key: str, state: dict[str, Any]) -> None:
-        kind, machine_id = key.split("/", 1)
-        if state["state"] == "ACTIVE":
-            self.machine_states.pop(key, None)
-            self.store.delete("machineStates", key)
-        else:
-            self.machine_states[key] = state
-            self.store.put("machineStates", key, state)
-        if kind == "agent" and machine_id in self.agents:
-            self.agents[machine_id]["currentState"] = state
-        self.version += 1
-
-    def _progress_machines(self) -> None:
-        """Decommission: replacements first (graceful cleanups), then DECOMMISSIONED once empty."""
-        for key, state in list(self.machine_states.items()):
-            kind, machine_id = key.split("/", 1)
-            if kind != "agent":
-                continue
-            if state["state"] == "STARTING_DECOMMISSION":
-                for task in self.tasks.values():
-                    if task.agent_id == machine_id and task.cleanup is None:
-                        owner = self.requests.get(task.tid.requestId)
-                        if owner is not None and owner.request.type.long_running:
-                            self._cleanup_task(task, TaskCleanupType.DECOMISSIONING, state.get("user"))
-                self._set_machine_state(key, {**state, "state": "DECOMMISSIONING", "timestamp": self.clock()})
-            elif state["state"] == "DECOMMISSIONING" and not any(t.agent_id == machine_id for t in self.tasks.values()):
-                self._set_machine_state(key, {**state, "state": "DECOMMISSIONED", "timestamp": self.clock()})
-        for key, state in list(self.machine_states.items()):
-            kind, rack_id = key.split("/", 1)
-            if kind == "rack" and state["state"] in ("STARTING_DECOMMISSION", "DECOMMISSIONING"):
-                agents = [a for a in self.agents.values() if a["rackId"] == rack_id]
-                if all(a["currentState"]["state"] == "DECOMMISSIONED" for a in agents):
-                    self._set_machine_state(key, {**state, "state": "DECOMMISSIONED", "timestamp": self.clock()})
-                elif state["state"] == "STARTING_DECOMMISSION":
-                    self._set_machine_state(key, {**state, "state": "DECOMMISSIONING"})
 
     def on_agent_lost(self, agent_id: str) -> None:
         agent = self.agents.get(agent_id)
@@ -1180,7 +651,6 @@ class Scheduler(DeployFlow):
             self._save_request(entry)
             self._request_event(entry, "FINISHED")
         self._maybe_finish_delete(entry)
-
 
 def _offer_view(raw: dict[str, Any]) -> OfferView:
     cpus = mem = disk = 0.0
