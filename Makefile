@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench screenshots clean
 
 setup: $(STAMP)
 
@@ -18,10 +18,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	@touch $(STAMP)
 
+# The demo backend runs in the background while the terminal dashboard is open; quitting it stops both.
 demo: setup
-	$(BIN)/sing demo
+	$(BIN)/sing demo --port 7099 --tui
+
+# Regenerate screenshots/*.svg from the real app on a demo backend.
+screenshots: setup
+	$(BIN)/python -m sing_tui.screenshots screenshots
 
 test: setup
+	bash scripts/ensure-services.sh
 	$(BIN)/python -m ruff check sing_backend sing_tui tests bench
 	$(BIN)/python -m pytest -q
 

@@ -11,6 +11,7 @@ import httpx
 
 from .cluster import EmbeddedCluster, default_agents
 from .history import HistoryStore
+from .loop_lag import LoopLagMonitor
 from .scheduler.core import Scheduler
 from .scheduler.entities import TaskEntry
 from .scheduler.framework import DriverGateway
@@ -32,6 +33,7 @@ class Runtime:
         self.cluster: EmbeddedCluster | None = None
         self.gateway: DriverGateway | None = None
         self.health: HealthChecker | None = None
+        self.loop_lag = LoopLagMonitor()
         self.scheduler: Scheduler
         self.list_cache: ListCache
         self.http = httpx.AsyncClient(timeout=10.0)
@@ -60,7 +62,8 @@ class Runtime:
         self.gateway = DriverGateway(self.scheduler, self.cluster.master_address, loop)
         self.scheduler.gateway = self.gateway
         self.scheduler.start()
-        self.health = HealthChecker(self.scheduler, self._result_file_exists, s.max_concurrent_health_checks)
+        self.loop_lag.start()
+        self.health = HealthChecker(self.scheduler, self._result_file, s.max_concurrent_health_checks)
         self.health.start()
         self.gateway.start()
         log.info("local cluster master at %s with %d agents", self.cluster.master_address, len(specs))
@@ -71,14 +74,14 @@ class Runtime:
         found = self.cluster.sandbox_dir(task_id)
         return str(found) if found else None
 
-    def _result_file_exists(self, task: TaskEntry, path: str) -> bool | None:
-        """The process-level health check: has the task written its result file under app/?"""
+    def _result_file(self, task: TaskEntry, path: str) -> Path | None:
+        """Where a task's process-level health-check file appears (under its app/ directory)."""
         directory = task.directory or self._sandbox_dir(task.id)
         if directory is None:
             return None
         app = Path(directory) / task.id / "app"
         target = (app / path).resolve()
-        return target.is_relative_to(app.resolve()) and target.exists()
+        return target if target.is_relative_to(app.resolve()) else None
 
     def agent_url(self, agent_id: str) -> str | None:
         if self.cluster is not None:
@@ -103,6 +106,7 @@ class Runtime:
         return await self.history_call("task_history", task_id)
 
     async def stop(self) -> None:
+        await self.loop_lag.stop()
         if self.health is not None:
             await self.health.stop()
         if hasattr(self, "scheduler"):

@@ -22,7 +22,10 @@ _MACHINE_STATES = {"MISSING_ON_STARTUP", "ACTIVE", "STARTING_DECOMMISSION", "DEC
 
 @router.get("/state", summary="Counters of requests, tasks, agents and racks")
 async def get_state(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
-    return json_response(state(rt.scheduler))
+    out = state(rt.scheduler)
+    # Sing: how late the scheduler's event loop runs (ms), a direct measure of its responsiveness.
+    out["schedulerLoopLagMs"] = rt.loop_lag.summary()
+    return json_response(out)
 
 
 @router.get("/agents", summary="Agents (optionally by state)")

@@ -1,8 +1,8 @@
 """Engine creation and schema migrations for the history database.
 
 The store runs on SQLAlchemy's asyncio engine: ``sqlite+aiosqlite`` locally, ``mysql+aiomysql`` for
-MySQL/MariaDB (the driver is not a dependency yet). Plain driver names (``sqlite://``,
-``mysql+pymysql://``) are mapped to the asyncio driver of the same database.
+MySQL/MariaDB. Plain driver names (``sqlite://``, ``mysql://``, ``mysql+pymysql://``) are mapped to the
+asyncio driver of the same database.
 
 The command-line helpers (`upgrade`, the alembic CLI) stay synchronous and map the other way, so a
 synchronous driver such as pymysql is only ever used there, never by the running backend.
@@ -34,6 +34,9 @@ _ASYNC_DRIVERS = {
 
 _SYNC_DRIVERS = {
     "sqlite+aiosqlite": "sqlite+pysqlite",
+    # SQLAlchemy's default MySQL driver is mysqlclient, a C extension Sing does not install.
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
     "mysql+aiomysql": "mysql+pymysql",
     "mysql+asyncmy": "mysql+pymysql",
     "mariadb+aiomysql": "mariadb+pymysql",

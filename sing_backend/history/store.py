@@ -596,9 +596,24 @@ _APPLY: dict[_Kind, Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[
 # Helpers ---------------------------------------------------------------------------------------------
 
 
+# MySQL/MariaDB errors after which the same write can succeed: a lost, refused or killed connection,
+# a server shutting down or read-only during a fail-over, a lock wait timeout or a deadlock.
+_MYSQL_TRANSIENT = frozenset(
+    {1040, 1053, 1158, 1159, 1160, 1161, 1205, 1213, 1290, 1317, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031}
+)
+
+
 def _transient(exc: DBAPIError) -> bool:
     """Locked or unreachable database: the same write can succeed later."""
-    return isinstance(exc, OperationalError) or exc.connection_invalidated
+    if exc.connection_invalidated:
+        return True
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    if isinstance(code, int):
+        # pymysql (and aiomysql) errors carry the server's error code first. They raise OperationalError
+        # for every code they do not know, a trigger's SIGNAL among them, so on MySQL the class alone
+        # would retry a refused write for RETRY_SECONDS and then drop every write queued behind it.
+        return code in _MYSQL_TRANSIENT
+    return isinstance(exc, OperationalError)
 
 
 def _dump(document: Doc) -> bytes:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -28,22 +31,46 @@ def _ports(task: TaskEntry) -> list[int]:
     return []
 
 
+@dataclass(frozen=True, slots=True)
+class CheckJob:
+    """One check to run, as plain data: the checker thread never touches scheduler state."""
+
+    task_id: str
+    url: str | None  # HTTP check
+    method: str
+    timeout: float
+    startup: bool
+    result_file: Path | None = None  # process-level check: this file must exist
+    error: str | None = None  # the check cannot even be attempted (e.g. no such port)
+
+
 class HealthChecker:
-    def __init__(self, scheduler: Scheduler, read_sandbox_file: Callable[[TaskEntry, str], bool | None],
-                 max_concurrent: int = 200, poll_seconds: float = 0.1) -> None:
+    """Dispatches due checks from the scheduler's loop to a checker thread with its own event loop.
+
+    HTTP work (connections, TLS, parsing) then costs the scheduler's loop nothing but the hand-off,
+    so thousands of checks a second do not delay offers and status updates.
+    """
+
+    def __init__(self, scheduler: Scheduler, locate_result_file: Callable[[TaskEntry, str], Path | None],
+                 max_concurrent: int = 200, poll_seconds: float = 0.25) -> None:
         self._scheduler = scheduler
-        self._file_exists = read_sandbox_file
-        self._slots = asyncio.Semaphore(max_concurrent)
+        self._locate = locate_result_file
+        self._max_concurrent = max_concurrent
         self._poll = poll_seconds
         self._in_flight: set[str] = set()
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._http = httpx.AsyncClient(follow_redirects=False, verify=False,
-                                       limits=httpx.Limits(max_connections=max_concurrent))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._thread_main, name="health-checks", daemon=True)
+        self._http: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._scheduler.on_health_tracked = self._wakeup.set
-        self._runner = asyncio.get_running_loop().create_task(self._run(), name="health-checker")
+        self._thread.start()
+        self._runner = self._loop.create_task(self._dispatch_forever(), name="health-dispatch")
 
     async def stop(self) -> None:
         if self._runner:
@@ -52,9 +79,26 @@ class HealthChecker:
                 await self._runner
             except asyncio.CancelledError:
                 pass
-        await self._http.aclose()
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._close_http(), self._thread_loop).result(timeout=5)
+            self._thread_loop.call_soon_threadsafe(self._thread_loop.stop)
+            await asyncio.to_thread(self._thread.join, 5)
 
-    async def _run(self) -> None:
+    def _thread_main(self) -> None:
+        asyncio.set_event_loop(self._thread_loop)
+        self._http = httpx.AsyncClient(follow_redirects=False, verify=False,
+                                       limits=httpx.Limits(max_connections=self._max_concurrent))
+        self._slots = asyncio.Semaphore(self._max_concurrent)
+        self._thread_loop.run_forever()
+        self._thread_loop.close()
+
+    async def _close_http(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    # ---- scheduler loop side
+
+    async def _dispatch_forever(self) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self._poll)
@@ -65,66 +109,77 @@ class HealthChecker:
                 for task in self._scheduler.due_health_checks(self._scheduler.clock()):
                     if task.id not in self._in_flight:
                         self._in_flight.add(task.id)
-                        asyncio.get_running_loop().create_task(self._check(task))
+                        job = self._job(task)
+                        asyncio.run_coroutine_threadsafe(self._run_job(job), self._thread_loop)
             except Exception:
                 log.exception("health-check round failed")
 
-    async def _check(self, task: TaskEntry) -> None:
-        try:
-            async with self._slots:
-                hc = self._scheduler.healthcheck_for(task)
-                if hc is None or task.health is None:
-                    return
-                if hc.uri is None and hc.healthcheckResultFilePath:
-                    result = await self._check_file(task, hc.healthcheckResultFilePath)
-                else:
-                    result = await self._check_http(task)
-            self._scheduler.on_health_result(task.id, result)
-        except Exception:
-            log.exception("health check of %s failed unexpectedly", task.id)
-        finally:
-            self._in_flight.discard(task.id)
-
-    async def _check_file(self, task: TaskEntry, path: str) -> CheckResult:
-        now = self._scheduler.clock()
-        found = await asyncio.to_thread(self._file_exists, task, path)
-        if found:
-            return CheckResult(now, status_code=200, duration_ms=0)
-        # Not there yet behaves like a refused connection: it only fails once startup is over.
-        return CheckResult(now, error=f"{path} does not exist yet", refused=True, startup=True)
-
-    async def _check_http(self, task: TaskEntry) -> CheckResult:
+    def _job(self, task: TaskEntry) -> CheckJob:
         hc = self._scheduler.healthcheck_for(task)
         assert hc is not None and task.health is not None
+        startup = not task.health.results or all(r.refused for r in task.health.results)
+        timeout = response_timeout_s(hc)
+        if hc.uri is None and hc.healthcheckResultFilePath:
+            return CheckJob(task.id, None, "GET", timeout, startup,
+                            result_file=self._locate(task, hc.healthcheckResultFilePath))
         port = hc.portNumber
         if port is None:
             ports = _ports(task)
             index = hc.portIndex or 0
             if index >= len(ports):
-                return CheckResult(self._scheduler.clock(), error=f"task has no port at index {index}")
+                return CheckJob(task.id, None, "GET", timeout, startup, error=f"task has no port at index {index}")
             port = ports[index]
         scheme = "https" if (hc.protocol or "HTTP").startswith("HTTPS") else "http"
-        url = f"{scheme}://{task.tid.host}:{port}{hc.uri or '/'}"
-        timeout = response_timeout_s(hc)
-        startup = not task.health.results or all(r.refused for r in task.health.results)
-        start = time.perf_counter()
-        now = self._scheduler.clock()
+        return CheckJob(task.id, f"{scheme}://{task.tid.host}:{port}{hc.uri or '/'}", hc.method or "GET", timeout,
+                        startup)
+
+    def _deliver(self, task_id: str, result: CheckResult) -> None:
+        self._in_flight.discard(task_id)
+        self._scheduler.on_health_result(task_id, result)
+
+    # ---- checker thread side
+
+    async def _run_job(self, job: CheckJob) -> None:
         try:
-            async with asyncio.timeout(timeout):
-                async with self._http.stream(hc.method or "GET", url, timeout=timeout) as resp:
+            assert self._slots is not None
+            async with self._slots:
+                result = await self._execute(job)
+        except Exception as exc:  # a check must always report back, or the task would never be checked again
+            result = CheckResult(self._scheduler.clock(), error=f"{type(exc).__name__}: {exc}", startup=job.startup)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._deliver, job.task_id, result)
+
+    async def _execute(self, job: CheckJob) -> CheckResult:
+        now = self._scheduler.clock()
+        if job.error:
+            return CheckResult(now, error=job.error, startup=job.startup)
+        if job.url is None:
+            if job.result_file is not None and job.result_file.exists():
+                return CheckResult(now, status_code=200, duration_ms=0, startup=job.startup)
+            # Not there yet behaves like a refused connection: it only fails once startup is over.
+            return CheckResult(now, error="the result file does not exist yet", refused=True, startup=job.startup)
+        assert self._http is not None
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(job.timeout):
+                async with self._http.stream(job.method, job.url, timeout=job.timeout) as resp:
                     body = b""
                     async for chunk in resp.aiter_bytes():
                         body += chunk
                         if len(body) >= BODY_BYTES_KEPT:
                             break
-            return CheckResult(now, status_code=resp.status_code, duration_ms=int((time.perf_counter() - start) * 1000),
-                               body=body[:BODY_BYTES_KEPT].decode("utf-8", "replace"), startup=startup)
+            return CheckResult(now, status_code=resp.status_code, duration_ms=_ms_since(start),
+                               body=body[:BODY_BYTES_KEPT].decode("utf-8", "replace"), startup=job.startup)
         except httpx.ConnectError as exc:
-            return CheckResult(now, error=f"connection refused: {exc}", refused=True, startup=startup,
-                               duration_ms=int((time.perf_counter() - start) * 1000))
+            return CheckResult(now, error=f"connection refused: {exc}", refused=True, startup=job.startup,
+                               duration_ms=_ms_since(start))
         except (TimeoutError, httpx.TimeoutException):
-            return CheckResult(now, error=f"no response within {timeout:g} s", startup=startup,
-                               duration_ms=int((time.perf_counter() - start) * 1000))
+            return CheckResult(now, error=f"no response within {job.timeout:g} s", startup=job.startup,
+                               duration_ms=_ms_since(start))
         except httpx.HTTPError as exc:
-            return CheckResult(now, error=f"{type(exc).__name__}: {exc}", startup=startup,
-                               duration_ms=int((time.perf_counter() - start) * 1000))
+            return CheckResult(now, error=f"{type(exc).__name__}: {exc}", startup=job.startup,
+                               duration_ms=_ms_since(start))
+
+
+def _ms_since(start: float) -> int:
+    return int((time.perf_counter() - start) * 1000)

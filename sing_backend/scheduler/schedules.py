@@ -14,7 +14,8 @@ Dialects (as Singularity reads them):
   When one of them is `*`, the other one governs, which is what Singularity's cron conversion does.
 - Both dialects accept names (JAN, MON-FRI), ranges (also wrapping ones such as FRI-MON), steps, lists,
   `L` / `L-3` (last / third-to-last day of the month), `15W` (weekday nearest the 15th, within the month),
-  `LW` (last weekday), `5L` (last Friday in Quartz numbering) and `6#3` (third Friday in Quartz numbering).
+  `LW` (last weekday), `6L` (last Friday) and `6#3` (third Friday); in cron's weekday numbers those two are
+  `5L` and `5#3`. `L` alone in day-of-week is Saturday, as in Quartz.
 - RFC 5545: `FREQ=...` or `DTSTART...` plus `RRULE:...` lines, evaluated by dateutil on local wall time.
   Without DTSTART the rule counts from 1970-01-01T00:00 local time, so unspecified parts default to
   second/minute/hour 0 (and day 1, Thursday for WEEKLY); COUNT then has nothing to count from and is refused.
@@ -52,13 +53,15 @@ _MONTH_NAMES = {name: i for i, name in enumerate(
 _CRON_DAY_NAMES = {name: i for i, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
 _QUARTZ_DAY_NAMES = {name: i + 1 for name, i in _CRON_DAY_NAMES.items()}
 _SATURDAY, _SUNDAY = 6, 0  # internal weekday numbering is cron's: Sunday = 0
-_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Z"})
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC"})
 
 # RFC 5545 frequencies whose period is a fixed stretch of wall time (seconds); MONTHLY and YEARLY count months.
 _FIXED_PERIODS = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600, "DAILY": _DAY, "WEEKLY": 7 * _DAY}
 _MONTH_PERIODS = {"MONTHLY": 1, "YEARLY": 12}
 _DTSTART = re.compile(r"DTSTART(?:;TZID=([^:;]+))?[:=](\d{8}(?:T\d{6})?)(Z?)", re.IGNORECASE)
 _RFC_TIME = re.compile(r"(\d{8})(?:T(\d{6}))?(Z?)")
+_DATE_PARTS = ("BYMONTH", "BYWEEKNO", "BYYEARDAY", "BYMONTHDAY", "BYDAY", "WKST")
+_NTH_WEEKDAY = re.compile(r"[+-]?\d+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ class _Rule:
     until: _Moment | None
     period: int  # seconds per step for SECONDLY..WEEKLY, else 0
     months: int  # months per step for MONTHLY and YEARLY, else 0
-    counted: bool  # COUNT: occurrences must be counted from DTSTART, so no skipping ahead
+    counted: bool  # COUNT: occurrences are counted from DTSTART, so no starting from a later period
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def _parse(text: str, schedule_type: str | None, quartz: bool) -> Schedule:
 
 
 def _cron_fields(parts: list[str]) -> tuple[_Fields, set[int]]:
-    minute, hour, dom, month, dow = (p.upper() for p in parts)
+    minute, hour, dom, month, dow = parts
     hours = _values(hour, "hour", 0, 23)
     fields = _build({0}, _values(minute, "minute", 0, 59), hours, _month_days(dom), _values(month, "month", 1, 12,
                     _MONTH_NAMES), _week_days(dow, 0, 7, _CRON_DAY_NAMES), None)
@@ -170,7 +173,7 @@ def _cron_fields(parts: list[str]) -> tuple[_Fields, set[int]]:
 
 
 def _quartz_fields(parts: list[str]) -> tuple[_Fields, set[int]]:
-    second, minute, hour, dom, month, dow = (p.upper() for p in parts[:6])
+    second, minute, hour, dom, month, dow = parts[:6]
     if dom not in ("*", "?") and dow not in ("*", "?"):
         raise ValueError(f"day-of-month '{dom}' and day-of-week '{dow}' are both set; Quartz needs '?' in one")
     years = None if len(parts) == 6 or parts[6] == "*" else tuple(sorted(_values(parts[6], "year", *_QUARTZ_YEARS)))
@@ -226,8 +229,8 @@ def _values(text: str, part: str, lo: int, hi: int, names: dict[str, int] | None
 def _number(text: str, part: str, item: str, names: dict[str, int] | None = None) -> int:
     if text.isascii() and text.isdigit():
         return int(text)
-    if names and text in names:
-        return names[text]
+    if names and text.upper() in names:
+        return names[text.upper()]
     raise ValueError(f"{part} '{item}' is invalid")
 
 
@@ -236,16 +239,17 @@ def _month_days(text: str) -> _MonthDays | None:
         return None
     days, from_end, nearest, last_weekday = 0, [], [], False
     for item in text.split(","):
-        if item == "L":
+        special = item.upper()
+        if special == "L":
             from_end.append(0)
-        elif item.startswith("L-"):
+        elif special.startswith("L-"):
             back = _number(item[2:], "day-of-month", item)
             if back > 30:
                 raise ValueError(f"day-of-month '{item}' is out of range L-0 to L-30")
             from_end.append(back)
-        elif item == "LW":
+        elif special == "LW":
             last_weekday = True
-        elif item.endswith("W"):
+        elif special.endswith("W"):
             day = _number(item[:-1], "day-of-month", item)
             if not 1 <= day <= 31:
                 raise ValueError(f"day-of-month '{item}' is out of range 1-31")
@@ -271,9 +275,9 @@ def _week_days(text: str, lo: int, hi: int, names: dict[str, int]) -> _WeekDays 
         return (value - lo) % 7
 
     for item in text.split(","):
-        if item == "L":  # alone, "last day of the week": Saturday
+        if item.upper() == "L":  # alone, "last day of the week": Saturday
             plain.add(_SATURDAY)
-        elif item.endswith("L"):
+        elif item.upper().endswith("L"):
             last.append(weekday(item, item[:-1]))
         elif "#" in item:
             day_text, _, n_text = item.partition("#")
@@ -319,6 +323,8 @@ def _parse_rule(text: str) -> Schedule:
         raise ValueError("an RFC 5545 rule needs FREQ=")
     if "COUNT" in parts and start is None:
         raise ValueError("RFC 5545 COUNT needs a DTSTART to count from")
+    if "COUNT" in parts and "UNTIL" in parts:
+        raise ValueError("RFC 5545 COUNT and UNTIL cannot both be set")
     # UNTIL is applied per evaluation: in UTC form it depends on the zone the rule runs in.
     until_text = parts.pop("UNTIL", None)
     until = None if until_text is None else _moment(until_text, None, "UNTIL")
@@ -328,14 +334,35 @@ def _parse_rule(text: str) -> Schedule:
         interval = int(parts.get("INTERVAL", "1"))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"RFC 5545 rule '{rule_text}' is invalid ({exc})") from None
-    if not isinstance(rule, rr.rrule):
-        raise ValueError(f"RFC 5545 rule '{rule_text}' is invalid")
+    if not _dates_exist(parts, _naive(start.seconds)):
+        raise ValueError("never fires")
     spec = _Rule(rule, start, until, _FIXED_PERIODS.get(freq, 0) * interval, _MONTH_PERIODS.get(freq, 0) * interval,
                  counted="COUNT" in parts)
     if _rule_next_wall(spec, start.wall(None), None) is None:
         raise ValueError("never fires")
     every_hour = freq in ("HOURLY", "MINUTELY", "SECONDLY") and "BYHOUR" not in parts
     return Schedule(text, "RFC5545", every_hour=every_hour, rule=spec)
+
+
+def _dates_exist(parts: dict[str, str], start: datetime) -> bool:
+    """Whether the rule's date filters ever match (Feb 30th never does).
+
+    dateutil, asked for the next occurrence of such a rule, walks every period up to the year 9999 (seconds of
+    work). The calendar repeats every 400 years, so this probe walks the years 9600-9999 instead, by year or
+    month, with INTERVAL dropped: milliseconds. DAILY and finer rules take BYDAY as plain weekdays.
+    """
+    freq = parts["FREQ"]
+    if freq in ("YEARLY", "MONTHLY"):
+        probe = {k: v for k, v in parts.items() if k not in ("INTERVAL", "COUNT")}
+    elif any(k in parts for k in _DATE_PARTS if k != "WKST"):
+        probe = {k: v for k, v in parts.items() if k in _DATE_PARTS}
+        if "BYDAY" in probe:
+            probe["BYDAY"] = ",".join(_NTH_WEEKDAY.sub("", day) for day in probe["BYDAY"].split(","))
+        probe["FREQ"] = "YEARLY"
+    else:
+        return True
+    rule = rr.rrulestr(";".join(f"{k}={v}" for k, v in probe.items()), dtstart=start.replace(year=9600))
+    return next(iter(rule), None) is not None
 
 
 def _moment(text: str, tzid: str | None, part: str) -> _Moment:
@@ -350,10 +377,9 @@ def _moment(text: str, tzid: str | None, part: str) -> _Moment:
     if utc:
         return _Moment(wall, floating=False)
     if tzid:
-        zone = _zone(tzid)
-        if zone is None:
-            return _Moment(wall, floating=False)
-        return _Moment(wall - int(zone.utcoffset(_naive(wall)).total_seconds()), floating=False)
+        zone = _zone(tzid)  # None for UTC
+        offset = 0 if zone is None else int(zone.utcoffset(_naive(wall)).total_seconds())
+        return _Moment(wall - offset, floating=False)
     return _Moment(wall, floating=True)
 
 
@@ -506,7 +532,7 @@ def _rule_next_wall(spec: _Rule, wall: int, zone: ZoneInfo | None) -> int | None
     # without walking years of them. COUNT needs the walk from DTSTART.
     anchor = start if spec.counted or wall <= start else _later_start(spec, start, wall)
     changes: dict[str, datetime] = {}
-    if anchor != start or not spec.start.floating:
+    if anchor != spec.start.seconds:
         changes["dtstart"] = _naive(anchor)
     if spec.until is not None:
         changes["until"] = _naive(spec.until.wall(zone))
@@ -521,15 +547,14 @@ def _later_start(spec: _Rule, start: int, wall: int) -> int:
         return start + (wall - start) // spec.period * spec.period
     first, target = _naive(start), _naive(wall)
     steps = ((target.year - first.year) * 12 + target.month - first.month) // spec.months
-    while steps > 0:
-        months = first.month - 1 + steps * spec.months
+    for back in range(steps, 0, -1):
+        months = first.month - 1 + back * spec.months
         try:
             moved = first.replace(year=first.year + months // 12, month=months % 12 + 1)
         except ValueError:  # that month lacks DTSTART's day (the 31st, Feb 29): an earlier period will do
-            moved = target
-        if moved < target or moved == target:
+            continue
+        if moved <= target:
             return int((moved - _EPOCH).total_seconds())
-        steps -= 1
     return start
 
 

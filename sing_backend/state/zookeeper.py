@@ -1,0 +1,290 @@
+"""Production state store: one znode per document, `{root}/{collection}/{key}`, through kazoo.
+
+Every write returns once ZooKeeper has acknowledged it (a quorum has logged it), so callers may act
+on what they wrote. `batch()` gathers writes and commits them as one ZooKeeper multi-op, which lands
+whole or not at all.
+
+Keys are percent-encoded into a single znode name, so a key may hold `/` or any other character.
+Documents are orjson; those over `COMPRESS_OVER` bytes are gzipped, as Singularity compresses its
+large znodes. Gzip data starts with the byte 0x1f, which never starts JSON text, so reads tell the
+two apart without a flag of their own.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote
+
+import orjson
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    ConnectionLoss,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+    SessionExpiredError,
+)
+from kazoo.interfaces import IAsyncResult
+
+from .store import Doc
+
+T = TypeVar("T")
+
+COMPRESS_OVER = 64 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+# ZooKeeper refuses any request over jute.maxbuffer (1 MiB less one byte by default) by dropping the
+# connection, and the write would then be retried until the deadline. Fail such a call at once. The
+# overhead covers each operation's header, ACL and version in the request.
+MAX_REQUEST_BYTES = 1_000_000
+_OP_OVERHEAD = 64
+# Key characters kept as they are; everything else becomes %XX (of its UTF-8), so no node name holds
+# a `/` or a character ZooKeeper refuses. "." and ".." are handled in _node_name.
+_SAFE = "-_.~"
+_FIRST_RETRY_DELAY = 0.05
+_MAX_RETRY_DELAY = 1.0
+
+
+class _LookAgain(Exception):
+    """The znodes changed between reading their state and committing a batch: nothing was written."""
+
+
+class ZkStateStore:
+    def __init__(self, hosts: str, root: str = "/sing", timeout: float = 10.0) -> None:
+        """Connect to `hosts` ("host:port,host:port") and keep the state under `root`.
+
+        `timeout` bounds the connection and every call, retries included: a call that cannot reach a
+        quorum in time raises TimeoutError (or kazoo's ConnectionLoss) instead of returning. As with any
+        write whose answer is lost, such a write may still land once the ensemble is back."""
+        if not root.startswith("/") or root.rstrip("/") == "":
+            raise ValueError(f"the ZooKeeper root must be an absolute path below /, got {root!r}")
+        self._root = root.rstrip("/")
+        self._timeout = timeout
+        self._collections: set[str] = set()  # collection znodes known to exist, for creates in a batch
+        # Document znodes this store has seen exist. It only picks the operation tried first (replace or
+        # create; the other follows if it fails), so it may go stale without harm.
+        self._known: set[str] = set()
+        # The open batch's writes, the last one per znode (only the final state of each is committed),
+        # or None outside a batch.
+        self._pending: dict[str, bytes | None] | None = None
+        self._client = KazooClient(hosts=hosts, timeout=timeout)
+        self._client.start(timeout=timeout)
+        try:
+            self._call(lambda deadline: self._wait(self._client.ensure_path_async(self._root), deadline))
+        except BaseException:
+            self.close()
+            raise
+
+    def load(self, collection: str) -> dict[str, Doc]:
+        parent = self._collection_path(collection)
+        docs = self._call(lambda deadline: self._read(parent, deadline))
+        if self._pending:
+            # Inside a batch, reads see the batch's own writes, as in the SQLite store.
+            prefix = parent + "/"
+            for path, data in self._pending.items():
+                if path.startswith(prefix):
+                    key = unquote(path[len(prefix) :])
+                    if data is None:
+                        docs.pop(key, None)
+                    else:
+                        docs[key] = _decode(data)
+        return docs
+
+    def put(self, collection: str, key: str, doc: Doc) -> None:
+        path = self._path(collection, key)
+        data = _encode(doc)
+        if len(path) + len(data) + _OP_OVERHEAD > MAX_REQUEST_BYTES:
+            raise ValueError(f"{collection}/{key}: {len(data)} bytes is more than ZooKeeper takes in one znode")
+        if self._pending is not None:
+            self._pending[path] = data
+        else:
+            self._call(lambda deadline: self._upsert(path, data, deadline))
+
+    def delete(self, collection: str, key: str) -> None:
+        path = self._path(collection, key)
+        if self._pending is not None:
+            self._pending[path] = None
+        else:
+            self._call(lambda deadline: self._delete(path, deadline))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        if self._pending is not None:
+            # Nested: the outer batch commits (or drops) these writes with its own.
+            yield
+            return
+        self._pending = {}
+        try:
+            yield
+            pending = self._pending
+        finally:
+            self._pending = None
+        if not pending:
+            return
+        size = sum(len(path) + len(data or b"") + _OP_OVERHEAD for path, data in pending.items())
+        if size > MAX_REQUEST_BYTES:
+            raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
+        self._call(lambda deadline: self._commit(pending, deadline))
+
+    def close(self) -> None:
+        self._client.stop()
+        self._client.close()
+
+    # ZooKeeper calls ---------------------------------------------------------------------------------
+
+    def _call(self, attempt: Callable[[float], T]) -> T:
+        """Run `attempt(deadline)` until it succeeds, retrying while the connection is lost (kazoo then
+        moves to another server of the ensemble). Every write here sets a znode to a value or makes sure
+        it is absent, so repeating one whose answer was lost is safe."""
+        deadline = time.monotonic() + self._timeout
+        delay = _FIRST_RETRY_DELAY
+        while True:
+            try:
+                return attempt(deadline)
+            except (ConnectionLoss, SessionExpiredError, _LookAgain) as exc:
+                if time.monotonic() + delay >= deadline:
+                    if isinstance(exc, _LookAgain):
+                        raise TimeoutError("other clients kept changing the batch's znodes") from exc
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
+
+    def _wait(self, result: IAsyncResult, deadline: float) -> Any:
+        # kazoo holds requests made while it reconnects, and its blocking calls would wait for as long
+        # as the ensemble is away; an answer is awaited only until the deadline.
+        try:
+            return result.get(timeout=max(deadline - time.monotonic(), 0.0))
+        except self._client.handler.timeout_exception:
+            raise TimeoutError(f"ZooKeeper did not answer within {self._timeout} s") from None
+
+    def _read(self, parent: str, deadline: float) -> dict[str, Doc]:
+        # A standby that has just become leader may be connected to a follower that has not applied the
+        # old leader's last writes yet: sync makes that server catch up before it answers.
+        self._wait(self._client.sync_async(parent), deadline)
+        try:
+            names: list[str] = self._wait(self._client.get_children_async(parent), deadline)
+        except NoNodeError:
+            return {}
+        # Pipelined: one round trip for the whole collection, not one per document.
+        reads = [(name, self._client.get_async(f"{parent}/{name}")) for name in names]
+        docs: dict[str, Doc] = {}
+        for name, read in reads:
+            try:
+                data, _stat = self._wait(read, deadline)
+            except NoNodeError:
+                continue  # deleted since it was listed
+            docs[unquote(name)] = _decode(data)
+            self._known.add(f"{parent}/{name}")
+        return docs
+
+    def _upsert(self, path: str, data: bytes, deadline: float) -> None:
+        # ZooKeeper has no "create or replace": try the call that the znode's likely state needs, so a
+        # put is one round trip unless another client changed the znode meanwhile.
+        replace_first = path in self._known
+        for replace in (replace_first, not replace_first, replace_first):
+            try:
+                if replace:
+                    self._wait(self._client.set_async(path, data), deadline)
+                else:
+                    self._wait(self._client.create_async(path, data, makepath=True), deadline)
+            except (NoNodeError, NodeExistsError):
+                continue
+            self._known.add(path)
+            return
+        raise _LookAgain
+
+    def _delete(self, path: str, deadline: float) -> None:
+        try:
+            self._wait(self._client.delete_async(path), deadline)
+        except NoNodeError:
+            pass
+        self._known.discard(path)
+
+    def _commit(self, pending: dict[str, bytes | None], deadline: float) -> None:
+        """Commit a batch as one multi. A multi cannot say "create or replace" nor "delete if present",
+        so each write becomes the operation that its znode's state needs. The state this store knows
+        is tried first (one round trip); if another client has changed it, the multi fails whole, and
+        the znodes are looked at before trying again."""
+        parents = {path.rsplit("/", 1)[0] for path, data in pending.items() if data is not None}
+        for parent in parents - self._collections:
+            self._wait(self._client.ensure_path_async(parent), deadline)
+            self._collections.add(parent)
+        # A delete is sent even for a znode not known to exist: were it skipped, nothing would tell
+        # that another client had created it.
+        if self._try_commit(
+            pending, {path: path in self._known or data is None for path, data in pending.items()}, deadline
+        ):
+            return
+        looks = [(path, self._client.exists_async(path)) for path in pending]
+        exists = {path: self._wait(look, deadline) is not None for path, look in looks}
+        if self._try_commit(pending, exists, deadline):
+            return
+        # Changed again between the look and the commit.
+        self._collections.clear()
+        raise _LookAgain
+
+    def _try_commit(self, pending: dict[str, bytes | None], exists: dict[str, bool], deadline: float) -> bool:
+        """Commit `pending` as if the znodes in `exists` were there; False if some were not (or were),
+        in which case nothing was written."""
+        transaction = self._client.transaction()
+        for path, data in pending.items():
+            if data is None:
+                if exists[path]:
+                    transaction.delete(path)
+            elif exists[path]:
+                transaction.set_data(path, data)
+            else:
+                transaction.create(path, data)
+        if transaction.operations:
+            results = self._wait(transaction.commit_async(), deadline)
+            # The failed operation carries its error; the others carry RolledBackError or, after it,
+            # RuntimeInconsistency.
+            errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, _ROLLED_BACK)]
+            if errors:
+                if isinstance(errors[0], NodeExistsError | NoNodeError):
+                    return False
+                raise errors[0]
+        for path, data in pending.items():
+            if data is None:
+                self._known.discard(path)
+            else:
+                self._known.add(path)
+        return True
+
+    # Paths -------------------------------------------------------------------------------------------
+
+    def _collection_path(self, collection: str) -> str:
+        return f"{self._root}/{_node_name(collection)}"
+
+    def _path(self, collection: str, key: str) -> str:
+        return f"{self._collection_path(collection)}/{_node_name(key)}"
+
+
+_ROLLED_BACK = (RolledBackError, RuntimeInconsistency)
+
+
+def _node_name(name: str) -> str:
+    if not name:
+        raise ValueError("state keys and collection names must not be empty")
+    encoded = quote(name, safe=_SAFE)
+    # "." and ".." are not valid znode names.
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+def _encode(doc: Doc) -> bytes:
+    data = orjson.dumps(doc)
+    if len(data) > COMPRESS_OVER:
+        # mtime=0: the same document always gives the same bytes.
+        data = gzip.compress(data, mtime=0)
+    return data
+
+
+def _decode(data: bytes) -> Doc:
+    if data.startswith(_GZIP_MAGIC):
+        data = gzip.decompress(data)
+    doc: Doc = orjson.loads(data)
+    return doc

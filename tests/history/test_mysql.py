@@ -1,0 +1,196 @@
+"""What only MySQL/MariaDB can show: its schema, drivers, collation and errors. The store's behaviour
+runs there too: conftest.py runs the other history tests on both databases."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pymysql
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from sing_backend.history import HistoryStore, db, upgrade
+from sing_backend.history.models import Base
+from tests.servers import mysql_database
+
+from .helpers import make_task, save, update
+
+TABLES = {"request_history", "deploy_history", "task_history", "task_updates", "task_healthchecks"}
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that is bound but not listening, so connections to it are refused."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    with mysql_database() as url:
+        yield url
+
+
+def connect(url: str) -> pymysql.Connection[pymysql.cursors.Cursor]:
+    parsed = make_url(url)
+    return pymysql.connect(
+        host=parsed.host, port=parsed.port or 3306, user=parsed.username, database=parsed.database, autocommit=True
+    )
+
+
+def query(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    with connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+
+
+def tables(url: str) -> dict[str, tuple[object, ...]]:
+    rows = query(
+        url,
+        "SELECT table_name, engine, table_collation FROM information_schema.tables WHERE table_schema = %s",
+        make_url(url).database,
+    )
+    return {str(name): (engine, collation) for name, engine, collation in rows}
+
+
+@pytest.mark.parametrize("scheme", ["mysql", "mysql+pymysql", "mysql+aiomysql"])
+async def test_open_creates_the_schema_on_the_asyncio_driver(mysql_url: str, scheme: str) -> None:
+    url = make_url(mysql_url).set(drivername=scheme).render_as_string(hide_password=False)
+    store = await HistoryStore.open(url)
+    try:
+        assert store._engine.url.drivername == "mysql+aiomysql"
+        await store.add_request_event({"request": {"id": "r"}, "eventType": "CREATED", "createdAt": 1})
+        assert len(await store.request_history("r")) == 1
+    finally:
+        await store.close()
+    assert tables(mysql_url) == {name: ("InnoDB", "utf8mb4_bin") for name in TABLES} | {
+        db.VERSION_TABLE: ("InnoDB", "utf8mb4_bin")
+    }
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0001",)]
+    again = await HistoryStore.open(url)
+    await again.close()
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0001",)]
+
+
+def test_sync_upgrade_runs_on_pymysql(mysql_url: str) -> None:
+    assert db.make_sync_engine(mysql_url).url.drivername == "mysql+pymysql"
+    upgrade(mysql_url)
+    upgrade(mysql_url)  # already there: a no-op
+    assert set(tables(mysql_url)) == TABLES | {db.VERSION_TABLE}
+
+
+def test_migration_matches_the_models(mysql_url: str) -> None:
+    upgrade(mysql_url)
+    engine = db.make_sync_engine(mysql_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": db.VERSION_TABLE})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+async def test_ids_compare_exactly(mysql_url: str) -> None:
+    store = await HistoryStore.open(mysql_url)
+    try:
+        for request_id in ("billing", "Billing", "BILLING"):
+            await store.add_request_event({"request": {"id": request_id}, "eventType": "CREATED", "createdAt": 1})
+        await save(store, make_task("billing", "v1", 1000))
+        await save(store, make_task("Billing", "v1", 1000))
+        assert [len(await store.request_history(r)) for r in ("billing", "Billing", "BILLING")] == [1, 1, 1]
+        assert len(await store.request_task_ids("billing")) == 1
+        assert len(await store.request_task_ids("Billing")) == 1
+    finally:
+        await store.close()
+
+
+async def test_four_byte_characters_and_large_documents(mysql_url: str) -> None:
+    store = await HistoryStore.open(mysql_url)
+    try:
+        message = "deployed 🚀 by ops — ünïcode"
+        await store.add_request_event(
+            {"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": 1, "message": message, "user": "😀"}
+        )
+        task = make_task("r", "v1", 1000)
+        task["mesosTask"]["env"] = {f"VAR_{n}": "x" * 200 for n in range(2000)}  # ~450 KB: over BLOB's 64 KiB
+        tid = await save(store, task)
+        await store.add_task_updates([update(tid, 1001, "TASK_RUNNING", statusMessage="🟢 running")])
+        (event,) = await store.request_history("r")
+        assert (event["message"], event["user"]) == (message, "😀")
+        history = await store.task_history(tid)
+        assert history is not None and history["task"]["mesosTask"] == task["mesosTask"]
+        assert history["taskUpdates"][0]["statusMessage"] == "🟢 running"
+        assert query(mysql_url, "SELECT message FROM request_history") == [(message,)]
+    finally:
+        await store.close()
+
+
+async def test_a_refused_write_is_dropped_alone_without_retrying(
+    mysql_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await HistoryStore.open(mysql_url)
+    try:
+        query(
+            mysql_url,
+            "CREATE TRIGGER refuse BEFORE INSERT ON request_history FOR EACH ROW"
+            " IF NEW.message = 'refuse me' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; END IF",
+        )
+        started = time.monotonic()
+        for n, message in enumerate(["a", "refuse me", "b"]):
+            await store.add_request_event(
+                {"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": n, "message": message}
+            )
+        kept = await store.request_history("r", order_desc=False)
+        assert [e["message"] for e in kept] == ["a", "b"]
+        assert store.dropped_writes == 1
+        # Refused is not unreachable: no retries, which would hold every later write for a minute.
+        assert "retrying" not in caplog.text
+        assert time.monotonic() - started < 5
+    finally:
+        await store.close()
+
+
+async def test_an_id_too_long_for_its_column_is_dropped_alone(mysql_url: str) -> None:
+    store = await HistoryStore.open(mysql_url)
+    try:
+        for request_id in ("before", "x" * 101, "after"):
+            await store.add_request_event({"request": {"id": request_id}, "eventType": "CREATED", "createdAt": 1})
+        await store.flush()
+        assert store.dropped_writes == 1
+        assert len(await store.request_history("before")) == 1
+        assert len(await store.request_history("after")) == 1
+    finally:
+        await store.close()
+
+
+async def test_connections_killed_by_the_server_are_replaced(mysql_url: str) -> None:
+    store = await HistoryStore.open(mysql_url)
+    try:
+        await store.add_request_event({"request": {"id": "r"}, "eventType": "CREATED", "createdAt": 1})
+        assert len(await store.request_history("r")) == 1
+        # As a server restart, a fail-over or wait_timeout would: the pooled connections die.
+        database = make_url(mysql_url).database
+        for (connection_id,) in query(
+            mysql_url, "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", database
+        ):
+            query(mysql_url, f"KILL {int(str(connection_id))}")
+        await store.add_request_event({"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": 2})
+        assert len(await store.request_history("r")) == 2
+        assert store.dropped_writes == 0
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_server_fails_the_open() -> None:
+    with refused_port() as port:
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            await HistoryStore.open(f"mysql://root@127.0.0.1:{port}/sing")
+        assert time.monotonic() - started < 10

@@ -1,0 +1,181 @@
+"""Real servers for the tests: a ZooKeeper server of their own, and a throwaway database on MariaDB/MySQL.
+
+A server that is not installed, or not answering, skips the tests that need it; under CI (CI=true) it
+fails them instead, so that a green CI run has really run them. `scripts/ensure-services.sh` installs
+both servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+from uuid import uuid4
+
+import pymysql
+import pytest
+from kazoo.client import KazooClient
+from sqlalchemy.engine import make_url
+
+ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
+ZOOKEEPER_CLASSPATH = "/etc/zookeeper/conf:/usr/share/java/*"
+ZOOKEEPER_START_SECONDS = 30.0
+MYSQL_SERVER = "mysql://root@127.0.0.1:3306"
+
+# The start-up probe's connections fail while ZooKeeper starts; kazoo would warn about each one.
+_probe_log = logging.getLogger(f"{__name__}.zookeeper_probe")
+_probe_log.setLevel(logging.CRITICAL)
+
+
+def unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run these tests", pytrace=False)
+    pytest.skip(reason)
+
+
+class ZooKeeperServer:
+    """A standalone ZooKeeper on a free loopback port, its data in `workdir`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, port: int | None = None) -> None:
+        """Start on `port` (a restart keeps its port and data), or on a free port."""
+        # A free port is found by binding and releasing it, so another process can take it before
+        # ZooKeeper binds it; ZooKeeper then exits, and another port is tried.
+        for _attempt in range(1 if port else 3):
+            self.port = port or _free_port()
+            self._launch()
+            if self._wait_until_serving():
+                return
+            self.stop()
+        raise RuntimeError(f"ZooKeeper did not start on port {self.port}; its output:\n{self._log_tail()}")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def _launch(self) -> None:
+        data = self.workdir / f"data-{self.port}"
+        data.mkdir(exist_ok=True)
+        config = self.workdir / "zoo.cfg"
+        config.write_text(
+            "tickTime=2000\n"
+            f"dataDir={data}\n"
+            f"clientPort={self.port}\n"
+            # Loopback only: nothing outside this machine is to reach a test server.
+            "clientPortAddress=127.0.0.1\n"
+            "admin.enableServer=false\n"
+            "maxClientCnxns=0\n"
+        )
+        with (self.workdir / "zookeeper.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                # A small heap: the default takes a quarter of the machine's memory.
+                [
+                    "java",
+                    "-Xmx256m",
+                    "-cp",
+                    ZOOKEEPER_CLASSPATH,
+                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                    str(config),
+                ],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def _wait_until_serving(self) -> bool:
+        assert self._process is not None
+        deadline = time.monotonic() + ZOOKEEPER_START_SECONDS
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False
+            # Poll the port first: cheaper than a kazoo connection attempt.
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            except OSError:
+                time.sleep(0.1)
+                continue
+            client = KazooClient(hosts=self.hosts, timeout=5.0, logger=_probe_log)
+            try:
+                client.start(timeout=max(deadline - time.monotonic(), 0.1))
+                client.get_children("/")
+                return True
+            except Exception:
+                time.sleep(0.1)
+            finally:
+                client.stop()
+                client.close()
+        return False
+
+    def _log_tail(self) -> str:
+        log = self.workdir / "zookeeper.log"
+        return log.read_text(errors="replace")[-4000:] if log.exists() else "(no output)"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def require_zookeeper() -> None:
+    if shutil.which("java") is None or not ZOOKEEPER_JAR.is_file():
+        unavailable(f"ZooKeeper is not installed (no java, or no {ZOOKEEPER_JAR})")
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    """One ZooKeeper server for the whole test run; tests keep apart by using roots of their own."""
+    require_zookeeper()
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def mysql_database() -> Iterator[str]:
+    """A new, empty database on the MariaDB/MySQL test server: yields its URL, then drops it."""
+    server = make_url(MYSQL_SERVER)
+    try:
+        admin = pymysql.connect(
+            host=server.host, port=server.port or 3306, user=server.username, connect_timeout=5, autocommit=True
+        )
+    except pymysql.err.OperationalError as exc:
+        unavailable(f"MySQL/MariaDB is not answering at {MYSQL_SERVER} ({exc})")
+    name = f"sing_test_{uuid4().hex[:12]}"
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        admin.close()

@@ -1,0 +1,216 @@
+"""What the ZooKeeper store does beyond the contract: its znode layout, size limits, races with other
+clients, and a server that goes away."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import orjson
+import pytest
+from kazoo.client import KazooClient
+
+from sing_backend.state.zookeeper import COMPRESS_OVER, MAX_REQUEST_BYTES, ZkStateStore
+from tests.servers import ZooKeeperServer, require_zookeeper
+
+from .test_store_contract import large_doc
+
+
+def incompressible(size: int) -> dict[str, Any]:
+    """A document that gzips to about 3/4 of `size` bytes."""
+    return {"blob": base64.b64encode(os.urandom(size)).decode()}
+
+
+@pytest.fixture
+def root() -> str:
+    return f"/sing-test-{uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def raw(zookeeper: ZooKeeperServer) -> Iterator[KazooClient]:
+    client = KazooClient(hosts=zookeeper.hosts)
+    client.start(timeout=10)
+    yield client
+    client.stop()
+    client.close()
+
+
+@pytest.fixture
+def store(zookeeper: ZooKeeperServer, root: str) -> Iterator[ZkStateStore]:
+    opened = ZkStateStore(zookeeper.hosts, root=root)
+    yield opened
+    opened.close()
+
+
+def test_one_znode_per_document_with_encoded_keys(store: ZkStateStore, raw: KazooClient, root: str) -> None:
+    store.put("deploys", "billing/v1", {"id": "v1"})
+    store.put("deploys", "..", {"id": "dots"})
+    store.put("requests", "ü", {"id": "u"})
+    assert sorted(raw.get_children(root)) == ["deploys", "requests"]
+    assert sorted(raw.get_children(f"{root}/deploys")) == ["%2E%2E", "billing%2Fv1"]
+    assert raw.get_children(f"{root}/requests") == ["%C3%BC"]
+    data, _stat = raw.get(f"{root}/deploys/billing%2Fv1")
+    assert orjson.loads(data) == {"id": "v1"}
+
+
+def test_large_documents_are_gzipped(store: ZkStateStore, raw: KazooClient, root: str) -> None:
+    small, big = large_doc(COMPRESS_OVER // 2), large_doc(COMPRESS_OVER * 4)
+    store.put("tasks", "small", small)
+    store.put("tasks", "big", big)
+    small_data, _stat = raw.get(f"{root}/tasks/small")
+    big_data, _stat = raw.get(f"{root}/tasks/big")
+    assert orjson.loads(small_data) == small
+    assert big_data[:2] == b"\x1f\x8b" and len(big_data) < COMPRESS_OVER * 4
+    assert orjson.loads(gzip.decompress(big_data)) == big
+    assert store.load("tasks") == {"small": small, "big": big}
+
+
+def test_reads_documents_written_by_other_tools(store: ZkStateStore, raw: KazooClient, root: str) -> None:
+    raw.create(f"{root}/requests/plain", b'{"id": "plain"}', makepath=True)
+    raw.create(f"{root}/requests/zipped", gzip.compress(b'{"id": "zipped"}'))
+    assert store.load("requests") == {"plain": {"id": "plain"}, "zipped": {"id": "zipped"}}
+
+
+def test_a_document_too_large_for_a_znode_is_refused(store: ZkStateStore) -> None:
+    huge = incompressible(2 * MAX_REQUEST_BYTES)
+    with pytest.raises(ValueError, match="more than ZooKeeper takes"):
+        store.put("tasks", "huge", huge)
+    store.put("tasks", "fine", {"v": 1})
+    assert store.load("tasks") == {"fine": {"v": 1}}
+
+
+def test_a_batch_too_large_for_one_multi_writes_nothing(store: ZkStateStore) -> None:
+    store.put("tasks", "kept", {"v": 1})
+    doc = incompressible(COMPRESS_OVER)
+    with pytest.raises(ValueError, match="too large for one ZooKeeper multi"), store.batch():
+        store.put("tasks", "kept", {"v": 2})
+        for n in range(20):
+            store.put("tasks", f"t{n}", doc)
+    assert store.load("tasks") == {"kept": {"v": 1}}
+    with store.batch():
+        store.put("tasks", "after", {"v": 1})
+    assert set(store.load("tasks")) == {"kept", "after"}
+
+
+def test_empty_keys_and_bad_roots_are_refused(store: ZkStateStore, zookeeper: ZooKeeperServer) -> None:
+    with pytest.raises(ValueError):
+        store.put("requests", "", {})
+    for root in ("sing", "/", ""):
+        with pytest.raises(ValueError):
+            ZkStateStore(zookeeper.hosts, root=root)
+
+
+def test_puts_follow_changes_made_by_other_clients(store: ZkStateStore, raw: KazooClient, root: str) -> None:
+    store.put("tasks", "deleted-by-other", {"v": 1})
+    raw.delete(f"{root}/tasks/deleted-by-other")
+    store.put("tasks", "deleted-by-other", {"v": 2})
+    raw.create(f"{root}/tasks/created-by-other", b'{"v": 1}')
+    store.put("tasks", "created-by-other", {"v": 2})
+    assert store.load("tasks") == {"deleted-by-other": {"v": 2}, "created-by-other": {"v": 2}}
+    raw.delete(f"{root}/tasks", recursive=True)
+    store.put("tasks", "collection-deleted-by-other", {"v": 1})
+    assert store.load("tasks") == {"collection-deleted-by-other": {"v": 1}}
+    with store.batch():
+        store.put("tasks", "in-a-batch", {"v": 1})
+    raw.delete(f"{root}/tasks", recursive=True)
+    with store.batch():
+        store.put("tasks", "in-a-batch", {"v": 2})
+    assert store.load("tasks") == {"in-a-batch": {"v": 2}}
+    raw.create(f"{root}/tasks/never-seen", b"{}")
+    with store.batch():
+        store.delete("tasks", "never-seen")
+        store.put("tasks", "in-a-batch", {"v": 3})
+    assert store.load("tasks") == {"in-a-batch": {"v": 3}}
+
+
+def _interfere_before_commit(store: ZkStateStore, interference: Any) -> list[int]:
+    """Make `interference()` run between the batch's look at its znodes and its commit, once."""
+    client = store._client
+    make = client.transaction
+    calls: list[int] = []
+
+    def transaction() -> Any:
+        made = make()
+        if not calls:
+            commit = made.commit_async
+
+            def commit_after_interference() -> Any:
+                interference()
+                return commit()
+
+            made.commit_async = commit_after_interference
+        calls.append(1)
+        return made
+
+    client.transaction = transaction  # type: ignore[method-assign]
+    return calls
+
+
+def test_batch_racing_a_create_is_retried(store: ZkStateStore, raw: KazooClient, root: str) -> None:
+    calls = _interfere_before_commit(store, lambda: raw.create(f"{root}/tasks/t1", b'{"by": "other"}', makepath=True))
+    with store.batch():
+        store.put("tasks", "t1", {"by": "batch"})
+        store.put("tasks", "t2", {"by": "batch"})
+    assert len(calls) == 2
+    assert store.load("tasks") == {"t1": {"by": "batch"}, "t2": {"by": "batch"}}
+
+
+def test_batch_racing_a_delete_is_retried(store: ZkStateStore, raw: KazooClient, root: str) -> None:
+    store.put("tasks", "t1", {"v": 1})
+    store.put("tasks", "t2", {"v": 1})
+    calls = _interfere_before_commit(store, lambda: raw.delete(f"{root}/tasks/t1"))
+    with store.batch():
+        store.put("tasks", "t1", {"v": 2})
+        store.delete("tasks", "t2")
+    assert len(calls) == 2
+    assert store.load("tasks") == {"t1": {"v": 2}}
+
+
+def test_writes_wait_out_a_server_restart(tmp_path: Path) -> None:
+    require_zookeeper()
+    server = ZooKeeperServer(tmp_path)
+    server.start()
+    try:
+        store = ZkStateStore(server.hosts, timeout=20)
+        try:
+            store.put("requests", "before", {})
+            server.stop()
+            restart = threading.Timer(1.0, server.start, kwargs={"port": server.port})
+            restart.start()
+            store.put("requests", "during", {})  # returns only once the restarted server has it
+            with store.batch():
+                store.put("requests", "batched", {})
+            restart.join()
+            assert store.load("requests") == {"before": {}, "during": {}, "batched": {}}
+        finally:
+            store.close()
+    finally:
+        server.stop()
+
+
+def test_a_write_with_no_server_fails_within_the_timeout(tmp_path: Path) -> None:
+    require_zookeeper()
+    server = ZooKeeperServer(tmp_path)
+    server.start()
+    try:
+        store = ZkStateStore(server.hosts, timeout=2)
+        try:
+            server.stop()
+            for write in (lambda: store.put("requests", "lost", {}), lambda: store.delete("requests", "lost")):
+                started = time.monotonic()
+                with pytest.raises(TimeoutError):
+                    write()
+                assert time.monotonic() - started < 3
+            with pytest.raises(TimeoutError):
+                store.load("requests")
+        finally:
+            store.close()
+    finally:
+        server.stop()
