@@ -8,7 +8,7 @@ from collections import deque
 
 
 class LoopLagMonitor:
-    def __init__(self, interval: float = 0.05, keep: int = 1200) -> None:
+    def __init__(self, interval: float = 0.05, keep: int = 400) -> None:
         self._interval = interval
         self._samples: deque[float] = deque(maxlen=keep)
         self._runner: asyncio.Task[None] | None = None
@@ -27,7 +27,7 @@ class LoopLagMonitor:
             self._samples.append((time.perf_counter() - start - self._interval) * 1000)
 
     def summary(self) -> dict[str, float]:
-        """p50/p99/max lag in ms over the last minute or so."""
+        """p50/p99/max lag in ms over the last 20 s or so."""
         if not self._samples:
             return {"p50": 0.0, "p99": 0.0, "max": 0.0}
         ordered = sorted(self._samples)

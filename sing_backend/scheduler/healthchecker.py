@@ -58,6 +58,7 @@ class HealthChecker:
         self._max_concurrent = max_concurrent
         self._poll = poll_seconds
         self._in_flight: set[str] = set()
+        self._stopping = False
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -73,6 +74,8 @@ class HealthChecker:
         self._runner = self._loop.create_task(self._dispatch_forever(), name="health-dispatch")
 
     async def stop(self) -> None:
+        # Results still in flight are dropped: a check cut short by shutdown says nothing about the task.
+        self._stopping = True
         if self._runner:
             self._runner.cancel()
             try:
@@ -135,7 +138,8 @@ class HealthChecker:
 
     def _deliver(self, task_id: str, result: CheckResult) -> None:
         self._in_flight.discard(task_id)
-        self._scheduler.on_health_result(task_id, result)
+        if not self._stopping:
+            self._scheduler.on_health_result(task_id, result)
 
     # ---- checker thread side
 

@@ -35,6 +35,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer.request_queue_size = 1024  # many health checks may connect at once
-ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT0"])), Handler).serve_forever()
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # many health checks may connect at once
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a checker that gave up and hung up is not worth a traceback
+Server(("0.0.0.0", int(os.environ["PORT0"])), Handler).serve_forever()
