@@ -1,7 +1,9 @@
-"""Health-check load: 2,000 tasks checked every 5 s (benchmark-only simulated agents; every check hits one
-real, deliberately cheap HTTP server through `portNumber`, bench/tiny_http.py), while the scheduler's event-loop lag is sampled. Target: loop
-p99 <= 100 ms. Baseline: the same backend idle, before the fleet exists, measured in the same run.
-Usage: python -m bench.healthcheck_load [--tasks 2000] [--seconds 20]
+"""Health-check load: 2,000 tasks checked every 5 s, while the scheduler's event-loop lag is sampled.
+
+Benchmark-only simulated agents; every check hits one real, deliberately cheap HTTP server
+(bench/tiny_http.py) through `portNumber`. Target: loop p99 <= 100 ms. Baseline: the same backend
+idle, before the fleet exists, measured in the same run.
+Usage: python -m bench.healthcheck_load [--tasks 2000] [--seconds 25]
 """
 
 from __future__ import annotations
