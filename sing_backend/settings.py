@@ -72,6 +72,9 @@ class Settings(BaseModel):
     cooldown_failure_threshold: int = Field(5, ge=1)
     cooldown_window_seconds: float = Field(60.0, gt=0)
     cooldown_delay_seconds: float = Field(120.0, ge=0)
+    # A scheduled run whose fire time passed while the backend was down runs late within this grace,
+    # and is skipped (with a history entry) beyond it.
+    scheduled_missed_grace_seconds: float = Field(60.0, ge=0)
     # A bounce without durationMillis gives up (CANCEL_BOUNCE) after this long.
     bounce_expiry_seconds: float = Field(3600.0, gt=0)
     max_concurrent_health_checks: int = Field(200, ge=1)

@@ -41,6 +41,10 @@ def request_parent(s: Scheduler, entry: RequestEntry, *, full: bool = True) -> d
     if entry.pending_deploy:
         deploy_state["pendingDeploy"] = entry.pending_deploy
     out["requestDeployState"] = deploy_state
+    if entry.request.type.value == "SCHEDULED":
+        next_run = s.next_run_at(entry)
+        if next_run is not None:
+            out["nextRunAt"] = next_run  # Sing: when the next scheduled run is due (epoch ms)
     for kind, record in entry.expiring.items():
         out[f"expiring{kind[0].upper()}{kind[1:]}"] = {k: v for k, v in record.items() if k != "revertTo"}
     if not full:

@@ -46,6 +46,7 @@ from .planning import (
     replaceable_now,
 )
 from .request_actions import GRACEFUL, REPLACED_FIRST, RequestActions
+from .scheduled_flow import ScheduledFlow
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ClusterGateway(Protocol):
     def kill(self, task_id: str, grace_seconds: float | None) -> None: ...
     def reconcile(self, task_ids: list[str]) -> None: ...
 
-class Scheduler(RequestActions, DeployFlow, HealthFlow, Machines):
+class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, Machines):
     def __init__(self, settings: Settings, store: StateStore, history: Any, sink: HistorySink,
                  clock: Callable[[], int] = now_ms) -> None:
         self.settings = settings
@@ -93,6 +94,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, Machines):
         self.started_at = clock()
 
         self._dirty: set[str] = set()
+        self._schedules = {}
+        # When each request's last one-off or scheduled run ended (for the next fire time and its wait).
+        self._last_finished: dict[str, int] = {}
         self._kick_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -148,6 +152,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, Machines):
                                    if t.cleanup and t.kill_sent_at is None)
                 self._progress_machines()
                 self._check_cooldowns()
+                self._enforce_run_limits()
                 self._expire_actions()
                 self._expire_offers()
                 self.run_round()
@@ -310,6 +315,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, Machines):
                 for t in self.request_tasks(request_id)]
 
     def _reconcile_request(self, entry: RequestEntry) -> None:
+        if entry.request.type == RequestType.SCHEDULED:
+            self._plan_scheduled(entry)
         live = self._live_view(entry.id)
         if entry.pending_deploy:
             self._evaluate_deploy(entry, live)
@@ -360,6 +367,10 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, Machines):
         if wake is not None and wake > self.clock():
             self._wake_at(entry.id, wake)
 
+    def _is_scheduled(self, request_id: str) -> bool:
+        entry = self.requests.get(request_id)
+        return entry is not None and entry.request.type == RequestType.SCHEDULED
+
     def _need_for(self, p: PendingTaskEntry) -> Need | None:
         entry = self.requests.get(p.pid.requestId)
         dep = self.deploys.get((p.pid.requestId, p.pid.deployId))
@@ -381,7 +392,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, Machines):
 
     def _launch_pending(self) -> None:
         now = self.clock()
-        due = [p for p in self.pending.values() if p.pid.nextRunAt <= now]
+        # A SCHEDULED request runs one task at a time: its next run waits while one is going.
+        due = [p for p in self.pending.values() if p.pid.nextRunAt <= now
+               and not (self.tasks_by_request.get(p.pid.requestId) and self._is_scheduled(p.pid.requestId))]
         if not due:
             return
         needs = []
@@ -645,6 +658,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, Machines):
         elif state == "TASK_FAILED" and not killed_by_us and entry.request.type.long_running:
             # Crash-loop detection counts real failures only: not kills, not lost agents.
             self._record_failure(entry)
+        if not entry.request.type.long_running:
+            self._run_finished(entry, task, state)
         if entry.request.type == RequestType.RUN_ONCE and state == "TASK_FINISHED" \
                 and not self.tasks_by_request.get(request_id) and not self.pending_by_request.get(request_id):
             entry.state = RequestState.FINISHED

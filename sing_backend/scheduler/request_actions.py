@@ -238,7 +238,9 @@ class RequestActions(_Base):
             self._check_resources(body.resources.cpus, body.resources.memoryMb, body.resources.diskMb,
                                   body.resources.numPorts, "resources")
         live = len(self.tasks_by_request.get(request_id, ())) + len(self.pending_by_request.get(request_id, ()))
-        if kind == RequestType.SCHEDULED and live:
+        if kind == RequestType.SCHEDULED and (self.tasks_by_request.get(request_id) or any(
+                p.pid.pendingType in (PendingType.ONEOFF.value, PendingType.RETRY.value)
+                for p in self.request_pending(request_id))):
             raise conflict(f"Request {request_id} already has a run in progress")
         if kind == RequestType.ON_DEMAND and entry.request.instances is not None and live >= entry.request.instances:
             raise ApiError(429, f"Request {request_id} already has {live} of at most {entry.request.instances} "

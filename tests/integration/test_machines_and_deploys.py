@@ -79,6 +79,8 @@ def test_failing_deploy_fails_and_old_tasks_keep_running(backend: Backend):
                       and d["deployResult"], what="deploy v3 result")
     assert result["deployState"] == "FAILED"
     assert result["deployFailures"][0]["reason"] == "TASK_FAILED_ON_STARTUP"
-    assert {t["taskId"]["id"] for t in backend.active_tasks("spread")} == before
+    # The failed deploy's tasks are killed; the old ones were never touched.
+    wait_for(lambda: {t["taskId"]["id"] for t in backend.active_tasks("spread", state=None)} == before,
+             what="only the old tasks left")
     deploys = backend.get("/api/history/request/spread/deploys")
     assert {d["deployMarker"]["deployId"] for d in deploys} >= {"v1", "v2", "v3"}
