@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 
 from .cluster import EmbeddedCluster, default_agents
 from .history import HistoryStore
+from .loadbalancer import BaragonClient, NginxConfigurator, create_baragon_app
+from .local_backend import free_port
 from .loop_lag import LoopLagMonitor
 from .scheduler.core import Scheduler
 from .scheduler.entities import TaskEntry
 from .scheduler.framework import DriverGateway
 from .scheduler.healthchecker import HealthChecker
 from .scheduler.history_sink import HistorySink
+from .scheduler.lb_driver import LbDriver
 from .scheduler.views_cache import ListCache
 from .settings import Settings
 from .state.sqlite import SqliteStateStore
@@ -34,10 +38,14 @@ class Runtime:
         self.cluster: EmbeddedCluster | None = None
         self.gateway: DriverGateway | None = None
         self.health: HealthChecker | None = None
+        self.nginx: NginxConfigurator | None = None
+        self._baragon_server: uvicorn.Server | None = None
+        self._baragon_task: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()
         self.scheduler: Scheduler
         self.list_cache: ListCache
         self.http = httpx.AsyncClient(timeout=10.0)
+        self.scheduler_started = False
 
     async def start(self) -> None:
         s = self.settings
@@ -50,6 +58,7 @@ class Runtime:
         self.sink.start()
         self.scheduler = Scheduler(s, self.store, self.history, self.sink)
         self.scheduler.load()
+        self.scheduler_started = True
         self.list_cache = ListCache(self.scheduler)
         a = s.agents
         specs = default_agents(a.count, a.racks)
@@ -67,10 +76,32 @@ class Runtime:
         self.scheduler.gateway = self.gateway
         self.scheduler.start()
         self.loop_lag.start()
+        await self._start_load_balancer()
         self.health = HealthChecker(self.scheduler, self._result_file, s.max_concurrent_health_checks)
         self.health.start()
         self.gateway.start()
         log.info("local cluster master at %s with %d agents", self.cluster.master_address, len(specs))
+
+    async def _start_load_balancer(self) -> None:
+        mode = self.settings.load_balancer
+        if mode == "none":
+            return
+        base_url = mode
+        if mode == "nginx":
+            # The built-in adapter: Baragon's request API in front of a private nginx.
+            self.nginx = NginxConfigurator(self.settings.nginx_port, prefix=self.settings.data_dir / "nginx")
+            await self.nginx.start()
+            port = free_port()
+            config = uvicorn.Config(create_baragon_app(self.nginx), host="127.0.0.1", port=port, log_level="warning",
+                                    access_log=False, lifespan="off")
+            self._baragon_server = uvicorn.Server(config)
+            self._baragon_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            self._baragon_task = asyncio.get_running_loop().create_task(self._baragon_server.serve())
+            while not self._baragon_server.started:
+                await asyncio.sleep(0.01)
+            base_url = f"http://127.0.0.1:{port}/baragon/v2"
+            log.info("load balancer: nginx on port %d", self.settings.nginx_port)
+        self.scheduler.lb = LbDriver(BaragonClient(base_url), self.scheduler.on_lb_result)
 
     def _sandbox_dir(self, task_id: str) -> str | None:
         if self.cluster is None:
@@ -113,8 +144,16 @@ class Runtime:
         await self.loop_lag.stop()
         if self.health is not None:
             await self.health.stop()
-        if hasattr(self, "scheduler"):
+        if self.scheduler_started:
             await self.scheduler.stop()
+        if self.scheduler_started and self.scheduler.lb is not None:
+            await self.scheduler.lb.stop()
+        if self._baragon_server is not None:
+            self._baragon_server.should_exit = True
+            if self._baragon_task is not None:
+                await self._baragon_task
+        if self.nginx is not None:
+            await self.nginx.stop()
         if self.gateway is not None:
             await asyncio.to_thread(self.gateway.stop)
         if self.cluster is not None:

@@ -81,6 +81,11 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     max_sandbox_read_bytes: int = Field(1024 * 1024, ge=1024)
     common_hostname_suffix_to_omit: str = ""
+    # Load balancer for `loadBalanced` requests: "none", "nginx" (the built-in Baragon-compatible adapter
+    # driving a private nginx listening on `nginx_port`), or the base URL of a Baragon service
+    # (e.g. "http://baragon:8080/baragon/v2").
+    load_balancer: str = Field("none", pattern=r"^(none|nginx|https?://.+)$")
+    nginx_port: int = Field(7080, ge=0, le=65535)
     # Benchmark-only: agents report tasks RUNNING without starting processes. Never for the demo.
     simulated_agents: bool = False
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")

@@ -88,6 +88,12 @@ class SingularityDeploy(WireModel):
     serviceBasePath: str | None = None
     loadBalancerGroups: list[str] | None = None
     loadBalancerPortIndex: int | None = Field(None, ge=0)
+    loadBalancerServiceIdOverride: str | None = Field(None, min_length=1, max_length=100, pattern=REQUEST_ID_PATTERN)
+    loadBalancerOptions: dict[str, Any] | None = None
+    loadBalancerDomains: list[str] | None = None
+    loadBalancerAdditionalRoutes: list[str] | None = None
+    loadBalancerTemplate: str | None = None
+    loadBalancerUpstreamGroup: str | None = None
     deployInstanceCountPerStep: int | None = Field(None, ge=1)
     deployStepWaitTimeMs: int | None = Field(None, ge=0)
     autoAdvanceDeploySteps: bool | None = None

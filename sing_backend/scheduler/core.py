@@ -34,6 +34,8 @@ from .entities import DeployEntry, PendingDeployEntry, PendingTaskEntry, Request
 from .health import Health, HealthState, first_check_at
 from .health_flow import HealthFlow
 from .history_sink import HistorySink
+from .lb_driver import LbDriver
+from .lb_flow import LoadBalancerFlow
 from .machines import Machines
 from .placement import Need, Occupant, OfferView, place
 from .planning import (
@@ -41,6 +43,7 @@ from .planning import (
     Pending,
     RequestView,
     healthy_count,
+    is_healthy,
     next_healthy_at,
     plan_long_running,
     replaceable_now,
@@ -62,7 +65,7 @@ class ClusterGateway(Protocol):
     def kill(self, task_id: str, grace_seconds: float | None) -> None: ...
     def reconcile(self, task_ids: list[str]) -> None: ...
 
-class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, Machines):
+class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalancerFlow, Machines):
     def __init__(self, settings: Settings, store: StateStore, history: Any, sink: HistorySink,
                  clock: Callable[[], int] = now_ms) -> None:
         self.settings = settings
@@ -71,6 +74,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, Machines)
         self.sink = sink
         self.clock = clock
         self.gateway: ClusterGateway | None = None
+        self.lb: LbDriver | None = None
         self.sandbox_locator: Callable[[str], str | None] | None = None
 
         self.requests: dict[str, RequestEntry] = {}
@@ -273,6 +277,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, Machines)
 
     def _send_kill(self, task: TaskEntry, destroy: bool = False) -> None:
         task.kill_sent_at = self.clock()
+        # A load-balanced task leaves the load balancer first; its kill goes out when that succeeded.
+        if self._lb_remove(task) and not destroy:
+            return
         if self.gateway is not None:
             self.gateway.kill(task.id, 0.0 if destroy else None)
 
@@ -309,14 +316,20 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, Machines)
                         self._reconcile_request(entry)
         self._launch_pending()
 
-    def _live_view(self, request_id: str) -> list[LiveTask]:
+    def _live_view(self, request_id: str, *, ignore_lb: bool = False) -> list[LiveTask]:
+        """The request's tasks for the planning rules. A load-balanced task is healthy only once the
+        load balancer has it (unless `ignore_lb`: then health alone)."""
+        lb = self._is_lb(request_id) and not ignore_lb
         return [LiveTask(t.id, t.tid.deployId, t.tid.instanceNo, t.cleanup is not None, t.running_since,
-                         None if t.health is None else t.health.status == Health.HEALTHY)
+                         (t.lb_state == "ADDED") if lb else
+                         (None if t.health is None else t.health.status == Health.HEALTHY))
                 for t in self.request_tasks(request_id)]
 
     def _reconcile_request(self, entry: RequestEntry) -> None:
         if entry.request.type == RequestType.SCHEDULED:
             self._plan_scheduled(entry)
+        if self._is_lb(entry.id):
+            self._register_healthy_with_lb(entry)
         live = self._live_view(entry.id)
         if entry.pending_deploy:
             self._evaluate_deploy(entry, live)
@@ -366,6 +379,18 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, Machines)
         wake = next_healthy_at(live, deploy_id, after_ms)
         if wake is not None and wake > self.clock():
             self._wake_at(entry.id, wake)
+
+    def _register_healthy_with_lb(self, entry: RequestEntry) -> None:
+        now = self.clock()
+        ready = []
+        for task, view in zip(self.request_tasks(entry.id), self._live_view(entry.id, ignore_lb=True), strict=True):
+            dep = self.deploys.get((entry.id, task.tid.deployId))
+            after_ms = (dep.deploy.consider_healthy_after_s if dep else 5) * 1000
+            if is_healthy(view, now, after_ms):
+                ready.append(task)
+            elif view.running_since is not None and view.healthy is None:
+                self._wake_at(entry.id, view.running_since + after_ms)
+        self._lb_register_ready(entry, ready)
 
     def _is_scheduled(self, request_id: str) -> bool:
         entry = self.requests.get(request_id)
@@ -636,6 +661,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, Machines)
 
     def _task_done(self, task: TaskEntry, state: str) -> None:
         request_id = task.tid.requestId
+        self._lb_remove(task)  # a task that died while registered must not stay an upstream
         with self.store.batch():
             self.tasks.pop(task.id, None)
             self.tasks_by_request[request_id].discard(task.id)

@@ -65,6 +65,7 @@ class DeployFlow(_Base):
             if body.updatedRequest.requestType != entry.request.requestType:
                 raise bad_request("updatedRequest.requestType: the request type cannot change")
             self._check_limits(body.updatedRequest)
+        self.check_load_balanced(body.updatedRequest or entry.request, deploy)
         if deploy.runImmediately is not None and entry.request.type not in (RequestType.ON_DEMAND,
                                                                             RequestType.RUN_ONCE):
             raise bad_request("deploy.runImmediately: only for ON_DEMAND and RUN_ONCE requests")

@@ -175,6 +175,8 @@ class TaskEntry:
     cleanup: dict[str, Any] | None = None  # SingularityTaskCleanup while it is being cleaned up
     kill_sent_at: int | None = None
     directory: str | None = None
+    # Load balancer: None (not registered), ADDING, ADDED, REMOVING, REMOVED, FAILED.
+    lb_state: str | None = None
     # Health-check progress; rebuilt after a restart (not persisted).
     health: HealthState | None = None
 
@@ -193,6 +195,8 @@ class TaskEntry:
             doc["killSentAt"] = self.kill_sent_at
         if self.directory:
             doc["directory"] = self.directory
+        if self.lb_state:
+            doc["lbState"] = self.lb_state
         return doc
 
     @classmethod
@@ -201,4 +205,4 @@ class TaskEntry:
         tid = TaskId(t["requestId"], t["deployId"], t["startedAt"], t["instanceNo"], t["host"], t["sanitizedHost"],
                      t["rackId"], t["sanitizedRackId"])
         return cls(tid, doc["task"], doc["agentId"], doc["state"], doc.get("runningSince"), doc.get("updates", []),
-                   doc.get("cleanup"), doc.get("killSentAt"), doc.get("directory"))
+                   doc.get("cleanup"), doc.get("killSentAt"), doc.get("directory"), doc.get("lbState"))

@@ -51,6 +51,7 @@ class RequestActions(_Base):
     def save_request(self, request: SingularityRequest, user: str | None = None,
                      message: str | None = None) -> RequestEntry:
         self._check_limits(request)
+        self.check_load_balanced(request)
         existing = self.requests.get(request.id)
         now = self.clock()
         if existing is not None:
@@ -101,6 +102,7 @@ class RequestActions(_Base):
     def _maybe_finish_delete(self, entry: RequestEntry) -> None:
         if entry.state != RequestState.DELETING or self.tasks_by_request.get(entry.id):
             return
+        self._lb_delete_service(entry)
         with self.store.batch():
             entry.state = RequestState.DELETED
             self.requests.pop(entry.id, None)

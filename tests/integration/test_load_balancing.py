@@ -1,0 +1,119 @@
+"""Load-balanced services through the built-in adapter and a real nginx: traffic is balanced, and a deploy
+(good or failing) switches or keeps traffic without a single failed request."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sing_backend.local_backend import Backend, free_port, wait_for
+
+APP = f"{sys.executable} {Path(__file__).parent.parent / 'apps' / 'webapp.py'}"
+RES = {"cpus": 0.05, "memoryMb": 32, "numPorts": 1}
+HC = {"uri": "/health", "startupIntervalSeconds": 1, "intervalSeconds": 1, "responseTimeoutSeconds": 1,
+      "startupTimeoutSeconds": 10}
+
+
+@pytest.fixture(scope="module")
+def lb_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Backend, str]]:
+    nginx_port = free_port()
+    b = Backend(tmp_path_factory.mktemp("sing"), env={"SING_LOAD_BALANCER": "nginx",
+                                                      "SING_NGINX_PORT": str(nginx_port)}).start()
+    try:
+        yield b, f"http://127.0.0.1:{nginx_port}"
+    finally:
+        b.close()
+
+
+class Traffic:
+    """A client loop through nginx counting answers by task and failures, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.get(self.url)
+                    if r.status_code == 200:
+                        self.seen[r.text] += 1
+                    else:
+                        self.failures.append(f"{r.status_code}: {r.text[:80]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(0.005)
+
+
+def _result(backend: Backend, deploy_id: str) -> dict:
+    return wait_for(lambda: (d := backend.get(f"/api/history/request/lbweb/deploy/{deploy_id}")).get("deployResult")
+                    and d["deployResult"], timeout=40, what=f"{deploy_id} result")
+
+
+def test_traffic_is_balanced_across_instances(lb_backend: tuple[Backend, str]):
+    backend, nginx = lb_backend
+    backend.create({"id": "lbweb", "requestType": "SERVICE", "instances": 2, "loadBalanced": True},
+                   {"id": "v1", "command": f"{APP} ok", "resources": RES, "healthcheck": HC,
+                    "serviceBasePath": "/lbweb"})
+    assert _result(backend, "v1")["deployState"] == "SUCCEEDED"
+    seen = Counter(httpx.get(f"{nginx}/lbweb/", timeout=5).text for _ in range(20))
+    assert set(seen) == {t["taskId"]["id"] for t in backend.active_tasks("lbweb")}
+
+
+def test_deploy_switches_traffic_without_a_failed_request(lb_backend: tuple[Backend, str]):
+    backend, nginx = lb_backend
+    with Traffic(f"{nginx}/lbweb/") as traffic:
+        backend.post("/api/deploys", {"deploy": {"requestId": "lbweb", "id": "v2", "command": f"{APP} ok",
+                                                 "resources": RES, "healthcheck": HC, "serviceBasePath": "/lbweb"}})
+        assert _result(backend, "v2")["deployState"] == "SUCCEEDED"
+        wait_for(lambda: {t["taskId"]["deployId"] for t in backend.active_tasks("lbweb", state=None)} == {"v2"},
+                 what="old tasks gone")
+        time.sleep(0.5)
+    assert traffic.failures == []
+    assert any("-v1-" in k for k in traffic.seen) and any("-v2-" in k for k in traffic.seen)
+
+
+def test_failing_deploy_keeps_old_tasks_serving(lb_backend: tuple[Backend, str]):
+    backend, nginx = lb_backend
+    serving = {t["taskId"]["id"] for t in backend.active_tasks("lbweb")}
+    with Traffic(f"{nginx}/lbweb/") as traffic:
+        backend.post("/api/deploys", {"deploy": {"requestId": "lbweb", "id": "v3", "command": f"{APP} 500",
+                                                 "resources": RES, "healthcheck": {**HC, "maxRetries": 1},
+                                                 "serviceBasePath": "/lbweb"}})
+        assert _result(backend, "v3")["deployState"] == "FAILED"
+    assert traffic.failures == []
+    assert set(traffic.seen) == serving
+
+
+def test_load_balanced_needs_a_base_path_and_a_port(lb_backend: tuple[Backend, str]):
+    backend, _ = lb_backend
+    r = backend.client.post("/api/deploys", json={"deploy": {"requestId": "lbweb", "id": "v9", "command": "true",
+                                                             "resources": RES}})
+    assert r.status_code == 400 and "serviceBasePath" in r.json()["message"]
+    r = backend.client.post("/api/deploys", json={"deploy": {"requestId": "lbweb", "id": "v9", "command": "true",
+                                                             "serviceBasePath": "/x", "resources": {"numPorts": 0}}})
+    assert r.status_code == 400 and "loadBalancerPortIndex" in r.json()["message"]
+
+
+def test_load_balanced_refused_without_a_load_balancer(backend: Backend):
+    r = backend.client.post("/api/requests", json={"id": "nolb", "requestType": "SERVICE", "loadBalanced": True})
+    assert r.status_code == 400 and "load balancer" in r.json()["message"]
