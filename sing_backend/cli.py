@@ -18,7 +18,20 @@ from .settings import Settings, SettingsError, load_settings
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {"port": args.port, "data_dir": args.data_dir, "host": args.host}
+    for name in ("mode", "mesos_master", "zk_hosts", "db_url", "zk_root", "zk_session_timeout", "advertise_url"):
+        overrides[name] = getattr(args, name, None)
     return load_settings(args.config, overrides)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from .cluster_process import run_cluster
+
+    settings = _settings(args)
+    agents = settings.agents.model_copy(update={"count": args.agents} if args.agents else {})
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_cluster(args.port if args.port is not None else 5050, settings.data_dir, agents, settings.kill_grace_seconds,
+                args.heartbeat_seconds)
+    return 0
 
 
 def _serve(settings: Settings, on_ready: callable | None = None) -> None:  # type: ignore[valid-type]
@@ -80,9 +93,28 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--data-dir", type=Path, default=None, help="where state, history and sandboxes live "
                                                                    "(default ~/.local/share/sing)")
         p.add_argument("--config", type=Path, default=None, help="TOML settings file")
+        if name == "backend":
+            p.add_argument("--mode", choices=["local", "mesos"], default=None,
+                           help="local (embedded cluster, SQLite; default) or mesos (Mesos, ZooKeeper, MySQL)")
+            p.add_argument("--master", dest="mesos_master", default=None,
+                           help="Mesos master: zk://h1:2181,h2:2181/mesos, host:port, or a comma list of them")
+            p.add_argument("--zk", dest="zk_hosts", default=None, help="ZooKeeper hosts, h1:2181,h2:2181")
+            p.add_argument("--zk-root", dest="zk_root", default=None, help="ZooKeeper root path (default /sing)")
+            p.add_argument("--zk-session-timeout", dest="zk_session_timeout", type=float, default=None,
+                           help="seconds; a standby takes over this long after the leader dies (default 5)")
+            p.add_argument("--db", dest="db_url", default=None, help="history database URL, mysql://user@host/db")
+            p.add_argument("--advertise-url", dest="advertise_url", default=None,
+                           help="this backend's API URL as the others reach it (default http://host:port)")
+    cluster = sub.add_parser("cluster", help="the local cluster as its own process (a Mesos v1 master and agents)")
+    cluster.add_argument("--port", type=int, default=None, help="master port (default 5050)")
+    cluster.add_argument("--agents", type=int, default=None, help="number of agents (default 3)")
+    cluster.add_argument("--data-dir", type=Path, default=None, help="where sandboxes live")
+    cluster.add_argument("--config", type=Path, default=None, help="TOML settings file ([agents] section)")
+    cluster.add_argument("--heartbeat-seconds", type=float, default=15.0, help="master heartbeat interval")
+    cluster.set_defaults(host=None)
     args = parser.parse_args(argv)
     try:
-        return {"backend": cmd_backend, "demo": cmd_demo}[args.command](args)
+        return {"backend": cmd_backend, "demo": cmd_demo, "cluster": cmd_cluster}[args.command](args)
     except SettingsError as exc:
         print(f"sing: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import uvicorn
 
 from .cluster import EmbeddedCluster, default_agents
 from .history import HistoryStore
+from .leader import LeaderElection
 from .loadbalancer import BaragonClient, NginxConfigurator, create_baragon_app
 from .local_backend import free_port
 from .loop_lag import LoopLagMonitor
@@ -24,63 +26,186 @@ from .scheduler.history_sink import HistorySink
 from .scheduler.lb_driver import LbDriver
 from .scheduler.views_cache import ListCache
 from .settings import Settings
-from .state.sqlite import SqliteStateStore
+from .startup import open_history, open_state_store, resolve_mesos_master
+from .state.store import StateStore
+from .state.zookeeper import ZkStateStore
 
 log = logging.getLogger(__name__)
 
 
 class Runtime:
+    """One backend process. In local mode it leads at once over its embedded cluster; in mesos mode it
+    joins the leader election and schedules only while elected (standbys forward API calls)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store: SqliteStateStore | None = None
+        self.store: StateStore | None = None
         self.history: HistoryStore | None = None
         self.sink = HistorySink()
         self.cluster: EmbeddedCluster | None = None
         self.gateway: DriverGateway | None = None
         self.health: HealthChecker | None = None
         self.nginx: NginxConfigurator | None = None
+        self.election: LeaderElection | None = None
         self._baragon_server: uvicorn.Server | None = None
         self._baragon_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transition = asyncio.Lock()
+        self._watchdog: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()
         self.scheduler: Scheduler
-        self.list_cache: ListCache
+        self.list_cache = ListCache(self)
         self.http = httpx.AsyncClient(timeout=10.0)
         self.scheduler_started = False
+        self.leading = False
+        self.master_address = ""
+
+    @property
+    def version(self) -> int:
+        # List caches follow the scheduler that is current (a new one after each leadership change).
+        return (self._generation << 40) | self.scheduler.version if self.scheduler_started else -1
+
+    _generation = 0
+
+    @property
+    def advertise_url(self) -> str:
+        return self.settings.advertise_url or f"http://{self.settings.host}:{self.settings.port}"
 
     async def start(self) -> None:
         s = self.settings
+        self._loop = asyncio.get_running_loop()
         # Helper threads (health checks, the Mesos driver, the cluster) take the GIL in turns with the
         # event loop; a short switch interval keeps the loop from waiting 5 ms at every hand-back.
         sys.setswitchinterval(0.0005)
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteStateStore(s.state_path)
-        self.history = await HistoryStore.open(s.history_url)
+        self.store = await asyncio.to_thread(open_state_store, s)
+        self.history = await open_history(s)
         self.sink.start()
-        self.scheduler = Scheduler(s, self.store, self.history, self.sink)
-        self.scheduler.load()
+        self.scheduler = self._new_scheduler()
         self.scheduler_started = True
-        self.list_cache = ListCache(self.scheduler)
+        self.loop_lag.start()
+        if s.mode == "local":
+            await self._start_embedded_cluster()
+            await self._lead()
+        else:
+            self.master_address = await asyncio.to_thread(resolve_mesos_master, s.mesos_master or "")
+            assert isinstance(self.store, ZkStateStore)
+            self.election = LeaderElection(self.store.client, f"{s.zk_root.rstrip('/')}/leader", self.advertise_url,
+                                           self._elected_from_thread, self._demoted_from_thread)
+            self.election.start()
+
+    def _new_scheduler(self) -> Scheduler:
+        assert self.store is not None
+        scheduler = Scheduler(self.settings, self.store, self.history, self.sink)
+        scheduler.load()
+        scheduler.sandbox_locator = self._sandbox_dir
+        self._generation += 1
+        return scheduler
+
+    async def _start_embedded_cluster(self) -> None:
+        s = self.settings
         a = s.agents
-        specs = default_agents(a.count, a.racks)
-        specs = [spec.__class__(agent_id=spec.agent_id, hostname=spec.hostname, rack_id=spec.rack_id, cpus=a.cpus,
-                                mem_mb=a.mem_mb, disk_mb=a.disk_mb,
-                                ports=(a.first_port + i * a.ports_per_agent,
-                                       a.first_port + (i + 1) * a.ports_per_agent - 1))
-                 for i, spec in enumerate(specs)]
+        specs = [replace(spec, cpus=a.cpus, mem_mb=a.mem_mb, disk_mb=a.disk_mb,
+                         ports=(a.first_port + i * a.ports_per_agent, a.first_port + (i + 1) * a.ports_per_agent - 1))
+                 for i, spec in enumerate(default_agents(a.count, a.racks))]
         self.cluster = EmbeddedCluster(s.cluster_dir, specs, simulated=s.simulated_agents,
                                        kill_grace_seconds=s.kill_grace_seconds)
         await asyncio.to_thread(self.cluster.start)
-        self.scheduler.sandbox_locator = self._sandbox_dir
-        loop = asyncio.get_running_loop()
-        self.gateway = DriverGateway(self.scheduler, self.cluster.master_address, loop)
-        self.scheduler.gateway = self.gateway
-        self.scheduler.start()
-        self.loop_lag.start()
-        await self._start_load_balancer()
-        self.health = HealthChecker(self.scheduler, self._result_file, s.max_concurrent_health_checks)
-        self.health.start()
-        self.gateway.start()
-        log.info("local cluster master at %s with %d agents", self.cluster.master_address, len(specs))
+        self.master_address = self.cluster.master_address
+        log.info("local cluster master at %s with %d agents", self.master_address, len(specs))
+
+    # ---- leadership
+
+    def _elected_from_thread(self) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._lead(), self._loop)
+
+    def _demoted_from_thread(self) -> None:
+        # Stop talking to the cluster at once, from the election thread, before anything else happens.
+        gateway = self.gateway
+        if gateway is not None:
+            gateway.enabled = False
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._step_down(), self._loop)
+
+    async def _lead(self) -> None:
+        async with self._transition:
+            if self.leading:
+                return
+            if self.settings.mode != "local":
+                # A new leader starts from what the previous one persisted.
+                self.scheduler = await asyncio.to_thread(self._new_scheduler)
+            st = self.settings
+            self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
+                                         framework_name=st.framework_name, role=st.framework_role,
+                                         principal=st.framework_principal, secret=st.framework_secret,
+                                         failover_timeout=st.framework_failover_timeout_seconds)
+            self.scheduler.gateway = self.gateway
+            self.scheduler.start()
+            await self._start_load_balancer()
+            self.health = HealthChecker(self.scheduler, self._result_file, self.settings.max_concurrent_health_checks)
+            self.health.start()
+            self.gateway.start()
+            self._watchdog = self._loop.create_task(self._watch_master())
+            self.leading = True
+            log.info("scheduling as leader (%s)", self.advertise_url)
+
+    async def _step_down(self) -> None:
+        async with self._transition:
+            if not self.leading:
+                return
+            self.leading = False
+            log.warning("no longer the leader: scheduling stopped")
+            await self._stop_scheduling()
+            self.scheduler = await asyncio.to_thread(self._new_scheduler)
+
+    async def _watch_master(self) -> None:
+        """pymesos never notices a master that went silent (half-open connection): re-subscribe then."""
+        timeout = self.settings.mesos_heartbeat_timeout_seconds
+        while True:
+            await asyncio.sleep(min(5.0, timeout / 3))
+            gateway = self.gateway
+            if gateway is None or gateway.silent_for() < timeout:
+                continue
+            log.warning("no word from the Mesos master for %.0f s: re-subscribing", gateway.silent_for())
+            self.scheduler.on_disconnected()
+            await asyncio.to_thread(gateway.stop)
+            self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
+                                         framework_name=self.settings.framework_name,
+                                         role=self.settings.framework_role,
+                                         principal=self.settings.framework_principal,
+                                         secret=self.settings.framework_secret,
+                                         failover_timeout=self.settings.framework_failover_timeout_seconds)
+            self.scheduler.gateway = self.gateway
+            self.gateway.start()
+
+    async def _stop_scheduling(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self.health is not None:
+            await self.health.stop()
+            self.health = None
+        await self.scheduler.stop()
+        if self.scheduler.lb is not None:
+            await self.scheduler.lb.stop()
+            self.scheduler.lb = None
+        if self._baragon_server is not None:
+            self._baragon_server.should_exit = True
+            if self._baragon_task is not None:
+                await self._baragon_task
+            self._baragon_server = None
+        if self.nginx is not None:
+            await self.nginx.stop()
+            self.nginx = None
+        if self.gateway is not None:
+            await asyncio.to_thread(self.gateway.stop)
+            self.gateway = None
+
+    def leader_url(self) -> str | None:
+        if self.leading:
+            return self.advertise_url
+        return self.election.leader() if self.election is not None else None
 
     async def _start_load_balancer(self) -> None:
         mode = self.settings.load_balancer
@@ -102,6 +227,7 @@ class Runtime:
             base_url = f"http://127.0.0.1:{port}/baragon/v2"
             log.info("load balancer: nginx on port %d", self.settings.nginx_port)
         self.scheduler.lb = LbDriver(BaragonClient(base_url), self.scheduler.on_lb_result)
+        self.scheduler.kick()
 
     def _sandbox_dir(self, task_id: str) -> str | None:
         if self.cluster is None:
@@ -141,21 +267,13 @@ class Runtime:
         return await self.history_call("task_history", task_id)
 
     async def stop(self) -> None:
+        if self.election is not None:
+            await asyncio.to_thread(self.election.stop)
         await self.loop_lag.stop()
-        if self.health is not None:
-            await self.health.stop()
-        if self.scheduler_started:
-            await self.scheduler.stop()
-        if self.scheduler_started and self.scheduler.lb is not None:
-            await self.scheduler.lb.stop()
-        if self._baragon_server is not None:
-            self._baragon_server.should_exit = True
-            if self._baragon_task is not None:
-                await self._baragon_task
-        if self.nginx is not None:
-            await self.nginx.stop()
-        if self.gateway is not None:
-            await asyncio.to_thread(self.gateway.stop)
+        async with self._transition:
+            if self.leading:
+                self.leading = False
+                await self._stop_scheduling()
         if self.cluster is not None:
             await asyncio.to_thread(self.cluster.stop)
         await self.sink.close()

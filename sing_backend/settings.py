@@ -51,7 +51,25 @@ class Settings(BaseModel):
     port: int = Field(7099, ge=0, le=65535)
     base_path: str = "/singularity"
     data_dir: Path = Field(default_factory=default_data_dir)
-    mode: str = Field("local", pattern="^(local)$")
+    # local: embedded cluster, SQLite state and history, leads at once.
+    # mesos: a Mesos master, ZooKeeper state and leader election, MySQL (or any SQLAlchemy URL) history.
+    mode: str = Field("local", pattern="^(local|mesos)$")
+    mesos_master: str | None = None  # "zk://h1:2181,h2:2181/mesos", "host:port", "h1:5050,h2:5050", "http://h:5050"
+    zk_hosts: str | None = None  # "h1:2181,h2:2181"
+    zk_root: str = Field("/sing", pattern=r"^/[A-Za-z0-9_./-]*$")
+    # Seconds without ZooKeeper before a session (and leadership) is lost; a standby takes over after it.
+    zk_session_timeout: float = Field(5.0, ge=1.0, le=600.0)
+    db_url: str | None = None  # history database, e.g. "mysql://user:pass@host:3306/sing"
+    # The URL other backends use to reach this one's API (standbys forward calls to the leader's).
+    advertise_url: str | None = None
+    framework_name: str = "Sing"
+    framework_role: str = "*"
+    framework_principal: str | None = None
+    framework_secret: str | None = None
+    # How long Mesos keeps the framework's tasks while no scheduler is connected (fail-over window).
+    framework_failover_timeout_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    # A master silent this long (no event, no heartbeat; Mesos sends one every 15 s) is re-subscribed to.
+    mesos_heartbeat_timeout_seconds: float = Field(75.0, gt=0)
     agents: LocalAgentSettings = Field(default_factory=LocalAgentSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
 
@@ -91,6 +109,14 @@ class Settings(BaseModel):
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
 
     @model_validator(mode="after")
+    def _mesos_needs(self) -> Settings:
+        if self.mode == "mesos":
+            for name in ("mesos_master", "zk_hosts", "db_url"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: required in mesos mode")
+        return self
+
+    @model_validator(mode="after")
     def _normalise(self) -> Settings:
         self.base_path = "/" + self.base_path.strip("/") if self.base_path.strip("/") else ""
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -102,7 +128,7 @@ class Settings(BaseModel):
 
     @property
     def history_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.data_dir / 'history.db'}"
+        return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'history.db'}"
 
     @property
     def cluster_dir(self) -> Path:
@@ -116,7 +142,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """SING_PORT=1 -> {"port": "1"}; SING_AGENTS__COUNT=5 -> {"agents": {"count": "5"}}."""
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(_ENV_PREFIX) or name == "SING_URL":
+        if not name.startswith(_ENV_PREFIX) or name in ("SING_URL", "SING_TUI_CONFIG"):
             continue
         path = name[len(_ENV_PREFIX):].lower().split("__")
         node = out

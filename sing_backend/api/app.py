@@ -14,6 +14,7 @@ from ..errors import ApiError
 from ..runtime import Runtime
 from ..settings import Settings
 from . import cluster, deploys, history, requests, sandbox, tasks
+from .forwarding import LeaderForwarder
 from .responses import error_response, json_response
 
 
@@ -112,6 +113,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def _unexpected(request: Request, exc: Exception) -> Response:
         return json_response({"code": 500, "message": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
+    app.middleware("http")(LeaderForwarder())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 

@@ -25,6 +25,15 @@ async def get_state(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
     out = state(rt.scheduler)
     # Sing: how late the scheduler's event loop runs (ms), a direct measure of its responsiveness.
     out["schedulerLoopLagMs"] = rt.loop_lag.summary()
+    # Sing: who schedules, and whether this backend reaches its state store.
+    leader = rt.leader_url()
+    if leader:
+        out["leader"] = leader
+    out["mode"] = rt.settings.mode
+    if rt.election is not None:
+        out["zookeeperConnected"] = rt.election.connected
+    out["hostStates"][0]["hostname"] = rt.advertise_url
+    out["hostStates"][0]["master"] = rt.leading
     return json_response(out)
 
 

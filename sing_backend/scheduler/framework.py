@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,8 +25,14 @@ class FrameworkCallbacks(Scheduler):  # type: ignore[misc]
     def __init__(self, scheduler: SingScheduler, loop: Any) -> None:
         self._scheduler = scheduler
         self._loop = loop
+        # pymesos never checks heartbeats: any event (a heartbeat included) proves the master is alive.
+        self.last_event_at = time.monotonic()
+
+    def processHeartBeat(self, driver: Any) -> None:  # noqa: N802 (pymesos API)
+        self.last_event_at = time.monotonic()
 
     def _post(self, fn: Any, *args: Any) -> None:
+        self.last_event_at = time.monotonic()
         try:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closing: the backend is shutting down
@@ -63,24 +70,38 @@ class FrameworkCallbacks(Scheduler):  # type: ignore[misc]
 class DriverGateway:
     """`ClusterGateway` over a pymesos driver; every call is queued on one thread."""
 
-    def __init__(self, scheduler: SingScheduler, master: str, loop: Any, framework_name: str = "Sing") -> None:
+    def __init__(self, scheduler: SingScheduler, master: str, loop: Any, framework_name: str = "Sing",
+                 role: str = "*", principal: str | None = None, secret: str | None = None,
+                 failover_timeout: float = 7 * 24 * 3600.0) -> None:
         framework: dict[str, Any] = {
             "user": getpass.getuser(),
             "name": framework_name,
             "hostname": socket.gethostname(),
-            # Keep tasks running while the scheduler is away (restart, fail-over): a week.
-            "failover_timeout": 7 * 24 * 3600.0,
+            # Keep tasks running while the scheduler is away (restart, fail-over).
+            "failover_timeout": failover_timeout,
             "checkpoint": True,
         }
+        if role != "*":
+            framework["roles"] = [role]
+            framework["capabilities"] = [{"type": "MULTI_ROLE"}]
+        if principal:
+            framework["principal"] = principal
+        # False once this backend is no longer the leader: nothing more may reach the cluster.
+        self.enabled = True
         if scheduler.framework_id:
             framework["id"] = {"value": scheduler.framework_id}
         self._callbacks = FrameworkCallbacks(scheduler, loop)
         self.driver = MesosSchedulerDriver(self._callbacks, framework, master, use_addict=False,
-                                           implicit_acknowledgements=True, failover=True)
+                                           implicit_acknowledgements=True, failover=True,
+                                           principal=principal, secret=secret)
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-calls")
 
     def start(self) -> None:
         self.driver.start()
+
+    def silent_for(self) -> float:
+        """Seconds since the master last sent anything (events or heartbeats)."""
+        return time.monotonic() - self._callbacks.last_event_at
 
     def stop(self) -> None:
         self._calls.shutdown(wait=True, cancel_futures=False)
@@ -89,7 +110,12 @@ class DriverGateway:
         self.driver.join()
 
     def _submit(self, fn: Any, *args: Any) -> None:
+        if not self.enabled:
+            return
+
         def call() -> None:
+            if not self.enabled:
+                return
             try:
                 fn(*args)
             except Exception:

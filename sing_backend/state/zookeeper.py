@@ -130,6 +130,11 @@ class ZkStateStore:
             raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
         self._call(lambda deadline: self._commit(pending, deadline))
 
+    @property
+    def client(self) -> KazooClient:
+        """The store's ZooKeeper client, shared with the leader election (one session for both)."""
+        return self._client
+
     def close(self) -> None:
         self._client.stop()
         self._client.close()

@@ -1,0 +1,97 @@
+"""Leader election through ZooKeeper (kazoo): exactly one backend schedules, the others stand by.
+
+Each backend takes part with its API URL as identifier, so standbys know where the leader is. The
+leader steps down the moment its ZooKeeper connection is suspended or its session lost (before another
+backend can be elected), so two schedulers never act at once; it rejoins the election once connected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException
+from kazoo.recipe.election import Election
+
+log = logging.getLogger(__name__)
+
+
+class LeaderElection:
+    def __init__(self, client: KazooClient, path: str, identifier: str, on_elected: Callable[[], None],
+                 on_demoted: Callable[[], None]) -> None:
+        self._client = client
+        self._path = path
+        self._identifier = identifier
+        self._on_elected = on_elected
+        self._on_demoted = on_demoted
+        self._election = Election(client, path, identifier)
+        self._leading = threading.Event()
+        self._released = threading.Event()
+        self._reconnected = threading.Event()
+        self._reconnected.set()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._client.add_listener(self._state_changed)
+
+    @property
+    def connected(self) -> bool:
+        return self._client.connected
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leading.is_set()
+
+    def leader(self) -> str | None:
+        """The identifier (API URL) of the current leader, if any."""
+        try:
+            contenders = self._election.contenders()
+        except KazooException:
+            return None
+        return contenders[0] if contenders else None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._campaign, name="leader-election", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._released.set()
+        try:
+            self._election.cancel()
+        except KazooException:
+            pass
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _campaign(self) -> None:
+        while not self._stopping:
+            try:
+                # Blocks until elected, then runs `_lead` while holding the election lock.
+                self._election.run(self._lead)
+            except KazooException as exc:
+                log.warning("leader election interrupted: %s", exc)
+            if not self._stopping:
+                self._reconnected.wait(1.0)
+
+    def _lead(self) -> None:
+        self._released.clear()
+        self._leading.set()
+        log.info("elected leader as %s", self._identifier)
+        try:
+            self._on_elected()
+            self._released.wait()  # until the connection is suspended or lost, or we stop
+        finally:
+            self._leading.clear()
+            self._on_demoted()
+
+    def _state_changed(self, state: str) -> None:
+        # Called on kazoo's connection thread: only signal, never block.
+        if state in (KazooState.SUSPENDED, KazooState.LOST):
+            if self._leading.is_set():
+                log.warning("ZooKeeper connection %s: stepping down", state.lower())
+            self._reconnected.clear()
+            self._released.set()
+        elif state == KazooState.CONNECTED:
+            self._reconnected.set()

@@ -1,0 +1,69 @@
+"""Opening what the settings point at, failing fast with one line that names the wrong setting."""
+
+from __future__ import annotations
+
+import re
+import socket
+from urllib.parse import urlparse
+
+from .history import HistoryStore
+from .settings import Settings, SettingsError
+from .state.sqlite import SqliteStateStore
+from .state.store import StateStore
+from .state.zookeeper import ZkStateStore
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.-]+(:\d{1,5})?$")
+
+
+def open_state_store(settings: Settings) -> StateStore:
+    if settings.mode == "local":
+        return SqliteStateStore(settings.state_path)
+    hosts = settings.zk_hosts or ""
+    if not all(_HOST_PORT.match(h.strip()) for h in hosts.split(",")):
+        raise SettingsError(f"zk_hosts: '{hosts}' is not a comma-separated list of host:port")
+    try:
+        return ZkStateStore(hosts, settings.zk_root, timeout=settings.zk_session_timeout)
+    except Exception as exc:  # kazoo raises several kinds; all mean the same to the operator
+        raise SettingsError(f"zk_hosts: cannot reach ZooKeeper at {hosts} within "
+                            f"{settings.zk_session_timeout:g} s ({type(exc).__name__}: {exc})") from exc
+
+
+async def open_history(settings: Settings) -> HistoryStore:
+    try:
+        return await HistoryStore.open(settings.history_url)
+    except Exception as exc:
+        where = "db_url" if settings.db_url else "data_dir"
+        safe = re.sub(r"//[^@/]*@", "//***@", settings.history_url)
+        raise SettingsError(f"{where}: cannot open the history database {safe} ({type(exc).__name__}: {exc})") from exc
+
+
+def resolve_mesos_master(text: str, probe_timeout: float = 3.0) -> str:
+    """Turn what an operator writes into what pymesos accepts.
+
+    pymesos takes `zk://hosts/path` or one `host:port`; it crashes on comma lists and `http://` URLs. A
+    list becomes its first master that accepts a connection (a non-leading Mesos master redirects
+    pymesos to the leader).
+    """
+    text = text.strip()
+    if text.startswith(("zk://", "zoo://")):
+        rest = text.split("://", 1)[1]
+        hosts, _, path = rest.partition("/")
+        if not path or not all(_HOST_PORT.match(h) for h in hosts.split(",")):
+            raise SettingsError(f"mesos_master: '{text}' is not zk://host:port[,host:port]/path")
+        return text
+    candidates = []
+    for item in text.split(","):
+        item = item.strip()
+        if item.startswith(("http://", "https://")):
+            item = urlparse(item).netloc
+        if not _HOST_PORT.match(item):
+            raise SettingsError(f"mesos_master: '{item}' is not host:port, http://host:port or zk://hosts/path")
+        candidates.append(item if ":" in item else f"{item}:5050")
+    for candidate in candidates:
+        host, port = candidate.rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=probe_timeout):
+                return candidate
+        except OSError:
+            continue
+    raise SettingsError(f"mesos_master: no Mesos master answers at {', '.join(candidates)}")
