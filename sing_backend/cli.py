@@ -67,6 +67,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import seed
 
     settings = _settings(args)
+    if getattr(args, "tui", False):
+        from sing_tui.launcher import demo_with_tui
+        return demo_with_tui(settings.host, settings.port, settings.data_dir, args.config)
     url = f"http://{settings.host}:{settings.port}"
 
     def ready() -> None:
@@ -105,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--db", dest="db_url", default=None, help="history database URL, mysql://user@host/db")
             p.add_argument("--advertise-url", dest="advertise_url", default=None,
                            help="this backend's API URL as the others reach it (default http://host:port)")
+        if name == "demo":
+            p.add_argument("--tui", action="store_true", help="open the terminal dashboard on the demo; "
+                                                              "quitting it stops the demo backend")
     cluster = sub.add_parser("cluster", help="the local cluster as its own process (a Mesos v1 master and agents)")
     cluster.add_argument("--port", type=int, default=None, help="master port (default 5050)")
     cluster.add_argument("--agents", type=int, default=None, help="number of agents (default 3)")
@@ -112,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--config", type=Path, default=None, help="TOML settings file ([agents] section)")
     cluster.add_argument("--heartbeat-seconds", type=float, default=15.0, help="master heartbeat interval")
     cluster.set_defaults(host=None)
+    from sing_tui.__main__ import add_arguments, run_tui
+    add_arguments(sub.add_parser("tui", help="the terminal dashboard (Textual) for a running backend"))
     args = parser.parse_args(argv)
     try:
-        return {"backend": cmd_backend, "demo": cmd_demo, "cluster": cmd_cluster}[args.command](args)
+        return {"backend": cmd_backend, "demo": cmd_demo, "tui": run_tui, "cluster": cmd_cluster}[args.command](args)
     except SettingsError as exc:
         print(f"sing: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,9 @@ decoded JSON or raises `ApiError` (the server answered with an error; its messag
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import zlib
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +18,8 @@ import httpx
 import orjson
 
 DEFAULT_URL = "http://127.0.0.1:7099"
+# Bodies larger than this are decompressed and parsed in a thread, so typing stays responsive.
+_OFF_LOOP_BYTES = 256 * 1024
 
 Json = Any
 
@@ -52,22 +57,38 @@ def _q(part: str) -> str:
     return quote(part, safe="")
 
 
-def _error_message(resp: httpx.Response) -> str:
+def _decode(raw: bytes, encoding: str) -> Any:
+    if encoding == "gzip":
+        raw = zlib.decompress(raw, 16 + zlib.MAX_WBITS)
+    if not raw:
+        return None
     try:
-        body = orjson.loads(resp.content)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        text = resp.text.strip()
-        return text[:300] or f"HTTP {resp.status_code}"
+        return raw.decode("utf-8", "replace")  # not JSON (a proxy's error page): keep the text
+
+
+def _error_message(status: int, body: Any) -> str:
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
-    return f"HTTP {resp.status_code}"
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return f"HTTP {status}"
 
 
 def _reason(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused" if "refused" in str(exc).lower() or not str(exc) else str(exc)
+    """A short cause an operator recognises, from the OS error under httpx's wrappers."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "unknown host"
+        cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection dropped"
     return str(exc) or type(exc).__name__
 
 
@@ -80,6 +101,7 @@ class SingClient:
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport,
                                        headers={"Accept-Encoding": "gzip", "User-Agent": "sing-tui"})
         self._etags: dict[str, tuple[str, Json]] = {}
+        self._bodies: dict[str, tuple[bytes, Json]] = {}
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -102,22 +124,37 @@ class SingClient:
         if content is not None:
             headers["Content-Type"] = "application/json"
         try:
-            resp = await self._http.request(method, f"/api{path}", params=_clean(params), content=content,
-                                            headers=headers)
+            # Read the raw (maybe gzipped) bytes: a big list is decompressed and parsed off the UI's loop.
+            async with self._http.stream(method, f"/api{path}", params=_clean(params), content=content,
+                                         headers=headers) as resp:
+                try:
+                    raw = b"".join([chunk async for chunk in resp.aiter_raw()])
+                    encoding = resp.headers.get("content-encoding", "")
+                except httpx.StreamConsumed:  # a response built in memory (httpx.MockTransport): decoded
+                    raw, encoding = resp.content, ""
         except httpx.HTTPError as exc:
             raise Unreachable(self.base_url, _reason(exc)) from exc
         if resp.status_code == 304 and key in self._etags:
             return self._etags[key][1]
+        if cache and resp.status_code == 200 and key in self._bodies and self._bodies[key][0] == raw:
+            # The backend serves an unchanged list as the very same bytes: skip the parse, and hand back
+            # the same object so the caller can tell nothing changed (`is`).
+            return self._bodies[key][1]
+        if len(raw) > _OFF_LOOP_BYTES:
+            data = await asyncio.to_thread(_decode, raw, encoding)
+        else:
+            data = _decode(raw, encoding)
         if resp.status_code >= 400:
-            raise ApiError(resp.status_code, _error_message(resp), method, path)
-        data = orjson.loads(resp.content) if resp.content else None
-        etag = resp.headers.get("etag")
-        if cache and etag:
-            self._etags[key] = (etag, data)
+            raise ApiError(resp.status_code, _error_message(resp.status_code, data), method, path)
+        if cache:
+            etag = resp.headers.get("etag")
+            if etag:
+                self._etags[key] = (etag, data)
+            self._bodies[key] = (raw, data)
         return data
 
-    async def get(self, path: str, **params: Any) -> Json:
-        return await self.call("GET", path, params=params)
+    async def get(self, route: str, /, **params: Any) -> Json:
+        return await self.call("GET", route, params=params)
 
     # ---- cluster
     async def state(self) -> Json:
@@ -197,7 +234,7 @@ class SingClient:
         return await self.call("GET", "/tasks/active", cache=True)
 
     async def active_task_states(self) -> list[Json]:
-        return await self.get("/tasks/active/states")
+        return await self.call("GET", "/tasks/active/states", cache=True)
 
     async def scheduled_tasks(self) -> list[Json]:
         return await self.get("/tasks/scheduled")

@@ -64,15 +64,6 @@ def running_count(parent: Json) -> int:
     return len(ids.get("healthy", ())) + len(ids.get("notYetHealthy", ()))
 
 
-def wanted_count(parent: Json) -> int:
-    req = parent.get("request", {})
-    if parent.get("state") in ("PAUSED", "FINISHED", "DELETING", "DELETED"):
-        return 0
-    if req.get("requestType") in LONG_RUNNING:
-        return int(req.get("instances") or 1)
-    return int(req.get("instances") or 1) if req.get("requestType") == "ON_DEMAND" else 1
-
-
 def active_deploy_id(parent: Json) -> str:
     rds = parent.get("requestDeployState") or {}
     return (rds.get("activeDeploy") or {}).get("deployId", "")
@@ -93,9 +84,9 @@ def request_row(parent: Json) -> tuple[str, ...]:
     if pending:
         deploy = f"{deploy}→{pending}"
     kind = req.get("requestType", "?")
-    inst = f"{running_count(parent)}/{req.get('instances') or 1}"
-    if kind not in LONG_RUNNING and kind != "ON_DEMAND":
-        inst = f"{running_count(parent)}/1"
+    running = running_count(parent)
+    # Long-running requests want `instances`; jobs just run, so only how many run now means anything.
+    inst = f"{running}/{req.get('instances') or 1}" if kind in LONG_RUNNING else str(running)
     return (req.get("id", "?"), kind, parent.get("state", "?"), inst, deploy, ",".join(req.get("owners") or ()))
 
 
@@ -169,7 +160,8 @@ TASK_COLUMNS = ("TASK", "REQUEST", "DEPLOY", "#", "HOST", "STATE", "AGE")
 
 
 def task_row(task: Json, state: str, now: int) -> tuple[str, ...]:
-    tid = task["taskId"]
+    """A row of the tasks view from a task or a task-id object (what /tasks/active/states carries)."""
+    tid = task.get("taskId", task)
     return (tid["id"], tid["requestId"], tid["deployId"], str(tid.get("instanceNo", "")), tid.get("host", ""),
             short_state(state), fmt_age(tid.get("startedAt"), now))
 
@@ -200,14 +192,32 @@ AGENT_COLUMNS = ("AGENT", "HOST", "RACK", "STATE", "CPUS", "MEM MB", "TASKS")
 RACK_COLUMNS = ("RACK", "STATE", "AGENTS", "TASKS", "SINCE")
 
 
-def agent_usage(tasks: Iterable[Json]) -> dict[str, dict[str, float]]:
-    """cpus, mem and task count in use per agent id, from the active tasks."""
+def deploy_resources(parents: Iterable[Json]) -> dict[tuple[str, str], dict[str, float]]:
+    """cpus and mem of each active or pending deploy, from the requests list."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for parent in parents:
+        for key in ("activeDeploy", "pendingDeploy"):
+            dep = parent.get(key)
+            if dep:
+                res = dep.get("resources") or {}
+                out[(dep.get("requestId", ""), dep.get("id", ""))] = {"cpus": float(res.get("cpus", 0)),
+                                                                     "mem": float(res.get("memoryMb", 0))}
+    return out
+
+
+def agent_usage(states: Iterable[Json], agents: Iterable[Json],
+                resources: dict[tuple[str, str], dict[str, float]]) -> dict[str, dict[str, float]]:
+    """cpus, mem and task count in use per agent id, from the active task states (small) and the deploys'
+    resources, not from /tasks/active (tens of MB at 20,000 tasks). A task of a deploy that is neither
+    active nor pending (being replaced) counts as a task with unknown resources."""
+    by_host = {a.get("host"): a["id"] for a in agents}
     use: dict[str, dict[str, float]] = {}
-    for t in tasks:
-        agent = (t.get("agentId") or {}).get("value") or (t.get("mesosTask") or {}).get("agentId", {}).get("value")
-        if not agent:
+    for s in states:
+        tid = s.get("taskId") or {}
+        agent = by_host.get(tid.get("host"))
+        if agent is None:
             continue
-        res = task_resources(t)
+        res = resources.get((tid.get("requestId", ""), tid.get("deployId", "")), {})
         u = use.setdefault(agent, {"cpus": 0.0, "mem": 0.0, "tasks": 0})
         u["cpus"] += res.get("cpus", 0.0)
         u["mem"] += res.get("mem", 0.0)
@@ -222,7 +232,8 @@ def _num(x: float) -> str:
 def agent_row(agent: Json, usage: dict[str, float] | None) -> tuple[str, ...]:
     res = agent.get("resources") or {}
     u = usage or {"cpus": 0.0, "mem": 0.0, "tasks": 0}
-    return (agent["id"], agent.get("host", ""), agent.get("rackId", ""), agent.get("currentState", {}).get("state", "?"),
+    state = agent.get("currentState", {}).get("state", "?")
+    return (agent["id"], agent.get("host", ""), agent.get("rackId", ""), state,
             f"{_num(u['cpus'])}/{_num(float(res.get('numCpus', 0)))}",
             f"{_num(u['mem'])}/{_num(float(res.get('memoryMegaBytes', 0)))}", str(int(u["tasks"])))
 
@@ -236,7 +247,7 @@ def rack_row(rack: Json, agents: list[Json], usage: dict[str, dict[str, float]],
 
 # ---- dashboard
 def state_counts(state: Json) -> dict[str, list[tuple[str, int]]]:
-    """The dashboard's three boxes: requests by state, tasks, cluster."""
+    """The dashboard's count lines: requests by state, tasks, machines, provisioning."""
     g = state.get
     return {
         "Requests": [("active", g("activeRequests", 0)), ("paused", g("pausedRequests", 0)),
@@ -244,11 +255,12 @@ def state_counts(state: Json) -> dict[str, list[tuple[str, int]]]:
                      ("pending", g("pendingRequests", 0)), ("deleting", g("cleaningRequests", 0))],
         "Tasks": [("active", g("activeTasks", 0)), ("launching", g("launchingTasks", 0)),
                   ("pending", g("scheduledTasks", 0)), ("late", g("lateTasks", 0)),
-                  ("cleaning", g("cleaningTasks", 0)), ("deploys", g("numDeploys", 0))],
+                  ("cleaning", g("cleaningTasks", 0))],
         "Agents": [("active", g("activeAgents", 0)), ("decommissioning", g("decommissioningAgents", 0)),
-                   ("dead", g("deadAgents", 0)), ("racks active", g("activeRacks", 0)),
-                   ("under-provisioned", g("underProvisionedRequests", 0)),
-                   ("over-provisioned", g("overProvisionedRequests", 0))],
+                   ("dead", g("deadAgents", 0)), ("racks", g("activeRacks", 0)),
+                   ("racks dead", g("deadRacks", 0))],
+        "Deploys": [("in progress", g("numDeploys", 0)), ("under-provisioned", g("underProvisionedRequests", 0)),
+                    ("over-provisioned", g("overProvisionedRequests", 0))],
     }
 
 

@@ -120,7 +120,8 @@ def parse_command(text: str) -> Command:
         else:
             args.append(w)
     if view in ("request", "task", "logs") and len(args) != 1:
-        raise CommandError(f":{name} needs exactly one id, e.g. :{name} my-{'request' if view == 'request' else 'task'}")
+        example = "my-request" if view == "request" else "TASK_ID"
+        raise CommandError(f":{name} needs exactly one id, e.g. :{name} {example}")
     if view == "requests":
         from .model import REQUEST_FILTER_KEYS
         unknown = sorted(set(params) - set(REQUEST_FILTER_KEYS))

@@ -1,0 +1,74 @@
+"""The line at the top of every screen (where you are, which backend, live or stale) and the
+banner that explains an unreachable backend."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label, Static
+
+from ..connection import Connection
+
+
+class TopBar(Horizontal):
+    DEFAULT_CSS = """
+    TopBar { height: 1; background: $panel; color: $text; padding: 0 1; }
+    TopBar > #crumbs { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    TopBar > #conn { width: auto; height: 1; padding-left: 1; }
+    """
+
+    def __init__(self, crumbs: list[str]) -> None:
+        super().__init__()
+        self.crumbs = crumbs
+
+    def compose(self) -> ComposeResult:
+        yield Label(self._crumbs_text(), id="crumbs")
+        yield Label("", id="conn")
+
+    def _crumbs_text(self) -> Text:
+        text = Text("Sing", style="bold")
+        for crumb in self.crumbs:
+            text.append(" › ")
+            text.append(crumb, style="bold")
+        return text
+
+    def set_crumbs(self, crumbs: list[str]) -> None:
+        self.crumbs = crumbs
+        self.query_one("#crumbs", Label).update(self._crumbs_text())
+
+    def show(self, connection: Connection, read_only: bool) -> None:
+        right = Text()
+        if read_only:
+            right.append(" READ-ONLY ", style="bold reverse")
+            right.append(" ")
+        right.append(connection.url.removeprefix("http://").removeprefix("https://") + " ")
+        if connection.ok:
+            right.append("● live", style="bold green")
+        elif connection.ok is None:
+            right.append("○ connecting", style="bold yellow")
+        else:
+            right.append("○ STALE", style="bold red")
+        self.query_one("#conn", Label).update(right)
+
+
+class Banner(Static):
+    """Shown only while the backend is unreachable: what failed, what the data is, when we retry."""
+
+    DEFAULT_CSS = """
+    Banner { height: auto; max-height: 3; background: $error 30%; color: $text; padding: 0 1; display: none; }
+    Banner.-down { display: block; }
+    """
+
+    def show(self, connection: Connection) -> None:
+        self.set_class(connection.ok is False, "-down")
+        if connection.ok is not False:
+            return
+        if connection.last_ok_at is None:
+            data = "no data yet; start the backend (`sing backend`) or pass --url"
+        else:
+            data = f"the data shown is stale, from {time.strftime('%H:%M:%S', time.localtime(connection.last_ok_at))}"
+        self.update(Text.assemble(("⚠ ", "bold"), (connection.error, "bold"),
+                                  f" — retry #{connection.failures} in {connection.retry_in:.0f} s; {data}"))

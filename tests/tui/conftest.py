@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from sing_backend.local_backend import Backend
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read the developer's own ~/.config/sing/tui.toml or SING_URL."""
+    monkeypatch.delenv("SING_TUI_CONFIG", raising=False)
+    monkeypatch.delenv("SING_URL", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    b = Backend(tmp_path_factory.mktemp("sing")).start()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+async def until(pilot: Pilot, check: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    """Let the app run until `check()` is truthy, failing with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (AssertionError, LookupError, AttributeError) as exc:  # widget not there yet
+            last = exc
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" ({last})" if last else ""))
+
+
+def screen_text(pilot: Pilot) -> str:
+    """What the user sees: the whole screen as plain text."""
+    app = pilot.app
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())

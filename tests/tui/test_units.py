@@ -1,0 +1,133 @@
+"""Parsing and formatting: filters, commands, form values, rows, config, back-off, log tailing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sing_tui.config import ConfigError, load_config
+from sing_tui.connection import Connection, backoff
+from sing_tui.logtail import LogTail
+from sing_tui.model import (
+    describe,
+    fmt_age,
+    request_matches,
+    request_row,
+    task_ports,
+)
+from sing_tui.query import (
+    CommandError,
+    Filter,
+    parse_command,
+    parse_duration,
+    parse_env,
+    parse_instances,
+    parse_run_id,
+)
+
+from .fake_api import FakeSingApi
+
+
+def test_filter_regex_inverse_and_bad_regex() -> None:
+    f = Filter.parse("web|job")
+    assert f.matches("demo-web") and f.matches("DEMO-JOB") and not f.matches("worker")
+    inv = Filter.parse("!web")
+    assert not inv.matches("demo-web") and inv.matches("demo-worker")
+    bad = Filter.parse("demo[")
+    assert bad.note and bad.matches("a demo[ b") and not bad.matches("demo")
+    assert not Filter.parse("").active and Filter.parse("").matches("anything")
+
+
+def test_commands() -> None:
+    cmd = parse_command(":requests type=worker state=paused /web")
+    assert (cmd.view, cmd.params, cmd.filter) == ("requests", {"type": "worker", "state": "paused"}, "web")
+    assert parse_command("request demo-web").arg == "demo-web"
+    assert parse_command("tasks").view == "tasks"
+    assert parse_command("agents").view == "agents"
+    with pytest.raises(CommandError, match="unknown command"):
+        parse_command("pods")
+    with pytest.raises(CommandError, match="exactly one id"):
+        parse_command("request")
+    with pytest.raises(CommandError, match="unknown filter colour"):
+        parse_command("requests colour=red")
+
+
+def test_form_values_refused_with_reasons() -> None:
+    assert parse_instances(" 3 ") == 3
+    with pytest.raises(ValueError, match="not a whole number"):
+        parse_instances("three")
+    with pytest.raises(ValueError, match="at least 1"):
+        parse_instances("0")
+    with pytest.raises(ValueError, match="maxScale 5"):
+        parse_instances("6", maximum=5)
+    assert parse_env('A=1 B="two words"') == {"A": "1", "B": "two words"}
+    with pytest.raises(ValueError, match="not NAME=value"):
+        parse_env("oops")
+    with pytest.raises(ValueError, match="valid variable name"):
+        parse_env("1A=x")
+    assert parse_run_id("") is None and parse_run_id("r-1") == "r-1"
+    with pytest.raises(ValueError, match="run id"):
+        parse_run_id("has space")
+    assert parse_duration("30m") == 1_800_000 and parse_duration("") is None
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration("soon")
+
+
+def test_request_rows_and_query() -> None:
+    fake = FakeSingApi()
+    parents = {p["request"]["id"]: p for p in fake.routes["/api/requests"]}
+    assert request_row(parents["demo-web"]) == ("demo-web", "SERVICE", "ACTIVE", "2/2", "v1", "demo@example.com")
+    assert request_row(parents["demo-job"])[3].isdigit()  # jobs: how many run now, no "wanted"
+    assert request_matches(parents["demo-worker"], {"type": "work"})
+    assert not request_matches(parents["demo-worker"], {"state": "paused"})
+    assert request_matches(parents["demo-web"], {"owner": "demo@"})
+
+
+def test_task_details_and_describe() -> None:
+    fake = FakeSingApi()
+    task = next(t for t in fake.routes["/api/tasks/active"] if t["taskId"]["requestId"] == "demo-web")
+    assert task_ports(task) and all(20000 <= p < 30000 for p in task_ports(task))
+    pairs = dict(describe({"a": {"b": 1, "startedAt": 1795591709601}, "l": [1, 2]}))
+    assert pairs["a.b"] == "1" and "UTC" in pairs["a.startedAt"] and pairs["l"] == "1, 2"
+    assert fmt_age(1000, 61_000) == "1m" and fmt_age(None, 5) == "-"
+
+
+def test_backoff_doubles_and_caps() -> None:
+    assert [backoff(n, 2, 30) for n in range(7)] == [2, 2, 4, 8, 16, 30, 30]
+    conn = Connection("u").down("refused", 2, 30).down("refused", 2, 30)
+    assert conn.failures == 2 and conn.retry_in == 4 and conn.ok is False
+    assert conn.up(1.0).ok and conn.up(1.0).failures == 0
+
+
+def test_config_file_env_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tui.toml"
+    path.write_text('url = "http://a:1"\nread_only = true\n[keymap]\n"request.scale" = "S"\n[log]\ntail_kb = 8\n')
+    cfg = load_config(path)
+    assert (cfg.url, cfg.read_only, cfg.keymap, cfg.log_tail_bytes) == ("http://a:1", True, {"request.scale": "S"},
+                                                                        8192)
+    monkeypatch.setenv("SING_URL", "http://b:2")
+    assert load_config(path).url == "http://b:2"
+    assert load_config(path, url="http://c:3").url == "http://c:3"
+    path.write_text("colour = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+    monkeypatch.delenv("SING_URL")
+    with pytest.raises(ConfigError, match="http://"):
+        load_config(url="ftp://x")
+
+
+async def test_logtail_reads_whole_lines_by_offset() -> None:
+    fake = FakeSingApi()
+    path = next(p for p, text in fake.files.items() if text.count("\n") >= 2)
+    task_id = path.split("/")[0]
+    fake.files[path] = "one\ntwo\nthr"
+    client = fake.client()
+    tail = LogTail(client, task_id, path, tail_bytes=8)  # starts mid-file: the cut line is dropped
+    assert await tail.start() == ["two"]
+    fake.files[path] += "ee\nfour\n"
+    assert await tail.poll() == ["three", "four"]
+    assert await tail.poll() == []
+    await client.aclose()
