@@ -14,6 +14,7 @@ from collections.abc import Callable
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException
 from kazoo.recipe.election import Election
+from kazoo.recipe.watchers import ChildrenWatch
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ class LeaderElection:
         self._reconnected.set()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # Who leads, kept current by a watch: the API asks on every call and must never wait on ZooKeeper.
+        self._leader_id: str | None = None
         self._client.add_listener(self._state_changed)
+        self._client.ensure_path(path)
+        self._watch = ChildrenWatch(client, path, self._contenders_changed)
 
     @property
     def connected(self) -> bool:
@@ -44,12 +49,22 @@ class LeaderElection:
         return self._leading.is_set()
 
     def leader(self) -> str | None:
-        """The identifier (API URL) of the current leader, if any."""
+        """The identifier (API URL) of the current leader, if known; never blocks."""
+        if self._leading.is_set():
+            return self._identifier
+        return self._leader_id if self._client.connected else None
+
+    def _contenders_changed(self, children: list[str]) -> None:
+        # kazoo's callback thread: one bounded read of the first contender (the lock holder).
+        if not children:
+            self._leader_id = None
+            return
+        first = min(children, key=lambda name: name[-10:])
         try:
-            contenders = self._election.contenders()
-        except KazooException:
-            return None
-        return contenders[0] if contenders else None
+            data, _ = self._client.get_async(f"{self._path}/{first}").get(timeout=2.0)
+            self._leader_id = data.decode("utf-8") or None
+        except (KazooException, TimeoutError, self._client.handler.timeout_exception):
+            self._leader_id = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._campaign, name="leader-election", daemon=True)
@@ -89,9 +104,18 @@ class LeaderElection:
     def _state_changed(self, state: str) -> None:
         # Called on kazoo's connection thread: only signal, never block.
         if state in (KazooState.SUSPENDED, KazooState.LOST):
+            self._leader_id = None
             if self._leading.is_set():
                 log.warning("ZooKeeper connection %s: stepping down", state.lower())
             self._reconnected.clear()
             self._released.set()
         elif state == KazooState.CONNECTED:
             self._reconnected.set()
+            # The watch fires again only on a change; look once more now that we are back.
+            threading.Thread(target=self._refresh, daemon=True).start()
+
+    def _refresh(self) -> None:
+        try:
+            self._contenders_changed(self._client.get_children(self._path))
+        except KazooException:
+            self._leader_id = None

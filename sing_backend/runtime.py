@@ -13,6 +13,7 @@ import httpx
 import uvicorn
 
 from .cluster import EmbeddedCluster, default_agents
+from .errors import ApiError
 from .history import HistoryStore
 from .leader import LeaderElection
 from .loadbalancer import BaragonClient, NginxConfigurator, create_baragon_app
@@ -253,10 +254,15 @@ class Runtime:
         return self.scheduler.agent_urls.get(agent_id)
 
     async def history_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Read from the history store after every queued write has landed."""
-        await self.sink.drain()
+        """Read from the history store after every queued write has landed (503 while it is down)."""
         assert self.history is not None
-        return await getattr(self.history, name)(*args, **kwargs)
+        try:
+            async with asyncio.timeout(self.settings.history_read_timeout_seconds):
+                await self.sink.drain()
+                return await getattr(self.history, name)(*args, **kwargs)
+        except TimeoutError:
+            raise ApiError(503, "the history database is not answering; live state is unaffected, history "
+                                "writes are queued and retried") from None
 
     async def task_history(self, task_id: str) -> dict[str, Any] | None:
         from .api.views import task_history_live

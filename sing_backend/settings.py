@@ -96,6 +96,7 @@ class Settings(BaseModel):
     # A bounce without durationMillis gives up (CANCEL_BOUNCE) after this long.
     bounce_expiry_seconds: float = Field(3600.0, gt=0)
     max_concurrent_health_checks: int = Field(200, ge=1)
+    history_read_timeout_seconds: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     max_sandbox_read_bytes: int = Field(1024 * 1024, ge=1024)
     common_hostname_suffix_to_omit: str = ""

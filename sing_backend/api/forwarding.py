@@ -3,7 +3,6 @@ from their last snapshot (marked stale) and refuse writes with 503."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -23,9 +22,9 @@ class LeaderForwarder:
         self._leader: str | None = None
         self._looked_at = 0.0
 
-    async def leader(self, runtime) -> str | None:  # noqa: ANN001 (Runtime; avoids an import cycle)
+    def leader(self, runtime) -> str | None:  # noqa: ANN001 (Runtime; avoids an import cycle)
         if time.monotonic() - self._looked_at > _LEADER_CACHE_SECONDS:
-            self._leader = await asyncio.to_thread(runtime.leader_url)
+            self._leader = runtime.leader_url()  # a cached value: never waits on ZooKeeper
             self._looked_at = time.monotonic()
         return self._leader
 
@@ -35,7 +34,7 @@ class LeaderForwarder:
         if runtime.settings.mode == "local" or runtime.leading or "/api/" not in path \
                 or path.endswith(("/openapi.json", "/docs")):
             return await call_next(request)
-        leader = await self.leader(runtime)
+        leader = self.leader(runtime)
         if leader and leader != runtime.advertise_url:
             headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_HEADERS}
             try:

@@ -30,8 +30,19 @@ async def task_history(rt: Annotated[Runtime, Depends(runtime)], taskId: str) ->
     return json_response(found)
 
 
+@router.get("/tasks", summary="Task ids across every request, newest first, paged and filtered")
+async def all_tasks(rt: Annotated[Runtime, Depends(runtime)], requestId: str | None = None,
+                    deployId: str | None = None, runId: str | None = None, host: str | None = None,
+                    lastTaskStatus: str | None = None, startedBefore: int | None = None,
+                    startedAfter: int | None = None, updatedBefore: int | None = None,
+                    updatedAfter: int | None = None, orderDirection: str | None = None, count: int | None = None,
+                    page: int | None = None) -> Response:
+    return await request_tasks(rt, requestId, deployId, runId, host, lastTaskStatus, startedBefore, startedAfter,
+                               updatedBefore, updatedAfter, orderDirection, count, page)
+
+
 @router.get("/request/{requestId}/tasks", summary="Task ids of a request, newest first, paged and filtered")
-async def request_tasks(rt: Annotated[Runtime, Depends(runtime)], requestId: str, deployId: str | None = None,
+async def request_tasks(rt: Annotated[Runtime, Depends(runtime)], requestId: str | None, deployId: str | None = None,
                         runId: str | None = None, host: str | None = None, lastTaskStatus: str | None = None,
                         startedBefore: int | None = None, startedAfter: int | None = None,
                         updatedBefore: int | None = None, updatedAfter: int | None = None,

@@ -81,6 +81,7 @@ class TaskHistoryRow(Base):
         # Filters on updatedAt and the newest-N purge; the lone updated_at index serves the age purge.
         Index("ix_task_history_request_updated", "request_id", "updated_at"),
         Index("ix_task_history_updated", "updated_at"),
+        Index("ix_task_history_started", "started_at"),
         MYSQL_TABLE,
     )
 

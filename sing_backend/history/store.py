@@ -257,7 +257,7 @@ class HistoryStore:
 
     async def request_task_ids(
         self,
-        request_id: str,
+        request_id: str | None,
         *,
         deploy_id: str | None = None,
         run_id: str | None = None,
@@ -271,9 +271,12 @@ class HistoryStore:
         count: int = 100,
         page: int = 1,
     ) -> list[Doc]:
-        """TaskIdHistory objects of a request by startedAt; the time bounds are exclusive."""
+        """TaskIdHistory objects of a request (or, with None, of every request) by startedAt; the time bounds
+        are exclusive."""
         row = TaskHistoryRow
-        stmt = _task_id_history_query().where(row.request_id == request_id)
+        stmt = _task_id_history_query()
+        if request_id is not None:
+            stmt = stmt.where(row.request_id == request_id)
         for column, value in (
             (row.deploy_id, deploy_id),
             (row.run_id, run_id),
@@ -360,9 +363,11 @@ class HistoryStore:
                 await self._apply(batch)
                 return
             except DBAPIError as exc:
-                if not _transient(exc) or time.monotonic() >= deadline:
+                # An unreachable database is waited for as long as the backend runs: history is never
+                # dropped for an outage (only on shutdown, after RETRY_SECONDS, or for refused rows).
+                if not _transient(exc) or (self._closing and time.monotonic() >= deadline):
                     break
-                delay = min(0.05 * 2**attempt, 2.0)
+                delay = min(0.05 * 2**attempt, 5.0)
                 log.warning(
                     "history: commit of %d writes failed (%s); retrying in %.2f s",
                     len(batch),

@@ -182,7 +182,12 @@ class ZkStateStore:
                 data, _stat = self._wait(read, deadline)
             except NoNodeError:
                 continue  # deleted since it was listed
-            docs[unquote(name)] = _decode(data)
+            try:
+                docs[unquote(name)] = _decode(data)
+            except ValueError as exc:
+                # Never overwrite what is not ours: refuse to go on, naming the node.
+                raise ValueError(f"ZooKeeper node {parent}/{name} does not hold Sing's data ({exc}); "
+                                 f"check zk_root, or move that data away") from None
             self._known.add(f"{parent}/{name}")
         return docs
 

@@ -73,10 +73,10 @@ async def test_open_creates_the_schema_on_the_asyncio_driver(mysql_url: str, sch
     assert tables(mysql_url) == {name: ("InnoDB", "utf8mb4_bin") for name in TABLES} | {
         db.VERSION_TABLE: ("InnoDB", "utf8mb4_bin")
     }
-    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0001",)]
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0002",)]
     again = await HistoryStore.open(url)
     await again.close()
-    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0001",)]
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0002",)]
 
 
 def test_sync_upgrade_runs_on_pymysql(mysql_url: str) -> None:

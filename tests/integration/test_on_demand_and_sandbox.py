@@ -128,3 +128,11 @@ def test_base_path_and_openapi(backend: Backend):
     assert "/api/requests" in spec["paths"] and "/api/deploys" in spec["paths"]
     r = backend.client.get("/api/requests")
     assert r.headers["content-type"] == "application/json"
+
+
+def test_task_search_across_requests(backend: Backend):
+    rows = backend.get("/api/history/tasks", params={"count": 1000})
+    assert {r["taskId"]["requestId"] for r in rows} >= {"job", "capped"}
+    finished = backend.get("/api/history/tasks", params={"lastTaskStatus": "TASK_FINISHED", "count": 1000})
+    assert finished and all(r["lastTaskStatus"] == "TASK_FINISHED" for r in finished)
+    assert {r["taskId"]["requestId"] for r in finished} == {"job"}

@@ -1,0 +1,71 @@
+"""Production-mode faults: bad settings fail fast naming the setting; ZooKeeper going away stops
+scheduling, keeps reads and refuses writes, and everything resumes when it returns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sing_backend.local_backend import Backend, free_port, wait_for
+from tests.servers import ZooKeeperServer, mysql_database, require_zookeeper
+
+
+def _start_fails(tmp_path: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "sing_backend.cli", "backend", "--port", str(free_port()),
+                           "--data-dir", str(tmp_path), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SING_LOG_LEVEL": "error"})
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
+def test_bad_settings_fail_fast_naming_the_setting(tmp_path: Path, ha: dict):
+    zk = ha["zookeeper"].hosts
+    out = _start_fails(tmp_path, "--mode", "mesos", "--master", ha["cluster"].address, "--zk", zk)
+    assert "db_url: required in mesos mode" in out
+    out = _start_fails(tmp_path, "--mode", "mesos", "--master", "zk://nohost", "--zk", zk, "--db", ha["db_url"])
+    assert "mesos_master" in out
+    out = _start_fails(tmp_path, "--mode", "mesos", "--master", f"http://127.0.0.1:{free_port()}", "--zk", zk,
+                       "--db", ha["db_url"])
+    assert "mesos_master: no Mesos master answers" in out
+    out = _start_fails(tmp_path, "--mode", "mesos", "--master", ha["cluster"].address,
+                       "--zk", f"127.0.0.1:{free_port()}", "--db", ha["db_url"], "--zk-session-timeout", "2")
+    assert "zk_hosts: cannot reach ZooKeeper" in out
+    out = _start_fails(tmp_path, "--mode", "mesos", "--master", ha["cluster"].address, "--zk", zk,
+                       "--db", f"mysql://nobody@127.0.0.1:{free_port()}/x")
+    assert "db_url: cannot open the history database" in out
+
+
+def test_zookeeper_outage_stops_scheduling_and_resumes(tmp_path: Path, ha: dict):
+    require_zookeeper()
+    (tmp_path / "zk").mkdir()
+    zk = ZooKeeperServer(tmp_path / "zk")
+    zk.start()
+    try:
+        with mysql_database() as db_url:
+            port = free_port()
+            b = Backend(tmp_path / "b", port=port, env={
+                "SING_MODE": "mesos", "SING_MESOS_MASTER": ha["cluster"].address, "SING_ZK_HOSTS": zk.hosts,
+                "SING_DB_URL": db_url, "SING_ZK_SESSION_TIMEOUT": "2", "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}"})
+            try:
+                b.start(wait_connected=False)
+                wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], what="leader")
+                b.post("/api/requests", {"id": "keep", "requestType": "WORKER"})
+                zk.stop()
+                state = wait_for(lambda: (s := b.get("/api/state"))["zookeeperConnected"] is False and s,
+                                 what="ZooKeeper loss reported")
+                assert state["hostStates"][0]["master"] is False
+                r = b.client.get("/api/requests/request/keep")
+                assert r.status_code == 200 and r.headers["x-sing-stale"] == "true"
+                r = b.client.post("/api/requests", json={"id": "lost", "requestType": "WORKER"})
+                assert r.status_code == 503 and "no leader" in r.json()["message"]
+                zk.start(port=zk.port)
+                wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], timeout=30, what="leads again")
+                b.post("/api/requests", {"id": "after", "requestType": "WORKER"})
+                ids = {r["request"]["id"] for r in b.get("/api/requests")}
+                assert ids == {"keep", "after"}
+            finally:
+                b.close()
+    finally:
+        zk.stop()
