@@ -34,6 +34,12 @@ test: setup
 bench: setup
 	$(BIN)/python -m bench.launch_latency
 	$(BIN)/python -m bench.api_latency
+	$(BIN)/python -m bench.deploy_turnover
+	$(BIN)/python -m bench.healthcheck_load
+	$(BIN)/python -m bench.schedules
+	$(BIN)/python -m bench.state_write
+	$(BIN)/python -m bench.executor_artifacts
+	$(BIN)/python -m bench.executor_logs
 
 clean:
 	rm -rf $(VENV)

@@ -30,7 +30,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     agents = settings.agents.model_copy(update={"count": args.agents} if args.agents else {})
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_cluster(args.port if args.port is not None else 5050, settings.data_dir, agents, settings.kill_grace_seconds,
-                args.heartbeat_seconds)
+                settings.executor, args.heartbeat_seconds)
     return 0
 
 
@@ -85,7 +85,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_executor(argv: list[str]) -> int:
+    from .executor.main import main as executor_main
+
+    return executor_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["executor"]:
+        # A Mesos custom executor, launched by an agent: its own arguments (--settings, --data-dir).
+        return cmd_executor(argv[1:])
     parser = argparse.ArgumentParser(prog="sing", description="Sing: run services, workers and jobs on a cluster")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("backend", "run the scheduler and REST API (local mode by default)"),

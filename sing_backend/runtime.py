@@ -110,7 +110,8 @@ class Runtime:
                          ports=(a.first_port + i * a.ports_per_agent, a.first_port + (i + 1) * a.ports_per_agent - 1))
                  for i, spec in enumerate(default_agents(a.count, a.racks))]
         self.cluster = EmbeddedCluster(s.cluster_dir, specs, simulated=s.simulated_agents,
-                                       kill_grace_seconds=s.kill_grace_seconds)
+                                       kill_grace_seconds=s.kill_grace_seconds, executor=s.executor,
+                                       data_dir=s.data_dir)
         await asyncio.to_thread(self.cluster.start)
         self.master_address = self.cluster.master_address
         log.info("local cluster master at %s with %d agents", self.master_address, len(specs))

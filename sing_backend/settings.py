@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .executor.settings import ExecutorSettings
+
 
 class SettingsError(Exception):
     """Raised at start-up when the configuration is unusable; the message names the setting."""
@@ -72,6 +74,8 @@ class Settings(BaseModel):
     mesos_heartbeat_timeout_seconds: float = Field(75.0, gt=0)
     agents: LocalAgentSettings = Field(default_factory=LocalAgentSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    # Agent side: artifact cache, log rotation and archive (local dir or S3), resource limits, clean-up.
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     # Task defaults, as Singularity's.
     default_cpus: float = 1.0

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ApiError
 from ..runtime import Runtime
 from ..settings import Settings
-from . import cluster, deploys, history, requests, sandbox, tasks
+from . import cluster, deploys, history, logs, requests, sandbox, tasks
 from .forwarding import LeaderForwarder
 from .responses import error_response, json_response
 
@@ -67,7 +67,7 @@ class BodyLimit:
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (requests, deploys, tasks, history, sandbox, cluster):
+    for module in (requests, deploys, tasks, history, sandbox, logs, cluster):
         router.include_router(module.router)
     return router
 

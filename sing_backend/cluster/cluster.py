@@ -14,11 +14,12 @@ from collections import Counter
 from pathlib import Path
 from types import TracebackType
 
+from ..executor.reactor import Reactor
+from ..executor.settings import ExecutorPaths, ExecutorSettings
 from .agent import Agent
 from .httpserver import Acceptor
 from .master import Master
 from .master_http import MasterHTTPServer
-from .reactor import Reactor
 from .sandbox import AgentLayout, task_id_problem
 from .spec import AgentSpec
 
@@ -36,6 +37,8 @@ class EmbeddedCluster:
     process (and TASK_KILLED when killed); never use it for the demo.
     ``kill_grace_seconds`` is the SIGTERM -> SIGKILL delay when neither the KILL call nor the
     TaskInfo carries a ``kill_policy.grace_period``.
+    ``executor`` configures how agents run tasks (artifact cache, log rotation and archive, limits,
+    sandbox retention); its unset paths are under ``data_dir`` (default: the work dir's parent).
     """
 
     def __init__(
@@ -48,9 +51,15 @@ class EmbeddedCluster:
         simulated: bool = False,
         heartbeat_interval: float = 15.0,
         kill_grace_seconds: float = 3.0,
+        executor: ExecutorSettings | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         _check_unique(agents)
         self.work_dir = Path(work_dir)
+        self._executor = executor or ExecutorSettings()
+        # The artifact cache and the local log store live beside the cluster's work directory.
+        self._paths = ExecutorPaths.resolve(self._executor, Path(data_dir) if data_dir else self.work_dir.parent)
+        self._kill_grace = kill_grace_seconds
         self.simulated = simulated
         self._specs = list(agents)
         self._host = host
@@ -150,8 +159,11 @@ class EmbeddedCluster:
             self.work_dir / "agents" / spec.agent_id,
             lock=self._lock,
             reactor=self._reactor,
-            report=self._master.reporter(spec.agent_id),
+            events=self._master,
             simulated=self.simulated,
+            executor=self._executor,
+            paths=self._paths,
+            kill_grace_seconds=self._kill_grace,
         )
         agent.start()
         assert agent.server is not None

@@ -1,4 +1,5 @@
-"""An agent's HTTP server: Mesos' files API over the agent's sandboxes, and a small /state."""
+"""An agent's HTTP server: Mesos' files API over the agent's sandboxes, a small /state,
+/monitor/statistics, and the v1 executor API (/api/v1/executor) for custom executors."""
 
 from __future__ import annotations
 
@@ -7,31 +8,40 @@ import logging
 import os
 import pwd
 import stat
-from collections.abc import Callable
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from .calls import CallError, id_value
 from .httpserver import TrackingHTTPServer
 from .sandbox import AgentLayout
+from .stream import pump, start_stream
+
+if TYPE_CHECKING:
+    from .agent import Agent
 
 log = logging.getLogger(__name__)
 
 MAX_READ_LENGTH = 1024 * 1024
 _DOWNLOAD_BLOCK = 64 * 1024
+_MAX_CALL_BODY = 16 * 1024 * 1024
+EXECUTOR_PATH = "/api/v1/executor"
+# Executors ignore heartbeats; they only keep an idle stream's connection checked.
+_EXECUTOR_HEARTBEAT_SECONDS = 15.0
 
 
 class AgentHTTPServer(TrackingHTTPServer):
-    def __init__(
-        self, address: tuple[str, int], *, layout: AgentLayout, state: Callable[[], dict[str, Any]]
-    ) -> None:
+    def __init__(self, address: tuple[str, int], *, agent: Agent) -> None:
         super().__init__(address, _AgentHandler)
-        self.layout = layout
-        self.state = state
+        self.agent = agent
+
+    @property
+    def layout(self) -> AgentLayout:
+        return self.agent.layout
 
 
 class _HTTPError(Exception):
@@ -62,6 +72,8 @@ class _AgentHandler(BaseHTTPRequestHandler):
             "/state": self._state,
             "/state.json": self._state,
             "/slave(1)/state": self._state,
+            "/monitor/statistics": self._statistics,
+            "/monitor/statistics.json": self._statistics,
             "/health": lambda _q: self._send_json(200, {"ok": True}),
         }
         route = routes.get(url.path)
@@ -143,7 +155,81 @@ class _AgentHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the file shrank: we promised more bytes than we sent
 
     def _state(self, _query: dict[str, str]) -> None:
-        self._send_json(200, self.server.state())
+        self._send_json(200, self.server.agent.state_json())
+
+    def _statistics(self, _query: dict[str, str]) -> None:
+        self._send_json(200, self.server.agent.statistics_json())
+
+    # -- the v1 executor API -------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        length = self._content_length()
+        if length is None:
+            return
+        body = self.rfile.read(length)  # exactly: the connection is kept alive for the next call
+        if urlsplit(self.path).path != EXECUTOR_PATH:
+            self._send_text(404, f"No such endpoint: {self.path}")
+            return
+        try:
+            call = orjson.loads(body)
+            if not isinstance(call, dict):
+                raise CallError(400, "Expecting a JSON object")
+            self._executor_call(call)
+        except orjson.JSONDecodeError as exc:
+            self._send_text(400, f"Failed to parse body as JSON: {exc}")
+        except CallError as exc:
+            self._send_text(exc.status, exc.message)
+
+    def _executor_call(self, call: dict[str, Any]) -> None:
+        agent = self.server.agent
+        framework_id = id_value(call.get("framework_id"))
+        executor_id = id_value(call.get("executor_id"))
+        if not framework_id or not executor_id:
+            raise CallError(400, "Expecting 'framework_id' and 'executor_id' to be present")
+        kind = call.get("type")
+        if kind == "SUBSCRIBE":
+            subscription = agent.executor_subscribe(framework_id, executor_id)
+            start_stream(self, {})
+            try:
+                pump(self, subscription, _EXECUTOR_HEARTBEAT_SECONDS)
+            except OSError:
+                log.debug("executor %s went away", executor_id)
+            return
+        if kind == "UPDATE":
+            status = (call.get("update") or {}).get("status")
+            if not isinstance(status, dict):
+                raise CallError(400, "Expecting 'update.status' to be present")
+            agent.executor_update(framework_id, executor_id, status)
+        elif kind == "MESSAGE":
+            data = (call.get("message") or {}).get("data")
+            if not isinstance(data, str):
+                raise CallError(400, "Expecting 'message.data' to be present")
+            agent.executor_message(framework_id, executor_id, data)
+        else:
+            raise CallError(400, f"Unsupported executor call type {kind!r}")
+        # Like Mesos: 202 and an empty body, on a connection pymesos keeps for its next call.
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _content_length(self) -> int | None:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_CALL_BODY:
+            self.close_connection = True
+            self._send_text(411 if length < 0 else 413, "A Content-Length within limits is required")
+            return None
+        return length
+
+    def _send_text(self, status: int, message: str) -> None:
+        data = message.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     # -- helpers -------------------------------------------------------------------------------
 

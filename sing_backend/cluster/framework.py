@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .reactor import TimerHandle
+from ..executor.reactor import TimerHandle
 
 # Unacknowledged updates are kept for retransmission on re-subscribe, up to this many.
 _UNACKED_KEPT = 100_000

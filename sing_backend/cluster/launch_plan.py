@@ -6,7 +6,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .launcher import command_of
+from ..executor.payload import PayloadError, TaskSpec
+from .launcher import executor_problem
 from .resources import Resources
 from .sandbox import task_id_problem
 from .tasks import TaskRecord
@@ -86,8 +87,16 @@ def _task_problem(
     if target is not None and target != agent_id:
         return f"Task is for agent {target} but the offer is from agent {agent_id}", None
     try:
-        command_of(info)
-        resources = Resources.from_mesos(info.get("resources"))
-    except ValueError as exc:
+        if "executor" in info:
+            problem = executor_problem(info)
+            if problem is not None:
+                return problem, None
+            # Like Mesos, an executor's own resources are taken from the offer too.
+            resources = Resources.from_mesos(info.get("resources")) + Resources.from_mesos(
+                info["executor"].get("resources"))
+        else:
+            TaskSpec.from_task_info(info)
+            resources = Resources.from_mesos(info.get("resources"))
+    except (PayloadError, ValueError) as exc:
         return str(exc), None
     return None, resources

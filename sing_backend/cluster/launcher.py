@@ -1,98 +1,90 @@
-"""Turn a Mesos CommandInfo into a running process inside its task directory."""
+"""Starting a custom executor (a TaskInfo with ``executor``) as its own process, as a Mesos agent does.
+
+The executor gets the v1 executor API environment (MESOS_AGENT_ENDPOINT, MESOS_FRAMEWORK_ID,
+MESOS_EXECUTOR_ID...) and talks back to this agent's ``/api/v1/executor``. It runs in its own
+session: pymesos' executor driver SIGKILLs its whole process group when it shuts down.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import orjson
+from ..executor.procs import MARKER_VAR
+from ..executor.settings import SCOPE_ENV, SETTINGS_ENV
 
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The executor may take this long beyond the task's kill grace to shut down before it is SIGKILLed.
+SHUTDOWN_MARGIN_SECONDS = 5.0
 
 
-def command_of(task_info: dict[str, Any]) -> dict[str, Any]:
-    """The task's CommandInfo; ValueError when it cannot be run by this cluster."""
-    if "executor" in task_info:
-        raise ValueError("custom executors are not supported; give the task a command")
-    command = task_info.get("command")
-    if not isinstance(command, dict):
-        raise ValueError("task has no command")
-    value = command.get("value")
-    if not isinstance(value, str) or not value:
-        raise ValueError("command.value must be a non-empty string")
-    arguments = command.get("arguments", [])
-    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
-        raise ValueError("command.arguments must be a list of strings")
-    _user_variables(command)  # validated now so a bad task is TASK_ERROR, not a failed launch
-    return command
+def executor_problem(info: dict[str, Any]) -> str | None:
+    """Why the TaskInfo's ExecutorInfo cannot be launched, or None."""
+    executor = info.get("executor")
+    if not isinstance(executor, dict):
+        return "executor must be an object"
+    if "command" in info:
+        return "a task has either a command or an executor, not both"
+    eid = (executor.get("executor_id") or {}).get("value") if isinstance(executor.get("executor_id"), dict) else None
+    if not isinstance(eid, str) or not eid or "/" in eid:
+        return "executor.executor_id.value must be a non-empty string without '/'"
+    command = executor.get("command")
+    if not isinstance(command, dict) or not isinstance(command.get("value"), str) or not command["value"]:
+        return "executor.command.value must be a non-empty string"
+    return None
 
 
-def _argv(command: dict[str, Any]) -> tuple[str, list[str]]:
-    """Executable and argv. Mesos semantics: with shell=false, ``arguments`` includes argv[0]."""
-    value: str = command["value"]
-    if command.get("shell", True):
-        return "/bin/sh", ["/bin/sh", "-c", value]
-    return value, list(command.get("arguments") or [value])
+def executor_id_of(info: dict[str, Any]) -> str:
+    return str(info["executor"]["executor_id"]["value"])
 
 
-def _user_variables(command: dict[str, Any]) -> dict[str, str]:
-    variables = (command.get("environment") or {}).get("variables") or []
-    if not isinstance(variables, list):
-        raise ValueError("command.environment.variables must be a list")
-    env = {}
-    for var in variables:
-        name, value = (var or {}).get("name"), (var or {}).get("value")
-        if not isinstance(name, str) or not name or "=" in name or not isinstance(value, str):
-            raise ValueError("each environment variable needs a string name (no '=') and a string value")
-        env[name] = value
-    return env
-
-
-def task_environment(command: dict[str, Any], task_id: str, task_dir: Path) -> dict[str, str]:
-    """A small, predictable base (not the backend's whole environment) plus the task's own variables."""
+def spawn_executor(
+    info: dict[str, Any],
+    *,
+    sandbox: Path,
+    framework_id: str,
+    agent_id: str,
+    endpoint: str,
+    marker: str,
+    scope: str,
+    settings_json: str,
+    grace_seconds: float,
+) -> subprocess.Popen[bytes]:
+    """Start the executor in ``sandbox`` (its output goes to executor.log there). Raises OSError."""
+    executor = info["executor"]
+    command = executor["command"]
     env = {
         "PATH": os.environ.get("PATH", _DEFAULT_PATH),
-        "HOME": os.environ.get("HOME", str(task_dir)),
+        "HOME": os.environ.get("HOME", str(sandbox)),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "MESOS_SANDBOX": str(task_dir),
-        "MESOS_DIRECTORY": str(task_dir),
-        "MESOS_TASK_ID": task_id,
     }
-    env.update(_user_variables(command))
-    return env
-
-
-def prepare_task_dir(task_dir: Path) -> None:
-    """What the process needs before it starts: ``app/``, its cwd.
-
-    Each directory or file creation can cost most of a millisecond on a VM disk, so everything
-    else waits until the task is reported running (see ``finish_task_dir``).
-    """
-    os.makedirs(task_dir / "app", exist_ok=True)
-
-
-def finish_task_dir(task_dir: Path, task_info: dict[str, Any]) -> None:
-    os.makedirs(task_dir / "logs", exist_ok=True)
-    (task_dir / "task.json").write_bytes(orjson.dumps(task_info, option=orjson.OPT_INDENT_2))
-
-
-def spawn(command: dict[str, Any], task_id: str, task_dir: Path) -> subprocess.Popen[bytes]:
-    """Start the command in its own session (so its whole process group can be signalled).
-
-    Raises OSError when the executable cannot be started.
-    """
-    executable, argv = _argv(command)
-    with open(task_dir / "stdout.log", "ab") as out, open(task_dir / "stderr.log", "ab") as err:
-        return subprocess.Popen(
-            argv,
-            executable=executable,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            cwd=task_dir / "app",
-            env=task_environment(command, task_id, task_dir),
-            start_new_session=True,
-            close_fds=True,
-        )
+    # An editable install or a source checkout must be importable by `python -m sing_backend.executor`.
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    for var in (command.get("environment") or {}).get("variables") or []:
+        if isinstance(var, dict) and isinstance(var.get("name"), str) and isinstance(var.get("value"), str):
+            env[var["name"]] = var["value"]
+    env.update({
+        "MESOS_AGENT_ENDPOINT": endpoint,
+        "MESOS_FRAMEWORK_ID": framework_id,
+        "MESOS_EXECUTOR_ID": executor_id_of(info),
+        "MESOS_SLAVE_ID": agent_id,
+        "MESOS_AGENT_ID": agent_id,
+        "MESOS_DIRECTORY": str(sandbox),
+        "MESOS_SANDBOX": str(sandbox),
+        "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": f"{math.ceil(grace_seconds + SHUTDOWN_MARGIN_SECONDS)}secs",
+        SETTINGS_ENV: settings_json,
+        SCOPE_ENV: scope,
+        # Inherited by the executor and by the task it starts: the agent can always find both.
+        MARKER_VAR: marker,
+    })
+    sandbox.mkdir(parents=True, exist_ok=True)
+    shell = command.get("shell", True)
+    argv = ["/bin/sh", "-c", command["value"]] if shell else list(command.get("arguments") or [command["value"]])
+    with open(sandbox / "executor.log", "ab") as log:
+        return subprocess.Popen(argv, executable=argv[0] if shell else command["value"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, cwd=sandbox, env=env, start_new_session=True,
+                                close_fds=True)

@@ -16,15 +16,23 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .agent import Agent, Reporter
+from ..executor.reactor import Reactor
+from .agent import Agent
 from .calls import CallError, call_object, id_value, id_values, launch_task_infos, refuse_seconds
 from .framework import Framework, Subscription
 from .launch_plan import plan_launches
 from .offers import Offer, OfferBook
-from .reactor import Reactor
 from .resources import Resources
 from .tasks import TaskRecord, TaskTable
-from .updates import error_event, failure_event, offers_event, rescind_event, task_status, update_event
+from .updates import (
+    error_event,
+    failure_event,
+    message_event,
+    offers_event,
+    rescind_event,
+    task_status,
+    update_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,8 @@ class Master:
         self._removed_frameworks: set[str] = set()
         self.tasks = TaskTable()
         self.offers = OfferBook(self.master_id)
+        # uuid of an executor-made update -> (agent, task), to pass the scheduler's ack back.
+        self._executor_updates: dict[str, tuple[str, str]] = {}
         self._handlers = self._call_handlers()
 
     def set_address(self, host: str, port: int) -> None:
@@ -66,12 +76,6 @@ class Master:
         }
 
     # -- agents (called by the cluster) --------------------------------------------------------
-
-    def reporter(self, agent_id: str) -> Reporter:
-        def report(task_id: str, state: str, message: str | None, reason: str | None) -> None:
-            self._on_task_status(agent_id, task_id, state, message, reason)
-
-        return report
 
     def add_agent(self, agent: Agent) -> None:
         with self._lock:
@@ -102,24 +106,39 @@ class Master:
 
     # -- task status from agents ---------------------------------------------------------------
 
-    def _on_task_status(
-        self, agent_id: str, task_id: str, state: str, message: str | None, reason: str | None
+    def task_status(
+        self, agent_id: str, task_id: str, state: str, message: str | None, reason: str | None, *,
+        executor_id: str | None = None, uuid: str | None = None, data: str | None = None,
     ) -> None:
+        """An agent (or an executor through it) reports on a task. Called with the cluster lock held."""
         record = self.tasks.active.get(task_id)
         if record is None or record.agent_id != agent_id:
             return  # e.g. already declared lost when its agent was removed
         record.state, record.message, record.reason = state, message, reason
         framework = self.frameworks.get(record.framework_id)
+        status = task_status(
+            task_id, state, source="SOURCE_EXECUTOR", agent_id=agent_id, executor_id=executor_id, message=message,
+            reason=reason, reliable=True, uuid=uuid, data=data,
+        )
+        if uuid is not None:
+            # The executor made this uuid and waits for its acknowledgement (see _acknowledge).
+            self._executor_updates[uuid] = (agent_id, task_id)
         if framework is not None:
-            status = task_status(
-                task_id, state, source="SOURCE_EXECUTOR", agent_id=agent_id, message=message, reason=reason,
-                reliable=True,
-            )
             framework.send_reliably(status["uuid"], update_event(status))
         if record.terminal:
             self.tasks.finish(record)
             self.offers.release(agent_id, record.resources)
             self._allocate([agent_id])
+
+    def executor_message(self, agent_id: str, framework_id: str, executor_id: str, data: str) -> None:
+        framework = self.frameworks.get(framework_id)
+        if framework is not None:
+            framework.send(message_event(agent_id, executor_id, data))
+
+    def executor_lost(self, agent_id: str, framework_id: str, executor_id: str, status: int) -> None:
+        framework = self.frameworks.get(framework_id)
+        if framework is not None:
+            framework.send(failure_event(agent_id, executor_id, status))
 
     @staticmethod
     def _status_of(record: TaskRecord, source: str, reason: str | None = None) -> dict[str, Any]:
@@ -281,10 +300,10 @@ class Master:
             "ACKNOWLEDGE": self._acknowledge,
             "RECONCILE": self._reconcile_call,
             "TEARDOWN": lambda framework, _call: self._remove_framework(framework),
-            # No executors or inverse offers here: these are accepted and have nothing to act on.
-            "MESSAGE": ignored,
+            "MESSAGE": self._message,
+            "SHUTDOWN": self._shutdown,
+            # No inverse offers or operations here: these are accepted and have nothing to act on.
             "REQUEST": ignored,
-            "SHUTDOWN": ignored,
             "ACCEPT_INVERSE_OFFERS": ignored,
             "DECLINE_INVERSE_OFFERS": ignored,
             "ACKNOWLEDGE_OPERATION_STATUS": ignored,
@@ -402,7 +421,7 @@ class Master:
         """The first grace period given (KILL call, then TaskInfo), else the cluster default."""
         for policy in policies:
             if isinstance(policy, dict):
-                nanos = (policy.get("grace_period") or {}).get("nanoseconds")
+                nanos: Any = (policy.get("grace_period") or {}).get("nanoseconds")
                 try:
                     return max(0.0, int(nanos) / 1e9)
                 except (TypeError, ValueError):
@@ -414,6 +433,26 @@ class Master:
         if not isinstance(uuid_value, str):
             raise CallError(400, "Expecting 'acknowledge.uuid' to be present")
         framework.unacked.pop(uuid_value, None)
+        target = self._executor_updates.pop(uuid_value, None)
+        if target is not None and target[0] in self.agents:
+            self.agents[target[0]].acknowledged(target[1], uuid_value)
+
+    def _message(self, framework: Framework, call: dict[str, Any]) -> None:
+        message = call_object(call, "message")
+        agent_id, executor_id = id_value(message.get("agent_id")), id_value(message.get("executor_id"))
+        data = message.get("data")
+        if not agent_id or not executor_id or not isinstance(data, str):
+            raise CallError(400, "Expecting 'message.agent_id', 'message.executor_id' and 'message.data'")
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            agent.framework_message(executor_id, data)
+
+    def _shutdown(self, framework: Framework, call: dict[str, Any]) -> None:
+        shutdown = call_object(call, "shutdown")
+        agent_id, executor_id = id_value(shutdown.get("agent_id")), id_value(shutdown.get("executor_id"))
+        agent = self.agents.get(agent_id or "")
+        if agent is not None and executor_id:
+            agent.shutdown_executor(executor_id)
 
     def _reconcile_call(self, framework: Framework, call: dict[str, Any]) -> None:
         entries = call_object(call, "reconcile").get("tasks") or []
@@ -429,9 +468,9 @@ class Master:
                 framework.send(update_event(self._status_of(record, "SOURCE_MASTER", "REASON_RECONCILIATION")))
             return
         for task_id in task_ids:
-            record = self.tasks.find(task_id, framework.framework_id)
-            if record is not None:
-                status = self._status_of(record, "SOURCE_MASTER", "REASON_RECONCILIATION")
+            found = self.tasks.find(task_id, framework.framework_id)
+            if found is not None:
+                status = self._status_of(found, "SOURCE_MASTER", "REASON_RECONCILIATION")
             else:
                 status = task_status(task_id, "TASK_LOST", source="SOURCE_MASTER",
                                      message="Reconciliation: Task is unknown", reason="REASON_RECONCILIATION")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import queue
-import select
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -17,14 +14,12 @@ from .calls import CallError
 from .framework import Subscription
 from .httpserver import TrackingHTTPServer
 from .master import VERSION, Master
-from .updates import HEARTBEAT_EVENT
+from .stream import pump, start_stream
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_PATH = "/api/v1/scheduler"
 _MAX_BODY = 64 * 1024 * 1024
-# How often an idle stream checks that its client is still there.
-_IDLE_POLL_SECONDS = 0.5
 
 
 class MasterHTTPServer(TrackingHTTPServer):
@@ -146,76 +141,12 @@ class _MasterHandler(BaseHTTPRequestHandler):
 
     def _stream(self, subscription: Subscription) -> None:
         """Own this connection until the stream ends: write queued events as RecordIO in chunks."""
-        self.close_connection = True
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Mesos-Stream-Id", subscription.stream_id)
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
+        start_stream(self, {"Mesos-Stream-Id": subscription.stream_id})
         self.server.stream_started()
         try:
-            self._pump(subscription)
+            pump(self, subscription, self.server.master.heartbeat_interval)
         except OSError:
             log.debug("stream %s: client went away", subscription.stream_id)
         finally:
             self.server.stream_finished()
             self.server.master.stream_ended(subscription)
-
-    def _pump(self, subscription: Subscription) -> None:
-        heartbeat = self.server.master.heartbeat_interval
-        heartbeat_record = _record(orjson.dumps(HEARTBEAT_EVENT))
-        next_heartbeat = time.monotonic() + heartbeat
-        while True:
-            now = time.monotonic()
-            if now >= next_heartbeat:
-                self.wfile.write(_chunk(heartbeat_record))
-                next_heartbeat = now + heartbeat
-            try:
-                item = subscription.next(timeout=min(_IDLE_POLL_SECONDS, max(0.0, next_heartbeat - now)))
-            except queue.Empty:
-                if _peer_closed(self.connection):
-                    return
-                continue
-            # Send everything already queued in one write; each record is still complete.
-            records: list[bytes] = []
-            ended = item is None
-            if item is not None:
-                records.append(_record(item))
-                while True:
-                    try:
-                        more = subscription.next_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        ended = True
-                        break
-                    records.append(_record(more))
-            payload = b"".join(_chunk(r) for r in records)
-            if ended:
-                payload += b"0\r\n\r\n"
-            if payload:
-                self.wfile.write(payload)
-            if ended:
-                return
-
-
-def _record(event: bytes) -> bytes:
-    return b"%d\n%s" % (len(event), event)
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-def _peer_closed(sock: socket.socket) -> bool:
-    """True when the client hung up (pymesos never writes on its stream connection)."""
-    try:
-        # poll(), not select(): with hundreds of tasks (one pidfd each) descriptors pass FD_SETSIZE.
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        if not poller.poll(0):
-            return False
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except (OSError, ValueError):
-        return True

@@ -2,8 +2,10 @@
 
 Layout under ``work_dir/agents/<agent_id>/``::
 
-    sandboxes/<T>/            the task's sandbox root (Mesos' executor "directory")
-    sandboxes/<T>/<T>/        the task directory: stdout.log, stderr.log, task.json, app/ (cwd), logs/
+    sandboxes/<T>/            the task's sandbox root (Mesos' executor "directory"; executor.log of a
+                              custom executor)
+    sandboxes/<T>/<T>/        the task directory: stdout.log, stderr.log, task.json, deploy.env,
+                              finished.json, app/ (cwd, artifacts), logs/ (rotated, gzipped output)
     running/<T>.json          a record per live process, used to kill orphans after a crash
 """
 

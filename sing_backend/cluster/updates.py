@@ -32,11 +32,15 @@ def task_status(
     *,
     source: str,
     agent_id: str | None = None,
+    executor_id: str | None = None,
     message: str | None = None,
     reason: str | None = None,
     reliable: bool = False,
+    uuid: str | None = None,
+    data: str | None = None,
 ) -> dict[str, Any]:
-    """A TaskStatus. ``reliable`` ones carry a uuid: pymesos acknowledges those (and needs agent_id)."""
+    """A TaskStatus. ``reliable`` ones carry a uuid (``uuid`` when an executor made one): pymesos
+    acknowledges those, and needs agent_id for it."""
     status: dict[str, Any] = {
         "task_id": {"value": task_id},
         "state": state,
@@ -46,15 +50,17 @@ def task_status(
     if agent_id is not None:
         status["agent_id"] = {"value": agent_id}
         # The command executor's id is the task id.
-        status["executor_id"] = {"value": task_id}
+        status["executor_id"] = {"value": executor_id or task_id}
     if message is not None:
         status["message"] = message
     if reason is not None:
         status["reason"] = reason
+    if data is not None:
+        status["data"] = data
     if reliable:
         if agent_id is None:
             raise ValueError("a status with a uuid needs an agent_id (pymesos acknowledges it)")
-        status["uuid"] = new_uuid()
+        status["uuid"] = uuid or new_uuid()
     return status
 
 
@@ -70,8 +76,17 @@ def rescind_event(offer_id: str) -> dict[str, Any]:
     return {"type": "RESCIND", "rescind": {"offer_id": {"value": offer_id}}}
 
 
-def failure_event(agent_id: str) -> dict[str, Any]:
-    return {"type": "FAILURE", "failure": {"agent_id": {"value": agent_id}}}
+def failure_event(agent_id: str, executor_id: str | None = None, status: int = 0) -> dict[str, Any]:
+    """An agent lost, or (with ``executor_id``) an executor that exited with ``status``."""
+    failure: dict[str, Any] = {"agent_id": {"value": agent_id}}
+    if executor_id is not None:
+        failure.update(executor_id={"value": executor_id}, status=status)
+    return {"type": "FAILURE", "failure": failure}
+
+
+def message_event(agent_id: str, executor_id: str, data: str) -> dict[str, Any]:
+    return {"type": "MESSAGE", "message": {"agent_id": {"value": agent_id}, "executor_id": {"value": executor_id},
+                                           "data": data}}
 
 
 def error_event(message: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import bad_request, not_found
+from ..executor.payload import attach_payload, default_executor_command, task_payload
 from ..ids import PendingTaskId, TaskId, sanitize
 from ..models.common import (
     TERMINAL_TASK_STATES,
@@ -511,6 +512,11 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             "kill_policy": {"grace_period": {"nanoseconds": grace_ns}},
             "labels": {"labels": [{"key": k, "value": v} for k, v in (dep.labels or {}).items()]},
         }
+        custom = dep.customExecutorCmd
+        if custom and custom.strip() == "sing executor" and self.settings.mode == "local":
+            custom = default_executor_command()  # `sing` may not be on the backend's PATH
+        # Artifacts, limits, log rotation, user...: what the executor needs beyond the command.
+        attach_payload(info, task_payload(dep.wire(), p.wire()), executor_command=custom)
         pending_wire = p.wire()
         task = {
             "taskId": tid.wire(),

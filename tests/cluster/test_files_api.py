@@ -30,7 +30,8 @@ def test_browse_read_download(harness: Harness) -> None:
 
     listing = httpx.get(f"{url}/files/browse", params={"path": task_dir}).json()
     by_path = {e["path"]: e for e in listing}
-    assert set(by_path) == {f"{task_dir}/{n}" for n in ("app", "logs", "stderr.log", "stdout.log", "task.json")}
+    names = ("app", "deploy.env", "finished.json", "logs", "stderr.log", "stdout.log", "task.json")
+    assert set(by_path) == {f"{task_dir}/{n}" for n in names}
     entry = by_path[stdout]
     assert entry["size"] == len(CONTENT)
     assert entry["mode"] == "-rw-r--r--" or entry["mode"].startswith("-rw")

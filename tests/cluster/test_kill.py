@@ -80,8 +80,10 @@ def test_leftover_children_die_with_a_finished_task(harness: Harness) -> None:
 def test_default_grace_comes_from_the_cluster(harness: Harness) -> None:
     sched = harness.sched
     offer = sched.offer_for("agent-3")
-    harness.launch(offer, [task_info("default", offer, "trap '' TERM; sleep 1000")])
+    harness.launch(offer, [task_info("default", offer, "trap '' TERM; echo ready; sleep 1000")])
     sched.status("default", "TASK_RUNNING")
+    stdout = harness.cluster.sandbox_dir("default") / "default" / "stdout.log"  # type: ignore[operator]
+    eventually(lambda: "ready" in stdout.read_text(), what="the trap to be installed")
     started = time.monotonic()
     harness.driver.killTask({"value": "default"})
     sched.status("default", "TASK_KILLED")

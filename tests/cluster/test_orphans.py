@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from sing_backend.cluster import EmbeddedCluster, default_agents
-from sing_backend.cluster.records import RunningRecord, read_proc_stat, write_record
+from sing_backend.executor.records import RunningRecord, read_proc_stat, write_record
 
 from .helpers import eventually, group_alive, pid_alive
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sing_backend.cluster.reactor import Reactor
+from sing_backend.executor.reactor import Reactor
 
 
 @pytest.fixture

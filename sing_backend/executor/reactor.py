@@ -34,7 +34,7 @@ class TimerHandle:
 
 
 class Reactor:
-    def __init__(self, name: str = "sing-cluster-reactor") -> None:
+    def __init__(self, name: str = "sing-reactor") -> None:
         self._name = name
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -158,4 +158,4 @@ class Reactor:
         try:
             callback()
         except Exception:
-            log.exception("cluster reactor callback failed")
+            log.exception("reactor callback failed")

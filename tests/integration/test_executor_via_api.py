@@ -1,0 +1,70 @@
+"""The executor seen through the API: artifacts from a deploy's `uris`, memory limits, statistics, logs."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from sing_backend.local_backend import Backend, wait_for
+
+
+def _deploy(backend: Backend, request_id: str, deploy: dict) -> None:
+    backend.create({"id": request_id, "requestType": "ON_DEMAND"}, {"id": "v1", **deploy})
+    wait_for(lambda: backend.get(f"/api/requests/request/{request_id}")["requestDeployState"].get("activeDeploy"),
+             what="deploy")
+
+
+def _run_to_end(backend: Backend, request_id: str) -> dict:
+    run_id = backend.post(f"/api/requests/request/{request_id}/run", {})["pendingRequest"]["runId"]
+    task_id = wait_for(lambda: backend.get(f"/api/track/run/{request_id}/{run_id}").get("taskId"), what="task")["id"]
+    return wait_for(lambda: (h := backend.get(f"/api/history/task/{task_id}"))["taskUpdates"][-1]["taskState"]
+                    in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED") and h, timeout=30, what="run ended")
+
+
+def test_artifact_is_fetched_verified_and_used(backend: Backend, tmp_path: Path):
+    tool = tmp_path / "tool.sh"
+    tool.write_text("#!/bin/sh\necho tool says $1\n")
+    md5 = hashlib.md5(tool.read_bytes()).hexdigest()
+    _deploy(backend, "artifact", {"command": "./tool.sh hello && sh checked.sh",
+                                  "resources": {"cpus": 0.01, "memoryMb": 32},
+                                  "executorData": {"externalArtifacts": [
+                                      {"url": tool.as_uri(), "filename": "checked.sh", "md5sum": md5}]},
+                                  "uris": [{"uri": tool.as_uri(), "executable": True}]})
+    history = _run_to_end(backend, "artifact")
+    task_id = history["task"]["taskId"]["id"]
+    assert history["taskUpdates"][-1]["taskState"] == "TASK_FINISHED", [u.get("statusMessage") for u in history["taskUpdates"]]
+    out = backend.get(f"/api/sandbox/{task_id}/read", params={"path": f"{task_id}/stdout.log", "offset": 0})
+    assert out["data"] == "tool says hello\ntool says\n"
+
+
+def test_wrong_checksum_fails_the_task_naming_the_artifact(backend: Backend, tmp_path: Path):
+    tool = tmp_path / "tool2.sh"
+    tool.write_text("echo hi\n")
+    _deploy(backend, "badsum", {"command": "sh tool2.sh", "resources": {"cpus": 0.01, "memoryMb": 32},
+                                "executorData": {"externalArtifacts": [
+                                    {"url": tool.as_uri(), "filename": "tool2.sh", "md5sum": "0" * 32}]}})
+    history = _run_to_end(backend, "badsum")
+    last = history["taskUpdates"][-1]
+    assert last["taskState"] == "TASK_FAILED"
+    assert "tool2.sh" in last.get("statusMessage", "") and "md5" in last["statusMessage"].lower()
+
+
+def test_memory_limit_kills_with_a_clear_reason(backend: Backend):
+    hog = f"{sys.executable} -c \"import time; b = bytearray(150 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(60)\""
+    _deploy(backend, "hog", {"command": hog, "resources": {"cpus": 0.01, "memoryMb": 64}})
+    history = _run_to_end(backend, "hog")
+    messages = " ".join(u.get("statusMessage", "") for u in history["taskUpdates"])
+    assert "memory limit exceeded" in messages and "of 64 MB" in messages
+
+
+def test_statistics_and_archived_logs(backend: Backend):
+    _deploy(backend, "stats", {"command": "echo hello logs; sleep 30", "resources": {"cpus": 0.01, "memoryMb": 32}})
+    run_id = backend.post("/api/requests/request/stats/run", {})["pendingRequest"]["runId"]
+    task_id = wait_for(lambda: backend.get(f"/api/track/run/stats/{run_id}").get("taskId"), what="task")["id"]
+    stats = wait_for(lambda: (s := backend.client.get(f"/api/tasks/task/{task_id}/statistics")).status_code == 200
+                     and s.json(), what="statistics")
+    assert stats["memLimitBytes"] == 32 * 1024 * 1024 and stats["memRssBytes"] > 0
+    backend.delete(f"/api/tasks/task/{task_id}", {})
+    logs = wait_for(lambda: backend.get(f"/api/logs/task/{task_id}"), timeout=30, what="archived logs")
+    assert all("downloadUrl" in item and "key" in item for item in logs)
