@@ -33,7 +33,8 @@ def test_artifact_is_fetched_verified_and_used(backend: Backend, tmp_path: Path)
                                   "uris": [{"uri": tool.as_uri(), "executable": True}]})
     history = _run_to_end(backend, "artifact")
     task_id = history["task"]["taskId"]["id"]
-    assert history["taskUpdates"][-1]["taskState"] == "TASK_FINISHED", [u.get("statusMessage") for u in history["taskUpdates"]]
+    messages = [u.get("statusMessage") for u in history["taskUpdates"]]
+    assert history["taskUpdates"][-1]["taskState"] == "TASK_FINISHED", messages
     out = backend.get(f"/api/sandbox/{task_id}/read", params={"path": f"{task_id}/stdout.log", "offset": 0})
     assert out["data"] == "tool says hello\ntool says\n"
 
@@ -51,7 +52,9 @@ def test_wrong_checksum_fails_the_task_naming_the_artifact(backend: Backend, tmp
 
 
 def test_memory_limit_kills_with_a_clear_reason(backend: Backend):
-    hog = f"{sys.executable} -c \"import time; b = bytearray(150 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(60)\""
+    # Touches 150 MB for real (every page), then waits: well over its 64 MB.
+    code = "import time; b = bytearray(150 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(60)"
+    hog = f'{sys.executable} -c "{code}"'
     _deploy(backend, "hog", {"command": hog, "resources": {"cpus": 0.01, "memoryMb": 64}})
     history = _run_to_end(backend, "hog")
     messages = " ".join(u.get("statusMessage", "") for u in history["taskUpdates"])
