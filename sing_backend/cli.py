@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -63,6 +65,15 @@ def cmd_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import seed
 
@@ -71,6 +82,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from sing_tui.launcher import demo_with_tui
         return demo_with_tui(settings.host, settings.port, settings.data_dir, args.config)
     url = f"http://{settings.host}:{settings.port}"
+    if settings.load_balancer == "none" and shutil.which("nginx") and _port_free(settings.nginx_port):
+        # The demo's web service goes behind the built-in nginx load balancer when nginx is there.
+        settings = settings.model_copy(update={"load_balancer": "nginx"})
 
     def ready() -> None:
         try:
@@ -78,7 +92,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except Exception as exc:  # the backend keeps running; the user sees why the samples are missing
             logging.getLogger("sing.demo").error("could not create the sample requests: %s", exc)
             return
-        print(f"\nSing demo is up: {url}/api/requests  (OpenAPI: {url}/api/openapi.json)\n"
+        lb = (f"\nThrough nginx: curl http://127.0.0.1:{settings.nginx_port}/demo-web/"
+              if settings.load_balancer == "nginx" else "")
+        print(f"\nSing demo is up: {url}/api/requests  (OpenAPI: {url}/api/openapi.json){lb}\n"
               f"Data in {settings.data_dir}. Press Ctrl-C to stop.\n", flush=True)
 
     _serve(settings, ready)

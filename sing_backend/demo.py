@@ -15,9 +15,12 @@ SAMPLES: list[tuple[dict, dict]] = [
     (
         {"id": "demo-web", "requestType": "SERVICE", "instances": 2, "owners": ["demo@example.com"],
          "rackSensitive": True},
-        {"id": "v1", "command": f"{PY} -m http.server $PORT0 --bind 0.0.0.0",
+        # Serves a page naming its task at /demo-web/, the path nginx routes to it.
+        {"id": "v1", "command": ("mkdir -p demo-web && echo \"hello from $TASK_ID\" > demo-web/index.html && "
+                                 f"exec {PY} -m http.server $PORT0 --bind 0.0.0.0"),
          "resources": {"cpus": 0.1, "memoryMb": 64, "numPorts": 1}, "env": {"GREETING": "hello"},
-         "considerHealthyAfterRunningForSeconds": 2},
+         "healthcheck": {"uri": "/", "startupIntervalSeconds": 1, "intervalSeconds": 2},
+         "serviceBasePath": "/demo-web"},
     ),
     (
         {"id": "demo-worker", "requestType": "WORKER", "instances": 1},
@@ -29,6 +32,11 @@ SAMPLES: list[tuple[dict, dict]] = [
         {"id": "v1", "command": "echo \"job $TASK_ID running with args:\"", "shell": True,
          "resources": {"cpus": 0.1, "memoryMb": 32}},
     ),
+    (
+        {"id": "demo-cron", "requestType": "SCHEDULED", "quartzSchedule": "0 * * * * ?",
+         "scheduleTimeZone": "UTC"},
+        {"id": "v1", "command": "echo \"every minute: $(date -u +%T)\"", "resources": {"cpus": 0.05, "memoryMb": 16}},
+    ),
 ]
 
 
@@ -37,7 +45,10 @@ def seed(base_url: str) -> None:
         for request, deploy in SAMPLES:
             if client.get(f"/api/requests/request/{request['id']}").status_code == 200:
                 continue
-            client.post("/api/requests", json=request).raise_for_status()
+            created = client.post("/api/requests", json={**request, "loadBalanced": True}) \
+                if request["requestType"] == "SERVICE" else None
+            if created is None or created.status_code == 400:  # no load balancer on this backend
+                client.post("/api/requests", json=request).raise_for_status()
             deploy = {**deploy, "requestId": request["id"]}
             client.post("/api/deploys", json={"deploy": deploy, "message": "demo"}).raise_for_status()
             log.info("created sample request %s", request["id"])
