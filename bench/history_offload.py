@@ -1,0 +1,99 @@
+"""History at volume: 100,000 finished tasks (each a task row and 3 status updates) written to the history
+store on SQLite and on MySQL/MariaDB, as the scheduler hands them over; rows/s, and the p99 of a paged
+history query during the writes against the same query idle (the baseline, same run).
+Targets: >= 30,000 rows/s; query p99 during the writes <= 1.2x idle.
+Usage: python -m bench.history_offload [--tasks 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from sing_backend.history import HistoryStore
+from tests.servers import mysql_database
+
+from .stats import percentile
+
+REQUESTS = 100
+
+
+def task_doc(i: int, now: int) -> tuple[dict, dict]:
+    rid = f"req-{i % REQUESTS}"
+    tid = {"id": f"{rid}-v1-{now + i}-1-host-rack", "requestId": rid, "deployId": "v1", "startedAt": now + i,
+           "instanceNo": 1, "host": "host", "sanitizedHost": "host", "rackId": "rack", "sanitizedRackId": "rack"}
+    return tid, {"taskId": tid, "taskRequest": {"request": {"id": rid, "requestType": "WORKER"},
+                                                "deploy": {"requestId": rid, "id": "v1", "command": "true"},
+                                                "pendingTask": {"pendingTaskId": {"requestId": rid}}}}
+
+
+async def query_times(store: HistoryStore, stop: asyncio.Event, out: list[float]) -> None:
+    while not stop.is_set():
+        start = time.perf_counter()
+        await store.request_task_ids("req-7", count=50, page=1)
+        out.append((time.perf_counter() - start) * 1000)
+        await asyncio.sleep(0.01)
+
+
+async def run(url: str, tasks: int) -> tuple[float, float, float]:
+    store = await HistoryStore.open(url)
+    try:
+        now = int(time.time() * 1000)
+        # Warm the table a little so the idle baseline queries real rows.
+        for i in range(2000):
+            tid, task = task_doc(i, now)
+            await store.save_task(task, task_id=tid["id"], request_id=tid["requestId"], deploy_id="v1", run_id=None,
+                                  host="host", started_at=tid["startedAt"])
+        await store.flush()
+        idle: list[float] = []
+        stop = asyncio.Event()
+        prober = asyncio.create_task(query_times(store, stop, idle))
+        await asyncio.sleep(2)
+        stop.set()
+        await prober
+        busy: list[float] = []
+        stop = asyncio.Event()
+        prober = asyncio.create_task(query_times(store, stop, busy))
+        start = time.perf_counter()
+        rows = 0
+        for i in range(2000, 2000 + tasks):
+            tid, task = task_doc(i, now)
+            await store.save_task(task, task_id=tid["id"], request_id=tid["requestId"], deploy_id="v1", run_id=None,
+                                  host="host", started_at=tid["startedAt"])
+            await store.add_task_updates([{"taskId": tid, "timestamp": now + i + k, "taskState": state}
+                                          for k, state in enumerate(("TASK_LAUNCHED", "TASK_RUNNING",
+                                                                     "TASK_FINISHED"))])
+            rows += 4
+            if i % 500 == 0:
+                # Hand over at the pace the store commits, as the scheduler's rounds do, rather than
+                # queueing all 100,000 at once (a read waits for the writes queued before it).
+                await store.flush()
+        await store.flush()
+        elapsed = time.perf_counter() - start
+        stop.set()
+        await prober
+        return rows / elapsed, percentile(idle, 99), percentile(busy, 99)
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=100_000)
+    args = parser.parse_args()
+    print(f"History volume: {args.tasks} finished tasks (1 task row + 3 updates each)")
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {"SQLite": asyncio.run(run(f"sqlite+aiosqlite:///{Path(tmp) / 'h.db'}", args.tasks))}
+    with mysql_database() as url:
+        results["MariaDB"] = asyncio.run(run(url, args.tasks))
+    for name, (rate, idle, busy) in results.items():
+        print(f"  {name:8s} {rate:9.0f} rows/s   query p99 idle {idle:6.2f} ms, during writes {busy:6.2f} ms "
+              f"({busy / idle:.2f}x)   targets >= 30000 rows/s, <= 1.2x -> "
+              f"{'MET' if rate >= 30000 and busy <= 1.2 * idle else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
