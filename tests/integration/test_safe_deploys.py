@@ -204,3 +204,16 @@ def test_advancing_a_deploy_that_is_not_pending(backend: Backend):
     r = backend.client.post("/api/deploys/update", json={"requestId": "timed", "deployId": "v1",
                                                          "targetActiveInstances": 1})
     assert r.status_code == 400 and "deployId" in r.json()["message"]
+
+
+def test_cancelling_an_expiry_keeps_the_change(backend: Backend):
+    backend.put("/api/requests/request/timed/scale", {"instances": 2, "durationMillis": 1500})
+    parent = backend.delete("/api/requests/request/timed/scale")
+    assert "expiringScale" not in parent and parent["request"]["instances"] == 2
+    wait_for(lambda: len(backend.active_tasks("timed")) == 2, what="2 tasks")
+    time.sleep(2)  # past the cancelled expiry: nothing may revert
+    assert backend.get("/api/requests/request/timed")["request"]["instances"] == 2
+    assert backend.client.delete("/api/requests/request/timed/scale").status_code == 404
+    backend.put("/api/requests/request/timed/skip-healthchecks", {"skipHealthchecks": True, "durationMillis": 800})
+    wait_for(lambda: "skipHealthchecks" not in backend.get("/api/requests/request/timed")["request"],
+             what="skip-healthchecks reverted")
