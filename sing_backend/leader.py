@@ -44,10 +44,6 @@ class LeaderElection:
     def connected(self) -> bool:
         return self._client.connected
 
-    @property
-    def is_leader(self) -> bool:
-        return self._leading.is_set()
-
     def leader(self) -> str | None:
         """The identifier (API URL) of the current leader, if known; never blocks."""
         if self._leading.is_set():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transition = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
+        self._purger: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()
         self.scheduler: Scheduler
         self.list_cache = ListCache(self)
@@ -85,6 +87,8 @@ class Runtime:
         self.scheduler = self._new_scheduler()
         self.scheduler_started = True
         self.loop_lag.start()
+        if s.history_purge_after_days or s.history_keep_per_request:
+            self._purger = self._loop.create_task(self._purge_history())
         if s.mode == "local":
             await self._start_embedded_cluster()
             await self._lead()
@@ -160,6 +164,20 @@ class Runtime:
             log.warning("no longer the leader: scheduling stopped")
             await self._stop_scheduling()
             self.scheduler = await asyncio.to_thread(self._new_scheduler)
+
+    async def _purge_history(self) -> None:
+        s = self.settings
+        while True:
+            if self.leading and self.history is not None:
+                cut = (int(time.time() * 1000) - int(s.history_purge_after_days * 86_400_000)
+                       if s.history_purge_after_days else None)
+                try:
+                    removed = await self.history.purge(older_than_ms=cut, keep_per_request=s.history_keep_per_request)
+                    if removed:
+                        log.info("history: purged %d finished tasks", removed)
+                except Exception:
+                    log.exception("history purge failed; retrying in an hour")
+            await asyncio.sleep(3600)
 
     async def _watch_master(self) -> None:
         """pymesos never notices a master that went silent (half-open connection): re-subscribe then."""
@@ -274,6 +292,8 @@ class Runtime:
         return await self.history_call("task_history", task_id)
 
     async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
         if self.election is not None:
             await asyncio.to_thread(self.election.stop)
         await self.loop_lag.stop()

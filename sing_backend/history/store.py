@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..models.common import TERMINAL_TASK_STATES
 from .db import make_engine, migrate_engine
 from .models import DeployHistoryRow, RequestHistoryRow, TaskHealthcheckRow, TaskHistoryRow, TaskUpdateRow
 
@@ -462,21 +463,24 @@ class HistoryStore:
 
     async def _purge(self, older_than_ms: int | None, keep_per_request: int | None) -> int:
         row = TaskHistoryRow
+        # Only finished tasks go: a long-running task's history stays however old it is.
+        finished = row.last_task_status.in_(TERMINAL_TASK_STATES)
         deleted = 0
         if older_than_ms is not None:
-            old = select(row.task_id).where(row.updated_at < older_than_ms).limit(_ID_CHUNK)
+            old = select(row.task_id).where(finished, row.updated_at < older_than_ms).limit(_ID_CHUNK)
             deleted += await self._delete_tasks_while(old)
         if keep_per_request is not None:
             async with self._engine.connect() as conn:
                 crowded = (
                     await conn.scalars(
-                        select(row.request_id).group_by(row.request_id).having(func.count() > keep_per_request)
+                        select(row.request_id).where(finished).group_by(row.request_id)
+                        .having(func.count() > keep_per_request)
                     )
                 ).all()
             for request_id in crowded:
                 surplus = (
                     select(row.task_id)
-                    .where(row.request_id == request_id)
+                    .where(row.request_id == request_id, finished)
                     .order_by(row.updated_at.desc(), row.task_id.desc())
                     .offset(keep_per_request)
                     .limit(_ID_CHUNK)

@@ -56,9 +56,17 @@ class RunNowRequest(ActionBase):
     runAt: int | None = Field(None, ge=0)
 
 
+class ShellCommand(WireModel):
+    name: str = Field(min_length=1)
+    options: list[str] | None = None
+    user: str | None = None
+
+
 class KillTaskRequest(ActionBase):
     override: bool | None = None
     waitForReplacementTask: bool | None = None
+    # Run in the task's sandbox before its SIGTERM (Singularity's SingularityShellCommand).
+    runShellCommandBeforeKill: ShellCommand | None = None
 
 
 class DeleteRequest(ActionBase):

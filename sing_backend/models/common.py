@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 DEPLOY_ID_PATTERN = r"^[A-Za-z0-9_.]+$"
@@ -17,18 +17,6 @@ class WireModel(BaseModel):
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """Turn pydantic's errors into one message that names each offending field."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("body",))
-        if prefix:
-            loc = f"{prefix}.{loc}" if loc else prefix
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
 
 
 class RequestType(StrEnum):

@@ -141,6 +141,10 @@ class DriverGateway:
                                          "kill_policy": {"grace_period": {"nanoseconds": int(grace_seconds * 1e9)}}}}
         self._submit(self._send_with_framework, body)
 
+    def message(self, task_id: str, agent_id: str, data: str) -> None:
+        """A framework message to a task's executor (the command executor's id is the task id)."""
+        self._submit(self.driver.sendFrameworkMessage, {"value": task_id}, {"value": agent_id}, data)
+
     def reconcile(self, task_ids: list[str]) -> None:
         self._submit(self.driver.reconcileTasks, [{"task_id": {"value": t}} for t in task_ids])
 

@@ -10,6 +10,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ApiError, bad_request, conflict, not_found
+from ..executor.payload import kill_message
 from ..ids import PendingTaskId
 from ..models.actions import (
     BounceRequest,
@@ -289,6 +290,9 @@ class RequestActions(_Base):
             kind = TaskCleanupType.USER_REQUESTED
         if task.cleanup and task.cleanup["cleanupType"] == kind.value and task.kill_sent_at and not body.override:
             raise conflict(f"Task {task_id} is already being killed")
+        if body.runShellCommandBeforeKill is not None and self.gateway is not None:
+            # Queued on the same channel as the kill, so the executor has it before the SIGTERM.
+            self.gateway.message(task.id, task.agent_id, kill_message(body.runShellCommandBeforeKill.wire()))
         self._cleanup_task(task, kind, body.user, body.message, force=True)
         self.kick(task.tid.requestId)
         return task

@@ -71,3 +71,16 @@ def test_statistics_and_archived_logs(backend: Backend):
     backend.delete(f"/api/tasks/task/{task_id}", {})
     logs = wait_for(lambda: backend.get(f"/api/logs/task/{task_id}"), timeout=30, what="archived logs")
     assert all("downloadUrl" in item and "key" in item for item in logs)
+
+
+def test_shell_command_runs_before_the_kill(backend: Backend):
+    _deploy(backend, "prekill", {"command": "sleep 60", "resources": {"cpus": 0.01, "memoryMb": 16}})
+    run_id = backend.post("/api/requests/request/prekill/run", {})["pendingRequest"]["runId"]
+    task_id = wait_for(lambda: (t := backend.get(f"/api/track/run/prekill/{run_id}")).get("currentState")
+                       == "TASK_RUNNING" and t, what="running")["taskId"]["id"]
+    backend.delete(f"/api/tasks/task/{task_id}", {"runShellCommandBeforeKill": {
+        "name": "sh", "options": ["-c", "echo drained by $TASK_ID > drained.txt"]}})
+    wait_for(lambda: backend.get(f"/api/history/task/{task_id}")["taskUpdates"][-1]["taskState"] == "TASK_KILLED",
+             what="killed")
+    out = backend.get(f"/api/sandbox/{task_id}/read", params={"path": f"{task_id}/app/drained.txt", "offset": 0})
+    assert out["data"] == f"drained by {task_id}\n"
