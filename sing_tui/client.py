@@ -22,6 +22,9 @@ DEFAULT_URL = "http://127.0.0.1:7099"
 _OFF_LOOP_BYTES = 256 * 1024
 
 Json = Any
+# What the dashboard counts as a failure. TASK_KILLED is left out: the history does not say why a task
+# was killed (an operator, a scale-down, a bounce or a failed health check all look alike).
+FAILURE_STATUSES = ("TASK_FAILED", "TASK_LOST", "TASK_ERROR")
 
 
 class ClientError(Exception):
@@ -269,28 +272,72 @@ class SingClient:
     async def request_history(self, request_id: str, *, count: int = 50) -> list[Json]:
         return await self.get(f"/history/request/{_q(request_id)}/requests", count=count)
 
-    async def recent_failures(self, *, count: int = 20) -> list[Json] | None:
+    async def search_tasks(self, *, last_task_status: str | None = None, request_id: str | None = None,
+                           count: int = 50, page: int = 1, order_direction: str = "DESC") -> list[Json]:
+        """Singularity's global task search (`GET /api/history/tasks`): task id rows, newest first."""
+        return await self.get("/history/tasks", lastTaskStatus=last_task_status, requestId=request_id,
+                              count=count, page=page, orderDirection=order_direction)
+
+    async def recent_failures(self, *, count: int = 20,
+                              statuses: tuple[str, ...] = FAILURE_STATUSES) -> list[Json] | None:
         """Recently failed tasks across all requests, newest first, or None if the backend has no
-        global task search (Singularity's `GET /api/history/tasks`)."""
-        out: list[Json] = []
+        global task search (Singularity's `GET /api/history/tasks`). The search takes one status at a
+        time, so this asks once per status, all at once, and merges by when each task last changed."""
         try:
-            for status in ("TASK_FAILED", "TASK_LOST"):
-                out += await self.get("/history/tasks", lastTaskStatus=status, count=count,
-                                      orderDirection="DESC")
+            found = await asyncio.gather(*(self.search_tasks(last_task_status=status, count=count)
+                                           for status in statuses))
         except ApiError as exc:
             if exc.status in (404, 405):
                 return None
             raise
-        out.sort(key=lambda t: t.get("updatedAt", 0), reverse=True)
+        seen: dict[str, Json] = {}
+        for row in (r for rows in found for r in rows or ()):
+            seen.setdefault(row.get("taskId", {}).get("id", ""), row)
+        out = sorted(seen.values(), key=lambda t: t.get("updatedAt", 0), reverse=True)
         return out[:count]
 
     async def last_failed_task(self, request_id: str) -> Json | None:
-        """The most recently failed (or lost) task of a request, from its task history."""
+        """The most recently failed (lost, errored) task of a request, from its task history."""
         found: list[Json] = []
-        for status in ("TASK_FAILED", "TASK_LOST"):
+        for status in FAILURE_STATUSES:
             found += await self.request_task_history(request_id, count=1, last_task_status=status)
         found.sort(key=lambda t: t.get("updatedAt", 0), reverse=True)
         return found[0] if found else None
+
+    # ---- archived logs (Singularity's S3 log API)
+    async def task_logs(self, task_id: str) -> list[Json]:
+        """The archived (rotated, gzipped) log files of a task, newest first:
+        `[{key, size, lastModified, getUrl, downloadUrl, startTime?, endTime?}]`."""
+        return await self.get(f"/logs/task/{_q(task_id)}")
+
+    async def download(self, url: str) -> bytes:
+        """The bytes of one archived log file, as stored (usually gzip), from its `downloadUrl`: an
+        absolute URL (the backend's `/api/logs/download?key=...`, which may redirect, or a presigned S3
+        URL) or one relative to the backend. A `Content-Encoding` the server added is undone."""
+        if not url.startswith(("http://", "https://")):
+            url = f"{self.base_url}/{url.lstrip('/')}"
+        try:
+            async with self._http.stream("GET", url, follow_redirects=True) as resp:
+                try:
+                    raw = b"".join([chunk async for chunk in resp.aiter_raw()])
+                    encoding = resp.headers.get("content-encoding", "")
+                except httpx.StreamConsumed:  # a response built in memory (httpx.MockTransport): decoded
+                    raw, encoding = resp.content, ""
+        except httpx.HTTPError as exc:
+            raise Unreachable(url.split("?", 1)[0], _reason(exc)) from exc
+        if resp.status_code >= 400:
+            body: Any = raw.decode("utf-8", "replace")
+            if resp.headers.get("content-type", "").startswith("application/json"):
+                try:
+                    body = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    pass
+            raise ApiError(resp.status_code, _error_message(resp.status_code, body), "GET", url.split("?", 1)[0])
+        if encoding == "gzip" and len(raw) > _OFF_LOOP_BYTES:
+            return await asyncio.to_thread(zlib.decompress, raw, 16 + zlib.MAX_WBITS)
+        if encoding == "gzip":
+            return zlib.decompress(raw, 16 + zlib.MAX_WBITS)
+        return raw
 
     # ---- sandbox
     async def browse(self, task_id: str, path: str | None = None) -> Json:

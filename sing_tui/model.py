@@ -5,6 +5,7 @@ No Textual here: these are unit-tested directly, and the screens stay thin.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -48,6 +49,38 @@ def fmt_ts(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
 
 
+def fmt_local(ms: int | None, now: int | None = None) -> str:
+    """An absolute time in the operator's own time zone, named ("2026-11-25 09:00:00 CET"): for what is
+    still to come, like a scheduled request's next run. Given `now`, a time on the same day is just
+    "09:00:00 CET"."""
+    if not ms:
+        return "-"
+    at = time.localtime(ms / 1000)
+    if now is not None and time.localtime(now / 1000)[:3] == at[:3]:
+        return time.strftime("%H:%M:%S %Z", at)
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", at)
+
+
+def fmt_countdown(secs: int) -> str:
+    """A span to the second while that matters: 45s, 3m 20s, 2h 05m, 4d 3h."""
+    secs = max(0, secs)
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m {secs % 60:02d}s"
+    if secs < 86400:
+        return f"{secs // 3600}h {(secs % 3600) // 60:02d}m"
+    return f"{secs // 86400}d {(secs % 86400) // 3600}h"
+
+
+def fmt_until(ms: int, now: int, *, compact: bool = False) -> str:
+    """"in 3m 20s" to a future time, "3m 20s late" past it (`compact`: "in 3m", "late 40s")."""
+    secs = (ms - now) // 1000
+    if compact:
+        return f"in {fmt_secs(secs)}" if secs >= 0 else f"late {fmt_secs(-secs)}"
+    return f"in {fmt_countdown(secs)}" if secs >= 0 else f"{fmt_countdown(-secs)} late"
+
+
 def fmt_time(ms: int | None) -> str:
     if not ms:
         return "-"
@@ -74,10 +107,32 @@ def pending_deploy_id(parent: Json) -> str:
     return (rds.get("pendingDeploy") or {}).get("deployId", "")
 
 
-REQUEST_COLUMNS = ("ID", "TYPE", "STATE", "INST", "DEPLOY", "OWNERS")
+REQUEST_COLUMNS = ("ID", "TYPE", "STATE", "INST", "NEXT RUN", "DEPLOY", "OWNERS")
 
 
-def request_row(parent: Json) -> tuple[str, ...]:
+def is_scheduled(parent: Json) -> bool:
+    return (parent.get("request") or {}).get("requestType") == "SCHEDULED"
+
+
+def next_run_cell(parent: Json, now: int) -> str:
+    """The requests table's NEXT RUN: "in 14m" for a SCHEDULED request (from Sing's `nextRunAt`), why
+    there is none ("running", "paused"...), and nothing for the other types."""
+    if not is_scheduled(parent):
+        return ""
+    next_run = parent.get("nextRunAt")
+    if isinstance(next_run, int | float) and next_run > 0:
+        return fmt_until(int(next_run), now, compact=True)
+    if running_count(parent):
+        return "running"
+    state = parent.get("state", "")
+    if state in ("PAUSED", "FINISHED", "DELETING", "DELETED"):
+        return state.lower()
+    if not active_deploy_id(parent):
+        return "no deploy"
+    return "-"
+
+
+def request_row(parent: Json, now: int) -> tuple[str, ...]:
     req = parent.get("request", {})
     deploy = active_deploy_id(parent) or "-"
     pending = pending_deploy_id(parent)
@@ -87,7 +142,36 @@ def request_row(parent: Json) -> tuple[str, ...]:
     running = running_count(parent)
     # Long-running requests want `instances`; jobs just run, so only how many run now means anything.
     inst = f"{running}/{req.get('instances') or 1}" if kind in LONG_RUNNING else str(running)
-    return (req.get("id", "?"), kind, parent.get("state", "?"), inst, deploy, ",".join(req.get("owners") or ()))
+    return (req.get("id", "?"), kind, parent.get("state", "?"), inst, next_run_cell(parent, now), deploy,
+            ",".join(req.get("owners") or ()))
+
+
+def next_run_line(parent: Json, now: int) -> str:
+    """The request view's line for a SCHEDULED request: its schedule, and when it runs next in local
+    time with how long until then."""
+    req = parent.get("request") or {}
+    expr = req.get("quartzSchedule") or req.get("schedule") or "?"
+    zone = req.get("scheduleTimeZone")
+    line = f"{expr}{f' ({zone})' if zone else ''} · next run "
+    next_run = parent.get("nextRunAt")
+    if isinstance(next_run, int | float) and next_run > 0:
+        return line + f"{fmt_local(int(next_run))} ({fmt_until(int(next_run), now)})"
+    reason = next_run_cell(parent, now)
+    why = {"running": "after the current run", "-": "not queued yet"}.get(reason, f"none ({reason})")
+    return line + why
+
+
+_SCHEDULED_AT = re.compile(r"^scheduled to run at (\d+) \(epoch ms\)$")
+
+
+def pending_reason(entry: Json, now: int) -> str:
+    """Why a pending task waits, with the backend's "scheduled to run at <epoch ms>" made readable."""
+    reason = entry.get("notPlacedReason", "") or ""
+    m = _SCHEDULED_AT.match(reason)
+    if m:
+        at = int(m[1])
+        return f"scheduled {fmt_until(at, now)} ({fmt_local(at, now)})"
+    return reason
 
 
 def request_matches(parent: Json, args: dict[str, str]) -> bool:
@@ -283,7 +367,7 @@ PENDING_COLUMNS = ("PENDING TASK", "WAITING", "WHY NOT PLACED")
 def pending_row(entry: Json, now: int) -> tuple[str, ...]:
     pid = entry["pendingTask"]["pendingTaskId"]
     return (f"{pid['requestId']}#{pid.get('instanceNo', '?')}", fmt_age(pid.get("createdAt"), now),
-            entry.get("notPlacedReason", ""))
+            pending_reason(entry, now))
 
 
 FAILURE_COLUMNS = ("FAILED TASK", "STATUS", "WHEN", "HOST")

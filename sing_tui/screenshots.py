@@ -1,8 +1,9 @@
 """Regenerate screenshots/*.svg of every screen from the real app on a demo backend (`make screenshots`).
 
 Usage: python -m sing_tui.screenshots OUTDIR [--url URL]
-Without --url it starts a local-mode backend in a temporary directory, creates the demo's sample
-requests plus one that cannot be placed and one job that fails, and stops it afterwards.
+Without --url it starts a local-mode backend in a temporary directory (on a free port, so a demo
+left running elsewhere is never touched), creates the demo's sample requests (a scheduled one among
+them) plus one that cannot be placed and one job that fails, and stops it afterwards.
 """
 
 from __future__ import annotations
@@ -62,9 +63,13 @@ Shot = tuple[str, Callable[[Pilot], Awaitable[None]]]
 
 
 def keys(*presses: str) -> Callable[[Pilot], Awaitable[None]]:
+    """Press keys one by one, waiting for each screen's data; ":command" types a command."""
     async def run(pilot: Pilot) -> None:
         for key in presses:
-            await pilot.press(key)
+            if key.startswith(":"):
+                await pilot.press("colon", *key[1:], "enter")
+            else:
+                await pilot.press(key)
             await pilot.pause(0.3)
             await _ready(pilot)
     return run
@@ -78,7 +83,10 @@ SHOTS: list[Shot] = [
     ("task", keys("escape", "enter")),
     ("logs", keys("escape", "escape", "down", "enter", "enter", "l")),  # demo-worker's stdout
     ("logs-all-instances", keys("escape", "escape", "escape", "a")),  # both demo-worker instances
-    ("tasks", keys("escape", "3")),
+    ("request-scheduled", keys("escape", ":request demo-cron")),  # its next run
+    ("task-archived-logs", keys("escape", "1", "tab", "enter", "a")),  # the failed job's archived logs
+    ("logs-archived", keys("enter")),
+    ("tasks", keys("escape", "escape", "3")),
     ("agents", keys("4")),
     ("help", keys("question_mark")),
 ]

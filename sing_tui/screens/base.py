@@ -3,7 +3,9 @@ read-only gate on actions, and the forms actions go through."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -225,6 +227,35 @@ class SingScreen(Screen[None]):
                 self.poll()
         self.app.push_screen(FormScreen(title, targets, fields, submit_label, submit, danger=danger, note=note),
                              done)
+
+    # ---- archived log files
+    def save_archived(self, task_id: str, entries: list[Any], raws: list[bytes] | None = None) -> None:
+        """Save archived log files (in order) to one local file: decompressed, or as stored if the name
+        ends in .gz. `raws` are the files already downloaded, else they are downloaded now."""
+        from .. import archive
+        if not entries:
+            self.notify("No archived log file selected", severity="warning")
+            return
+        size = sum(int(e.get("size") or 0) for e in entries)
+
+        async def submit(values: dict[str, Any]) -> str:
+            path = Path(values["path"]).expanduser()
+            files = raws if raws is not None else [await self.client.download(archive.entry_url(e)) for e in entries]
+            try:
+                written = await asyncio.to_thread(archive.save, files, path)
+            except (OSError, archive.ArchiveError) as exc:
+                raise ClientError(f"path: {exc}") from exc
+            return f"Saved {archive.fmt_size(written)} to {path}"
+
+        def parse(text: str) -> str:
+            if not text.strip():
+                raise ValueError("path: enter a file name")
+            return text.strip()
+        what = archive.entry_label(entries[0]) if len(entries) == 1 else f"{len(entries)} files"
+        self.open_form(f"Save archived {what}", [], [Field("path", "File", value=archive.default_file_name(
+            task_id, entries), parse=parse)], "Save", submit,
+            note=f"{archive.fmt_size(size)} gzipped. A name ending in .gz keeps the file as stored; any other "
+                 "name gets it decompressed.")
 
     # ---- logs of a request's tasks (any screen can open them)
     @work(group="navigate", exclusive=True, exit_on_error=False)

@@ -30,8 +30,9 @@ from .base import PaletteCommand, SingScreen
 
 # Counts that deserve attention when they are not zero.
 ALARMS = {"cooldown", "late", "dead", "racks dead", "decommissioning", "under-provisioned", "over-provisioned"}
-# How many requests the failure fallback looks into (the backend has no global task search yet).
+# How many requests the failure fallback looks into (for a backend without the global task search).
 FALLBACK_REQUESTS = 10
+FAILURES_SHOWN = 20
 
 
 @dataclass
@@ -40,6 +41,7 @@ class DashboardData:
     pending: list[Json]
     failures: list[Json]
     failures_note: str
+    failures_stale: bool = False
 
 
 class DashboardScreen(SingScreen):
@@ -83,7 +85,13 @@ class DashboardScreen(SingScreen):
     async def fetch(self) -> DashboardData:
         c = self.client
         state, pending = await asyncio.gather(c.state(), c.scheduled_tasks())
-        failures = await c.recent_failures(count=20)
+        try:
+            failures = await c.recent_failures(count=FAILURES_SHOWN)
+        except ApiError as exc:
+            # The history can be away (a database outage answers 503) while the scheduler is fine: keep
+            # the rest of the dashboard, and the failures last seen, and say why they may be stale.
+            last = self.data.failures if self.data else []
+            return DashboardData(state, pending, last, f" — not updated: {exc.message}", failures_stale=True)
         note = ""
         if failures is None:
             # No global task search on this backend: look at the requests most likely to be failing.
@@ -118,7 +126,12 @@ class DashboardScreen(SingScreen):
             f"Pending tasks ({len(data.pending):,}) — why each is not placed yet")
         self.query_one("#pending", ResourceTable).set_rows(
             {e["pendingTask"]["pendingTaskId"]["id"]: pending_row(e, now) for e in data.pending})
-        self.query_one("#failures-title", Static).update(f"Recent failures{data.failures_note}")
+        title = Text("Recent failures")
+        if data.failures_stale:
+            title.append(data.failures_note, style="bold yellow")
+        else:
+            title.append(data.failures_note or " (failed, lost or errored tasks)")
+        self.query_one("#failures-title", Static).update(title)
         self.query_one("#failures", ResourceTable).set_rows(
             {f["taskId"]["id"]: failure_row(f, now) for f in data.failures})
 

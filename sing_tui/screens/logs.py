@@ -1,5 +1,7 @@
 """The log view: follows one task's stdout or stderr (or every instance of a request, each line prefixed
-and coloured by task) through the sandbox `read` API, by byte offset, written in batches."""
+and coloured by task) through the sandbox `read` API, by byte offset, written in batches. It also shows
+archived log files (downloaded and gunzipped here), and falls back to them by itself when a task's
+sandbox is gone."""
 
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
+from .. import archive
 from ..client import ApiError, Unreachable
 from ..logtail import LogTail
 from ..messages import BackendStatus
-from ..model import Json
+from ..model import Json, fmt_ts
 from ..query import Filter
 from ..widgets.log_view import LogView
 from .base import PaletteCommand, SingScreen
@@ -39,6 +42,11 @@ def task_label(task_id: Json) -> str:
     return f"{task_id.get('deployId', '?')}#{task_id.get('instanceNo', '?')}"
 
 
+# A task whose sandbox cannot be read: look for its archived logs on the first failed read, then again
+# every this many failed reads (its sandbox may not exist yet, or the archive may still be uploading).
+ARCHIVE_RECHECK_POLLS = 20
+
+
 class LogScreen(SingScreen):
     FILTERABLE = True
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -57,13 +65,18 @@ class LogScreen(SingScreen):
     ]
 
     def __init__(self, task_ids: list[str], labels: list[str] | None = None, *, stream: str = "stdout",
-                 path: str | None = None, title: str = "") -> None:
+                 path: str | None = None, title: str = "", archived: list[Json] | None = None) -> None:
         super().__init__()
         self.task_ids = task_ids
         self.labels = labels if labels and len(task_ids) > 1 else []
         self.stream = stream
         self.path = path  # an explicit sandbox file (from the sandbox browser) instead of stdout/stderr
         self.title_text = title
+        # Archived files of task_ids[0] to show (oldest first) instead of following the sandbox.
+        self.archived = archive.oldest_first(archived) if archived else []
+        self._archive_raw: list[bytes] = []  # what was downloaded, as stored, for "save"
+        self._archive_state = ""  # "loading", "" when done, or what went wrong
+        self._fell_back: set[int] = set()  # tasks shown from their archived logs (sandbox gone)
         self._generation = 0
 
     @classmethod
@@ -74,6 +87,22 @@ class LogScreen(SingScreen):
     def for_task_ids(cls, task_ids: list[str], *, stream: str = "stdout") -> LogScreen:
         return cls(task_ids, stream=stream)
 
+    @classmethod
+    def for_archive(cls, task_id: str, entries: list[Json]) -> LogScreen:
+        """Archived log files of a task (one, or every segment of a stream), read as one log."""
+        streams = {archive.entry_stream(e) for e in entries}
+        stream = streams.pop() if len(streams) == 1 else None
+        return cls([task_id], stream=stream or "stdout", archived=entries)
+
+    @property
+    def what(self) -> str:
+        """The name of what is shown: the stream, a sandbox file, or the archived files."""
+        if self.archived:
+            if len(self.archived) == 1:
+                return f"archived {archive.entry_label(self.archived[0])}"
+            return f"archived {self.stream} ({len(self.archived)} files)"
+        return self.path or self.stream
+
     @property
     def request_id(self) -> str:
         # Task ids are "<requestId>-<deployId>-<startedAt>-<instance>-<host>-<rack>"; request ids may
@@ -81,7 +110,7 @@ class LogScreen(SingScreen):
         return self.task_ids[0].rsplit("-", 5)[0]
 
     def crumbs(self) -> list[str]:
-        what = self.path or self.stream
+        what = self.what
         if len(self.task_ids) > 1:
             return ["Logs", f"{self.request_id} ({len(self.task_ids)} tasks)", what]
         return ["Logs", self.task_ids[0], what]
@@ -95,7 +124,7 @@ class LogScreen(SingScreen):
 
     def _title(self) -> Text:
         text = Text()
-        text.append(self.path or self.stream, style="bold")
+        text.append(self.what, style="bold")
         text.append(" of ")
         text.append(self.title_text or (self.task_ids[0] if len(self.task_ids) == 1 else
                                         f"{len(self.task_ids)} tasks"), style="bold")
@@ -124,14 +153,71 @@ class LogScreen(SingScreen):
 
     def _restart(self) -> None:
         self._generation += 1
+        self._fell_back = set()
         self.query_one("#log-title", Static).update(self._title())
         self.top_bar_crumbs()
-        self._follow(self._generation)
+        if self.archived:
+            self._archive_state = "loading"
+            self._load_archive(self._generation)
+        else:
+            self._follow(self._generation)
 
     def top_bar_crumbs(self) -> None:
         from ..widgets.top_bar import TopBar
         for bar in self.query(TopBar):
             bar.set_crumbs(self.crumbs())
+
+    # ---- archived files
+    async def _read_archived(self, entries: list[Json], source: int) -> tuple[list[tuple[int, str]], list[bytes]]:
+        """Download and gunzip archived files, oldest first: their lines (and marker lines, source -1)
+        and the files as stored. A file that cannot be read is a marker saying why."""
+        max_lines = self.sing.config.log_max_lines
+        who = f"{self.labels[source]}: " if self.labels else ""
+        out: list[tuple[int, str]] = []
+        raws: list[bytes] = []
+        for entry in entries:
+            name = archive.entry_label(entry)
+            if len(entries) > 1:
+                out.append((-1, f"— {who}{name}: {fmt_ts(entry.get('startTime'))} to "
+                                f"{fmt_ts(entry.get('endTime') or entry.get('lastModified'))} UTC —"))
+            try:
+                raw = await self.client.download(archive.entry_url(entry))
+                lines, total = await asyncio.to_thread(archive.tail_lines, raw, max_lines)
+            except Unreachable as exc:
+                if exc.url.startswith(self.client.base_url):  # not a presigned URL elsewhere: the backend
+                    self.app.post_message(BackendStatus(str(exc)))
+                out.append((-1, f"— {who}{name}: {exc} —"))
+                continue
+            except (ApiError, archive.ArchiveError) as exc:
+                out.append((-1, f"— {who}{name}: {exc} —"))
+                continue
+            raws.append(raw)
+            if total > len(lines):
+                out.append((-1, f"— {who}{name}: its first {total - len(lines):,} lines are not shown (the view "
+                                f"keeps {max_lines:,}); save it to read them all —"))
+            elif not lines:
+                out.append((-1, f"— {who}{name} is empty —"))
+            out.extend((source, line) for line in lines)
+        return out, raws
+
+    @work(group="follow", exclusive=True, exit_on_error=False)
+    async def _load_archive(self, generation: int) -> None:
+        lines, raws = await self._read_archived(self.archived, 0)
+        if generation != self._generation:
+            return
+        self._archive_raw = raws
+        self._archive_state = "" if len(raws) == len(self.archived) else "some files could not be read"
+        self.post_message(LogBatch(generation, lines, []))
+
+    async def _archived_stream(self, index: int) -> list[Json]:
+        """The archived files of a task's followed stream (none for a sandbox file, or on any error)."""
+        if self.path:
+            return []
+        try:
+            listing = await self.client.task_logs(self.task_ids[index])
+        except (ApiError, Unreachable):
+            return []
+        return archive.of_stream(listing or [], self.stream)
 
     @work(group="follow", exclusive=True, exit_on_error=False)
     async def _follow(self, generation: int) -> None:
@@ -139,13 +225,30 @@ class LogScreen(SingScreen):
         tails = [LogTail(self.client, tid, path, tail_bytes=cfg.log_tail_bytes)
                  for tid, path in zip(self.task_ids, self._paths(), strict=True)]
         problems: dict[int, str] = {}
+        missing: dict[int, int] = {}  # failed reads (no sandbox file) per task, for the archive fallback
         interval = cfg.log_poll_seconds
-        while True:
-            results = await asyncio.gather(*(t.poll() for t in tails), return_exceptions=True)
+
+        async def nothing() -> list[str]:
+            return []
+        while len(self._fell_back) < len(tails):
+            results = await asyncio.gather(*(nothing() if i in self._fell_back else t.poll()
+                                             for i, t in enumerate(tails)), return_exceptions=True)
             batch: list[tuple[int, str]] = []
             markers: list[str] = []
             down = None
             for i, result in enumerate(results):
+                if isinstance(result, ApiError) and result.not_found:
+                    # No such sandbox file: gone with its sandbox? Then the archived logs are the log.
+                    tries = missing[i] = missing.get(i, 0) + 1
+                    if (tries - 1) % ARCHIVE_RECHECK_POLLS == 0 and (entries := await self._archived_stream(i)):
+                        lines, _ = await self._read_archived(entries, i)
+                        who = f"{self.labels[i]}: " if self.labels else ""
+                        batch.append((-1, f"— {who}the sandbox is gone; its archived {self.stream} "
+                                          f"({len(entries)} file{'s' if len(entries) != 1 else ''}) —"))
+                        batch.extend(lines)
+                        self._fell_back.add(i)
+                        problems.pop(i, None)
+                        continue
                 if isinstance(result, BaseException):
                     if isinstance(result, Unreachable):
                         down = result
@@ -165,7 +268,8 @@ class LogScreen(SingScreen):
                 self.app.post_message(BackendStatus(str(down)))
             if batch or markers:
                 self.post_message(LogBatch(generation, batch, markers))
-            await asyncio.sleep(interval if not problems else max(interval, 1.0))
+            if len(self._fell_back) < len(tails):
+                await asyncio.sleep(interval if not problems else max(interval, 1.0))
 
     @on(LogBatch)
     def _write(self, message: LogBatch) -> None:
@@ -180,14 +284,22 @@ class LogScreen(SingScreen):
     def _status(self) -> None:
         log = self.log_view
         text = Text()
-        if log.follow:
+        if self.archived or (self._fell_back and len(self._fell_back) == len(self.task_ids)):
+            text.append("■ ARCHIVED", style="bold cyan")
+            if self._archive_state:
+                text.append(f" · {self._archive_state}", style="bold yellow" if self._archive_state != "loading"
+                            else "")
+            if not log.follow:
+                text.append(" · scrolled (End: bottom)")
+        elif log.follow:
             text.append("● FOLLOW", style="bold green")
         else:
             text.append("❚❚ PAUSED", style="bold yellow")
             if log.new_lines:
                 text.append(f" · {log.new_lines:,} new line{'s' if log.new_lines != 1 else ''} (End to follow)",
                             style="bold yellow")
-        text.append(f" · {log.line_count:,} lines · {self.path or self.stream}")
+        text.append(f" · {log.line_count:,} line{'s' if log.line_count != 1 else ''} · "
+                    f"{self.what.removeprefix('archived ')}")
         if log.filter.active:
             mode = "highlight" if log.highlight_mode else "hide others"
             text.append(f" · {log.filter.describe()} {mode}: {log.match_count:,} matching", style="cyan")
@@ -198,6 +310,11 @@ class LogScreen(SingScreen):
         self.query_one("#log-status", Static).update(text, layout=False)  # one fixed line: no relayout
 
     # ---- keys
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "switch_stream" and self.archived:
+            return False  # archived files are picked in the task's Archived logs tab
+        return super().check_action(action, parameters)
+
     def apply_filter(self, filt: Filter) -> None:
         self.filter = filt
         self.log_view.set_filter(filt)
@@ -246,6 +363,10 @@ class LogScreen(SingScreen):
             self.log_view.go_bottom()
 
     def action_save(self) -> None:
+        if self.archived:
+            self.save_archived(self.task_ids[0], self.archived, self._archive_raw
+                               if len(self._archive_raw) == len(self.archived) else None)
+            return
         name = (self.request_id if len(self.task_ids) > 1 else self.task_ids[0]) + f"-{self.stream}.log"
         lines = self.log_view.plain_lines()
 

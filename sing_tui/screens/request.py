@@ -15,12 +15,16 @@ from textual.widget import Widget
 from textual.widgets import Static, TabbedContent, TabPane
 
 from ..model import (
+    LONG_RUNNING,
     Json,
     active_deploy_id,
     fmt_age,
     history_row,
+    is_scheduled,
+    next_run_line,
     now_ms,
     pending_deploy_id,
+    pending_reason,
     running_count,
     short_state,
 )
@@ -106,6 +110,12 @@ class RequestScreen(RequestActions):
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#tasks", ResourceTable).focus()
+        self.set_interval(1.0, self._count_down)
+
+    def _count_down(self) -> None:
+        """A scheduled request's "next run in 3m 20s" moves every second, between polls too."""
+        if self.data is not None and is_scheduled(self.data.parent) and self.data.parent.get("nextRunAt"):
+            self.query_one("#summary", Static).update(self._summary(self.data, now_ms(self.sing.clock)))
 
     def main_widget(self) -> Widget | None:
         return self._current_table()
@@ -153,7 +163,7 @@ class RequestScreen(RequestActions):
         for entry in data.pending:
             pid = entry["pendingTask"]["pendingTaskId"]
             rows[pid["id"]] = (pid["id"], pid["deployId"], str(pid.get("instanceNo", "")), "-", "PENDING",
-                               entry.get("notPlacedReason", ""))
+                               pending_reason(entry, now))
         self.query_one("#tasks", ResourceTable).set_rows(rows)
         self.query_one("#history", ResourceTable).set_rows(
             {r["taskId"]["id"]: history_row(r, now) for r in data.tasks})
@@ -177,7 +187,10 @@ class RequestScreen(RequestActions):
         text.append(f"  {req.get('requestType', '?')}  ")
         state = parent.get("state", "?")
         text.append(state, style=state_style(state) or "bold")
-        text.append(f"  {running_count(parent)}/{req.get('instances') or 1} running")
+        running = running_count(parent)
+        # As in the requests table: only long-running requests want a number of instances.
+        text.append(f"  {running}/{req.get('instances') or 1} running" if req.get("requestType") in LONG_RUNNING
+                    else f"  {running} running")
         if req.get("owners"):
             text.append(f"  owners: {', '.join(req['owners'])}", style="dim")
         text.append("\n")
@@ -195,6 +208,10 @@ class RequestScreen(RequestActions):
             failed = prog.get("failedDeployTasks") or []
             if failed:
                 text.append(f" {len(failed)} failed", style="bold red")
+        if is_scheduled(parent):
+            text.append("\n")
+            text.append("Schedule: ", style="bold")
+            text.append(next_run_line(parent, now))
         command = (parent.get("activeDeploy") or parent.get("pendingDeploy") or {}).get("command")
         if command:
             text.append("\n")

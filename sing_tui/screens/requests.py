@@ -13,9 +13,9 @@ from textual.binding import Binding, BindingType
 from textual.widget import Widget
 from textual.widgets import Static
 
-from ..model import REQUEST_COLUMNS, Json, request_matches, request_row
+from ..model import REQUEST_COLUMNS, Json, is_scheduled, next_run_cell, now_ms, request_matches, request_row
 from ..query import Filter
-from ..widgets.resource_table import Column, ResourceTable, ratio_key
+from ..widgets.resource_table import Column, ResourceTable, age_key, ratio_key
 from .base import PaletteCommand
 from .request_actions import REQUEST_BINDINGS, RequestActions
 
@@ -33,19 +33,36 @@ def instances_style(cell: str) -> str:
         and int(running) < int(wanted) else ""
 
 
+def next_run_style(cell: str) -> str:
+    return "bold red" if cell.startswith("late") else ""
+
+
+def next_run_key(cell: str) -> tuple[int, float]:
+    """Soonest run first, late runs before them, then the scheduled requests with no run queued, then
+    every other request (an empty cell)."""
+    if cell.startswith("in "):
+        return (1, age_key(cell))
+    if cell.startswith("late "):
+        return (0, -age_key(cell))
+    return (2, 0.0) if cell else (3, 0.0)
+
+
 REQUEST_TABLE_COLUMNS = [
     Column(REQUEST_COLUMNS[0], max_width=30),
     Column(REQUEST_COLUMNS[1], max_width=9),
     Column(REQUEST_COLUMNS[2], max_width=15, style=state_style),
     Column(REQUEST_COLUMNS[3], max_width=9, align_right=True, style=instances_style, sort_key=ratio_key),
-    Column(REQUEST_COLUMNS[4], max_width=14),
-    Column(REQUEST_COLUMNS[5], max_width=40),
+    Column(REQUEST_COLUMNS[4], max_width=9, style=next_run_style, sort_key=next_run_key),
+    Column(REQUEST_COLUMNS[5], max_width=14),
+    Column(REQUEST_COLUMNS[6], max_width=40),
 ]
 
+Prepared = tuple[dict[str, Json], dict[str, tuple[str, ...]], list[str]]
 
-def _prepare(data: list[Json]) -> tuple[dict[str, Json], dict[str, tuple[str, ...]], list[str]]:
+
+def _prepare(data: list[Json], now: int) -> Prepared:
     parents = {p["request"]["id"]: p for p in data}
-    return parents, {rid: request_row(p) for rid, p in parents.items()}, sorted(parents)
+    return parents, {rid: request_row(p, now) for rid, p in parents.items()}, sorted(parents)
 
 
 class RequestsScreen(RequestActions):
@@ -60,6 +77,7 @@ class RequestsScreen(RequestActions):
         self.parents: dict[str, Json] = {}
         self.params: dict[str, str] = {}
         self._last: object = None
+        self._scheduled: list[str] = []  # their NEXT RUN counts down even when the list has not changed
 
     def crumbs(self) -> list[str]:
         return ["Requests"]
@@ -85,17 +103,35 @@ class RequestsScreen(RequestActions):
     async def fetch(self) -> Any:
         data = await self.client.requests()
         if data is self._last:
-            return None  # the very same body as last time: nothing to do
+            return None  # the very same body as last time: only the countdowns move
         self._last = data
         # Thousands of rows: build them in a thread so typing in the filter stays responsive.
-        return await asyncio.to_thread(_prepare, data)
+        return await asyncio.to_thread(_prepare, data, now_ms(self.sing.clock))
 
-    def show(self, prepared: tuple[dict[str, Json], dict[str, tuple[str, ...]], list[str]] | None) -> None:
+    def show(self, prepared: Prepared | None) -> None:
         if prepared is None:
+            self._count_down()
             return
         self.parents, rows, ids = prepared
+        self._scheduled = [rid for rid, p in self.parents.items() if is_scheduled(p)]
         self.table.set_rows(rows)
         self.sing.suggester.request_ids = ids
+
+    def _count_down(self) -> None:
+        """Recompute only the NEXT RUN cells (a handful of scheduled requests among thousands)."""
+        now = now_ms(self.sing.clock)
+        table = self.table
+        changed: dict[str, tuple[str, ...]] = {}
+        for rid in self._scheduled:
+            row = table.row(rid)
+            parent = self.parents.get(rid)
+            if row is None or parent is None:
+                continue
+            cell = next_run_cell(parent, now)
+            if row[4] != cell:
+                changed[rid] = (*row[:4], cell, *row[5:])
+        if changed:
+            table.update_rows(changed)
 
     # ---- query and filter
     def set_query(self, params: dict[str, str], filt: Filter) -> None:

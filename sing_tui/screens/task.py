@@ -1,7 +1,10 @@
-"""One task: status timeline, host, ports, resources, env, health-check results; its logs and sandbox."""
+"""One task: status timeline, host, ports, resources, env, health-check results; its logs, archived
+log files and sandbox."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.table import Table
@@ -13,6 +16,8 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static, TabbedContent, TabPane
 
+from .. import archive
+from ..client import ApiError
 from ..model import (
     TERMINAL_STATES,
     Json,
@@ -26,7 +31,7 @@ from ..model import (
     task_resources,
     updates_timeline,
 )
-from ..widgets.resource_table import Column, ResourceTable
+from ..widgets.resource_table import Column, ResourceTable, size_key
 from .base import PaletteCommand, SingScreen
 from .form import Field
 from .request import task_state_style
@@ -36,6 +41,19 @@ TIMELINE_COLUMNS = [Column("TIME (UTC)", width=19), Column("+", max_width=9), Co
 ENV_COLUMNS = [Column("NAME", max_width=30), Column("VALUE", max_width=80)]
 HEALTH_COLUMNS = [Column("TIME (UTC)", width=19), Column("STATUS", max_width=8), Column("MS", max_width=7),
                   Column("RESULT", max_width=60)]
+ARCHIVE_TABLE_COLUMNS = [Column(archive.ARCHIVE_COLUMNS[0], max_width=20),
+                         Column(archive.ARCHIVE_COLUMNS[1], align_right=True, max_width=9, sort_key=size_key),
+                         Column(archive.ARCHIVE_COLUMNS[2], width=19), Column(archive.ARCHIVE_COLUMNS[3], width=19)]
+# The archive listing is re-read on every poll while its tab is shown, else on every this many polls.
+ARCHIVE_EVERY_POLLS = 5
+NO_ARCHIVE = "no archived log files (yet): logs are archived when they rotate and when the task ends"
+
+
+@dataclass
+class TaskData:
+    history: Json
+    archived: list[Json] | None  # None: not read this time (keep the last listing)
+    archive_error: str = ""
 
 
 class TaskScreen(SingScreen):
@@ -46,6 +64,8 @@ class TaskScreen(SingScreen):
         Binding("l", "logs('stdout')", "Logs", id="task.logs"),
         Binding("e", "logs('stderr')", "Stderr", id="task.stderr"),
         Binding("b", "browse", "Sandbox", id="task.sandbox"),
+        Binding("a", "archive", "Archive", id="task.archive"),
+        Binding("ctrl+s", "save_archived", "Save archived log", show=False, id="task.save_archived"),
         Binding("u", "request", "Request", show=False, id="task.request"),
         Binding("p", "failed_logs", "Last failed logs", show=False, id="task.failed_logs"),
         Binding("K", "kill", "Kill", show=False, id="task.kill"),
@@ -54,12 +74,15 @@ class TaskScreen(SingScreen):
         Binding("right_square_bracket", "tab(1)", "Next tab", show=False, id="task.next_tab"),
         Binding("left_square_bracket", "tab(-1)", "Previous tab", show=False, id="task.prev_tab"),
     ]
-    TABS = ("tab-overview", "tab-timeline", "tab-env", "tab-health")
+    TABS = ("tab-overview", "tab-timeline", "tab-env", "tab-health", "tab-archive")
 
     def __init__(self, task_id: str) -> None:
         super().__init__()
         self.task_id = task_id
         self.history: Json | None = None
+        self.archived: dict[str, Json] = {}  # by key
+        self.archive_loaded = False
+        self._polls = 0
 
     @property
     def request_id(self) -> str:
@@ -83,6 +106,8 @@ class TaskScreen(SingScreen):
             with TabPane("Health checks", id="tab-health"):
                 yield ResourceTable(HEALTH_COLUMNS, empty_text="no health-check results (none configured, or "
                                     "not checked yet)", id="health")
+            with TabPane("Archived logs", id="tab-archive"):
+                yield ResourceTable(ARCHIVE_TABLE_COLUMNS, empty_text=NO_ARCHIVE, id="archive")
         yield from self.chrome_bottom()
 
     def on_mount(self) -> None:
@@ -99,13 +124,37 @@ class TaskScreen(SingScreen):
     @on(TabbedContent.TabActivated)
     def _focus_tab(self, event: TabbedContent.TabActivated) -> None:
         target = {"tab-overview": "#overview-scroll", "tab-timeline": "#timeline", "tab-env": "#env",
-                  "tab-health": "#health"}[event.pane.id or "tab-overview"]
+                  "tab-health": "#health", "tab-archive": "#archive"}[event.pane.id or "tab-overview"]
         self.call_after_refresh(self.query_one(target).focus)
+        if event.pane.id == "tab-archive":
+            self.poll()
 
-    async def fetch(self) -> Json:
-        return await self.client.task_history(self.task_id)
+    async def fetch(self) -> TaskData:
+        listing = self._polls % ARCHIVE_EVERY_POLLS == 0 or \
+            self.query_one("#tabs", TabbedContent).active == "tab-archive"
+        self._polls += 1
+        if not listing:
+            return TaskData(await self.client.task_history(self.task_id), None)
+        history, archived = await asyncio.gather(self.client.task_history(self.task_id),
+                                                 self.client.task_logs(self.task_id), return_exceptions=True)
+        if isinstance(history, BaseException):
+            raise history  # the poll's own handling: unreachable, or gone (404)
+        if isinstance(archived, ApiError):
+            return TaskData(history, [], f"no archived logs: {archived.message}")
+        if isinstance(archived, BaseException):
+            raise archived
+        return TaskData(history, archived or [])
 
-    def show(self, history: Json) -> None:
+    def show(self, data: TaskData) -> None:
+        if data.archived is not None:
+            self.archived = {e["key"]: e for e in data.archived if e.get("key")}
+            self.archive_loaded = True
+            table = self.query_one("#archive", ResourceTable)
+            table.empty_text = data.archive_error or NO_ARCHIVE
+            table.set_rows({key: archive.archive_row(e) for key, e in self.archived.items()})
+        self._show_history(data.history)
+
+    def _show_history(self, history: Json) -> None:
         self.history = history
         now = now_ms(self.sing.clock)
         task = history["task"]
@@ -136,6 +185,13 @@ class TaskScreen(SingScreen):
             grid.add_row("Last update", f"{short_state(updates[-1]['taskState'])} at {fmt_ts(updates[-1]['timestamp'])}"
                                         f" UTC {updates[-1].get('statusMessage', '') or ''}")
         grid.add_row("Sandbox", history.get("directory") or "not yet known")
+        if self.archived:
+            n = len(self.archived)
+            names = ", ".join(archive.entry_label(e) for e in archive.oldest_first(self.archived.values())[:4])
+            grid.add_row("Archived logs", Text.assemble(f"{n} file{'s' if n != 1 else ''} ({names}"
+                                                        f"{', …' if n > 4 else ''}) — ", ("a", "bold"), " lists them"))
+        elif self.archive_loaded and state in TERMINAL_STATES:
+            grid.add_row("Archived logs", "none")
         grid.add_row("Id", self.task_id)
         self.query_one("#overview", Static).update(grid)
 
@@ -158,6 +214,42 @@ class TaskScreen(SingScreen):
     def action_browse(self) -> None:
         from .sandbox import SandboxScreen
         self.app.push_screen(SandboxScreen(self.task_id))
+
+    def action_archive(self) -> None:
+        self.query_one("#tabs", TabbedContent).active = "tab-archive"
+
+    def _selected_archived(self) -> Json | None:
+        """The archived file under the cursor, while the Archived logs tab is shown."""
+        if self.query_one("#tabs", TabbedContent).active != "tab-archive":
+            return None
+        table = self.query_one("#archive", ResourceTable)
+        return self.archived.get(table.cursor_key) if table.cursor_key else None
+
+    @on(ResourceTable.Selected, "#archive")
+    def _open_archived(self, event: ResourceTable.Selected) -> None:
+        entry = self.archived.get(event.key)
+        if entry is not None:
+            self.open_archived(entry)
+
+    def open_archived(self, entry: Json) -> None:
+        from .logs import LogScreen
+        self.app.push_screen(LogScreen.for_archive(self.task_id, [entry]))
+
+    def action_archived_stream(self, stream: str) -> None:
+        """Every archived segment of a stream, oldest first, as one log."""
+        from .logs import LogScreen
+        entries = archive.of_stream(self.archived.values(), stream)
+        if not entries:
+            self.notify(f"No archived {stream} for this task", severity="warning")
+            return
+        self.app.push_screen(LogScreen.for_archive(self.task_id, entries))
+
+    def action_save_archived(self) -> None:
+        entry = self._selected_archived()
+        if entry is None:
+            self.notify("Select an archived log file first (a: the Archived logs tab)", severity="warning")
+            return
+        self.save_archived(self.task_id, [entry])
 
     def action_request(self) -> None:
         from .request import RequestScreen
@@ -185,10 +277,20 @@ class TaskScreen(SingScreen):
             ("Follow stdout", self.task_id, lambda: self.action_logs("stdout")),
             ("Follow stderr", self.task_id, lambda: self.action_logs("stderr")),
             ("Browse the sandbox", self.task_id, self.action_browse),
+            ("Archived log files", "rotated and final logs, kept after the sandbox is gone", self.action_archive),
+            ("Archived stdout, whole", "every archived segment, oldest first",
+             lambda: self.action_archived_stream("stdout")),
+            ("Archived stderr, whole", "every archived segment, oldest first",
+             lambda: self.action_archived_stream("stderr")),
             (f"Open request {self.request_id}", "the task's request", self.action_request),
             (f"Logs of {self.request_id}'s last failed task", "", self.action_failed_logs),
             ("Describe", "every field", self.action_describe),
             ("Raw JSON", "the API's JSON", self.action_raw)]
+        entry = self._selected_archived()
+        if entry is not None:
+            label = archive.entry_label(entry)
+            out.insert(0, (f"Open archived {label}", "in the log view", lambda: self.open_archived(entry)))
+            out.insert(1, (f"Save archived {label}", "to a local file", self.action_save_archived))
         if self.allowed("kill"):
             out.append((f"Kill {self.task_id}", "SIGTERM, then SIGKILL", self.action_kill))
         return out

@@ -57,6 +57,18 @@ def number_key(cell: str) -> float:
         return -1.0
 
 
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+def size_key(cell: str) -> float:
+    """"86 B" < "1.2 KB" < "3.0 MB"."""
+    num, _, unit = cell.partition(" ")
+    try:
+        return float(num) * _SIZE_UNITS.get(unit, 1)
+    except ValueError:
+        return -1.0
+
+
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -214,6 +226,19 @@ class ResourceTable(ScrollView, can_focus=True):
             self._discard(k)
             self.marks.discard(k)
         self._measure(changed, bool(removed))
+        self._reorder()
+        return changed
+
+    def update_rows(self, rows: Mapping[str, Row]) -> set[str]:
+        """Change (or add) only these rows and keep the others; returns the keys that changed."""
+        changed = {k for k, v in rows.items() if self._rows.get(k) != v}
+        if not changed:
+            return changed
+        for k in changed:
+            self._rows[k] = rows[k]
+            self._text[k] = " ".join(rows[k])
+            self._discard(k)
+        self._measure(changed, False)
         self._reorder()
         return changed
 

@@ -18,6 +18,22 @@ def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
 
 
+@pytest.fixture(autouse=True)
+def local_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local times (a scheduled request's next run) in UTC whatever the machine's zone, so snapshots
+    and assertions read the same everywhere; a test may set another zone with `set_time_zone`."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def set_time_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> None:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+
+
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     b = Backend(tmp_path_factory.mktemp("sing")).start()
@@ -45,3 +61,15 @@ def screen_text(pilot: Pilot) -> str:
     """What the user sees: the whole screen as plain text."""
     app = pilot.app
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def fill_and_submit(pilot: Pilot, selector: str, value: str) -> None:
+    """Type `value` into a form's box at once (pressing a long path key by key is slow) and submit."""
+    from textual.widgets import Input
+
+    from sing_tui.screens.form import FormScreen
+    await until(pilot, lambda: isinstance(pilot.app.screen, FormScreen), what="the form")
+    box = pilot.app.screen.query_one(selector, Input)
+    box.value = value
+    box.focus()
+    await pilot.press("enter")

@@ -2,12 +2,14 @@
 
 The data (fixtures/cluster.json) was captured once from a real demo backend (fixtures/capture.py), so
 ids, times and log contents never change between runs. Only reads are faked; writes answer 404 with
-a JSON error, like a backend that does not know the object. It also serves `/api/history/tasks`
-(Singularity's global task search, which the dashboard uses for recent failures when the backend has it).
+a JSON error, like a backend that does not know the object. It serves `/api/history/tasks` (the global
+task search, filtered by lastTaskStatus and cut at count) and archived logs: the listings as captured,
+and `/api/logs/download?key=...` gzipped here, the same bytes every time.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ class FakeSingApi:
         self.now_ms: int = data["now"]
         self.routes: dict[str, Any] = data["routes"]
         self.files: dict[str, str] = data["files"]
+        self.archives: dict[str, str] = data.get("archives", {})
         self.calls: list[str] = []
 
     def clock(self) -> float:
@@ -41,13 +44,24 @@ class FakeSingApi:
             return _error(404, f"the fake API does not change anything ({request.method} {path})")
         if path.endswith("/read") and path.startswith("/api/sandbox/"):
             return self._read(request)
+        if path == "/api/logs/download":
+            return self._download(request)
         body = self.routes.get(path)
         if body is None:
             return _error(404, f"no such endpoint: GET {path}")
         status = request.url.params.get("lastTaskStatus")
         if status and isinstance(body, list):
             body = [row for row in body if row.get("lastTaskStatus") == status]
+        if "count" in request.url.params and isinstance(body, list):
+            body = body[:int(request.url.params["count"])]
         return httpx.Response(200, json=body)
+
+    def _download(self, request: httpx.Request) -> httpx.Response:
+        key = request.url.params.get("key", "")
+        if key not in self.archives:
+            return _error(404, f"No archived log {key}")
+        return httpx.Response(200, content=gzip.compress(self.archives[key].encode(), mtime=0),
+                              headers={"content-type": "application/gzip"})
 
     def _read(self, request: httpx.Request) -> httpx.Response:
         path = request.url.params.get("path", "")

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import gzip
 import re
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 from textual.command import CommandPalette
 
 from sing_tui.app import SingApp
+from sing_tui.client import SingClient
 from sing_tui.config import TuiConfig
 from sing_tui.screens.form import FormScreen
 from sing_tui.screens.help import HelpScreen
 from sing_tui.screens.requests import RequestsScreen
 from sing_tui.widgets.resource_table import ResourceTable
 
-from .conftest import screen_text, until
+from .conftest import fill_and_submit, screen_text, until
 from .fake_api import FAKE_URL, FakeSingApi
+
+ALL = len(FakeSingApi().routes["/api/requests"])  # how many requests the fixture has
 
 
 def fake_app(start_view: str = "requests", **config: object) -> SingApp:
@@ -31,7 +38,7 @@ def requests_table(app: SingApp) -> ResourceTable:
 async def test_any_binding_can_be_rebound_from_the_config() -> None:
     app = fake_app(keymap={"request.scale": "S", "app.help": "f1"})
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: requests_table(app).row_count == 5, what="the requests")
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
         await pilot.press("s")
         assert not isinstance(app.screen, FormScreen)
         await pilot.press("S")
@@ -45,13 +52,13 @@ async def test_any_binding_can_be_rebound_from_the_config() -> None:
 async def test_command_mode_filters_and_sort() -> None:
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: requests_table(app).row_count == 5, what="the requests")
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
         await pilot.press("colon", *"requests type=on_demand", "enter")
         await until(pilot, lambda: requests_table(app).row_count == 2, what="the query")
         assert "type=on_demand" in screen_text(pilot)
         assert set(requests_table(app).keys) == {"demo-job", "nightly-report"}
         await pilot.press("escape")
-        await until(pilot, lambda: requests_table(app).row_count == 5, what="the query cleared")
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the query cleared")
         await pilot.press("o", "o", "o")  # sort by the third column (STATE), then reverse it
         await pilot.press("O")
         assert "sorted by STATE ▼" in screen_text(pilot)
@@ -64,7 +71,7 @@ async def test_command_mode_filters_and_sort() -> None:
 async def test_palette_offers_the_selected_rows_actions() -> None:
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: requests_table(app).row_count == 5, what="the requests")
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
         requests_table(app).move_to("demo-worker")
         await pilot.press("ctrl+p")
         await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
@@ -75,7 +82,7 @@ async def test_palette_offers_the_selected_rows_actions() -> None:
 async def test_read_only_palette_has_no_actions() -> None:
     app = fake_app(read_only=True)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: requests_table(app).row_count == 5, what="the requests")
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
         screen = app.screen
         assert isinstance(screen, RequestsScreen)
         titles = [t for t, _, _ in screen.palette_commands()]
@@ -102,7 +109,7 @@ async def test_no_color(monkeypatch: pytest.MonkeyPatch, no_color: bool) -> None
         monkeypatch.delenv("NO_COLOR", raising=False)
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: requests_table(app).row_count == 5, what="the requests")
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
         # What the user sees: with NO_COLOR the screen is in shades of grey only.
         assert (saturated_colours(app.export_screenshot()) == set()) is no_color
 
@@ -114,11 +121,12 @@ async def test_sandbox_browser_opens_a_file_in_the_log_view() -> None:
     from sing_tui.widgets.log_view import LogView
 
     fake = FakeSingApi()
-    task_id = next(p.split("/")[0] for p, text in fake.files.items() if "working on" in text)
+    task_id = next(p.split("/")[0] for p, text in sorted(fake.files.items()) if "working on" in text)
+    host = fake.routes[f"/api/tasks/task/{task_id}"]["taskId"]["host"]
     app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="requests", clock=fake.clock)
     async with app.run_test(size=(80, 24)) as pilot:
         app.push_screen(TaskScreen(task_id))
-        await until(pilot, lambda: "127.0.0.4" in screen_text(pilot), what="the task")
+        await until(pilot, lambda: host in screen_text(pilot), what="the task")
         await pilot.press("b")
         await until(pilot, lambda: isinstance(app.screen, SandboxScreen), what="the sandbox")
         files = lambda: app.screen.query_one(ResourceTable)  # noqa: E731
@@ -134,7 +142,7 @@ async def test_sandbox_browser_opens_a_file_in_the_log_view() -> None:
 async def test_deploy_form_checks_the_file_then_shows_the_servers_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
     app = fake_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: requests_table(app).row_count == 5, what="the requests")
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
         requests_table(app).move_to("demo-worker")
         await pilot.press("n")
         assert isinstance(app.screen, FormScreen) and "New deploy of demo-worker" in screen_text(pilot)
@@ -165,3 +173,117 @@ async def test_refresh_pauses_while_a_modal_is_open() -> None:
         assert polls() == before
         await pilot.press("escape")
         await until(pilot, lambda: polls() > before, what="refreshing again")
+
+
+def failed_task(fake: FakeSingApi) -> str:
+    return next(r["taskId"]["id"] for r in fake.routes["/api/history/tasks"] if r["lastTaskStatus"] == "TASK_FAILED")
+
+
+async def test_next_run_counts_down_in_the_table_and_the_request_view() -> None:
+    from sing_tui.screens.request import RequestScreen
+
+    fake = FakeSingApi()
+    cron = fake.routes["/api/requests/request/demo-cron"]
+    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=0.2), client=fake.client(), start_view="requests",
+                  clock=fake.clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
+        secs = (cron["nextRunAt"] - fake.now_ms) // 1000
+        assert requests_table(app).row("demo-cron")[4] == f"in {secs}s" and "NEXT RUN" in screen_text(pilot)
+        fake.now_ms += 10_000  # the list does not change, the countdown does
+        await until(pilot, lambda: requests_table(app).row("demo-cron")[4] == f"in {secs - 10}s", what="countdown")
+        requests_table(app).move_to("demo-cron")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, RequestScreen), what="the request")
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cron["nextRunAt"] / 1000))
+        await until(pilot, lambda: f"next run {at} (in {secs - 10}s)" in screen_text(pilot), what="the next run")
+        fake.now_ms += 3_000
+        await until(pilot, lambda: f"(in {secs - 13}s)" in screen_text(pilot), what="the summary counting down")
+
+
+async def test_archived_logs_listed_opened_and_saved(tmp_path: Path) -> None:
+    from sing_tui.screens.logs import LogScreen
+    from sing_tui.screens.task import TaskScreen
+    from sing_tui.widgets.log_view import LogView
+
+    fake = FakeSingApi()
+    task_id = failed_task(fake)
+    keys = [e["key"] for e in fake.routes[f"/api/logs/task/{task_id}"]]
+    stdout = next(k for k in keys if "/stdout-" in k)
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="requests", clock=fake.clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(TaskScreen(task_id))
+        await until(pilot, lambda: "Archived logs  2 files" in screen_text(pilot), what="the archive in the overview")
+        await pilot.press("a")
+        archived = lambda: app.screen.query_one("#archive", ResourceTable)  # noqa: E731
+        await until(pilot, lambda: set(archived().keys) == set(keys), what="the archived files")
+        assert "stdout-00001" in screen_text(pilot) and "stderr-00001" in screen_text(pilot)
+        archived().move_to(stdout)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
+        await until(pilot, lambda: "starting the report" in app.screen.query_one(LogView).lines, what="its lines")
+        assert "ARCHIVED" in screen_text(pilot) and "archived stdout-00001" in screen_text(pilot)
+        assert "GET /api/logs/download" in fake.calls
+        await pilot.press("ctrl+s")  # save: decompressed
+        target = tmp_path / "report.log"
+        await fill_and_submit(pilot, "#field-path", str(target))
+        await until(pilot, lambda: target.exists(), what="the saved file")
+        assert target.read_text() == fake.archives[stdout]
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, TaskScreen), what="the task again")
+        await pilot.press("ctrl+s")  # from the table: the file as stored
+        gz = tmp_path / "report.log.gz"
+        await fill_and_submit(pilot, "#field-path", str(gz))
+        await until(pilot, lambda: gz.exists() and gz.stat().st_size > 0, what="the saved gzip")
+        assert gzip.decompress(gz.read_bytes()).decode() == fake.archives[stdout]
+
+
+async def test_a_task_whose_sandbox_is_gone_shows_its_archived_log() -> None:
+    from sing_tui.screens.logs import LogScreen
+    from sing_tui.screens.task import TaskScreen
+    from sing_tui.widgets.log_view import LogView
+
+    fake = FakeSingApi()
+    task_id = failed_task(fake)
+    for name in ("stdout.log", "stderr.log"):
+        del fake.files[f"{task_id}/{name}"]  # the sandbox was cleaned up
+    app = SingApp(TuiConfig(url=FAKE_URL, log_poll_seconds=0.05), client=fake.client(), start_view="requests",
+                  clock=fake.clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(TaskScreen(task_id))
+        await until(pilot, lambda: "FAILED" in screen_text(pilot), what="the task")
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
+        log = app.screen.query_one(LogView)
+        await until(pilot, lambda: "disk full" in log.lines, what="the archived stderr")
+        text = screen_text(pilot)
+        assert "the sandbox is gone; its archived stderr (1 file)" in text and "ARCHIVED" in text
+        reads = fake.calls.count(f"GET /api/sandbox/{task_id}/read")
+        await pilot.pause(0.3)
+        assert fake.calls.count(f"GET /api/sandbox/{task_id}/read") == reads  # no more polling
+
+
+async def test_dashboard_keeps_going_while_the_history_is_away() -> None:
+    fake = FakeSingApi()
+    handle = fake.handle
+    away = {"on": False}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if away["on"] and request.url.path.startswith("/api/history/"):
+            return httpx.Response(503, json={"code": 503, "message": "the history database is unavailable"})
+        return handle(request)
+    client = SingClient(FAKE_URL, transport=httpx.MockTransport(flaky))
+    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=0.2), client=client, start_view="dashboard",
+                  clock=fake.clock)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        failed = failed_task(fake)
+        failures = lambda: app.screen.query_one("#failures", ResourceTable)  # noqa: E731
+        await until(pilot, lambda: failures().keys == [failed], what="the failed task")
+        assert "Recent failures (failed, lost or errored tasks)" in screen_text(pilot)
+        away["on"] = True
+        await until(pilot, lambda: "not updated: the history database is unavailable" in screen_text(pilot),
+                    what="the note")
+        assert failures().keys == [failed] and "● live" in screen_text(pilot)  # the last failures stay
+        assert "The backend refused" not in screen_text(pilot)
+        away["on"] = False
+        await until(pilot, lambda: "(failed, lost or errored tasks)" in screen_text(pilot), what="recovered")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-NO_TEXTUAL = ["sing_tui.client", "sing_tui.model", "sing_tui.query", "sing_tui.logtail", "sing_tui.config",
-              "sing_tui.connection", "sing_tui.__main__"]
+NO_TEXTUAL = ["sing_tui.client", "sing_tui.model", "sing_tui.query", "sing_tui.logtail", "sing_tui.archive",
+              "sing_tui.config", "sing_tui.connection", "sing_tui.__main__"]
 
 
 @pytest.mark.parametrize("module", NO_TEXTUAL)

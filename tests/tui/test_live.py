@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import gzip
+import re
+import shutil
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from sing_backend.local_backend import Backend, free_port
+from sing_backend.local_backend import Backend, free_port, wait_for
 from sing_tui.app import SingApp
 from sing_tui.config import TuiConfig
+from sing_tui.model import fmt_local, fmt_until
 from sing_tui.screens.form import FormScreen
 from sing_tui.screens.logs import LogScreen
 from sing_tui.screens.request import RequestScreen
 from sing_tui.screens.requests import RequestsScreen
+from sing_tui.screens.task import TaskScreen
 from sing_tui.widgets.log_view import LogView
-from sing_tui.widgets.resource_table import ResourceTable
+from sing_tui.widgets.resource_table import ResourceTable, age_key
 
-from .conftest import screen_text, until
+from .conftest import fill_and_submit, screen_text, until
 
 SIZE = (80, 24)
 
@@ -138,7 +144,6 @@ async def test_p_opens_the_last_failed_tasks_logs(backend: Backend) -> None:
     backend.create({"id": rid, "requestType": "ON_DEMAND"},
                    {"id": "v1", "command": "echo about to fail; exit 3", "resources": {"cpus": 0.05, "memoryMb": 16}})
     backend.post(f"/api/requests/request/{rid}/run", {})
-    from sing_backend.local_backend import wait_for
     wait_for(lambda: backend.get(f"/api/history/request/{rid}/tasks", params={"lastTaskStatus": "TASK_FAILED"}),
              what="the failed run")
     app = make_app(backend)
@@ -198,8 +203,12 @@ async def test_read_only_hides_every_action(backend: Backend, read_only: bool) -
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await until(pilot, lambda: rid in table(app, "#requests").keys, what="the request")
         table(app, "#requests").move_to(rid)
+        # The top bar and the footer (painted after the rows on a loaded machine: wait for them).
+        def painted() -> bool:
+            text = screen_text(pilot)
+            return ("READ-ONLY" in text) is read_only and "Help" in text and (read_only or "Scale" in text)
+        await until(pilot, painted, what="the top bar and the footer")
         assert ("Scale" in screen_text(pilot)) is (not read_only)  # the footer
-        assert ("READ-ONLY" in screen_text(pilot)) is read_only
         await pilot.press("s")
         assert isinstance(app.screen, FormScreen) is (not read_only)
         if not read_only:
@@ -209,3 +218,102 @@ async def test_read_only_hides_every_action(backend: Backend, read_only: bool) -
         for binding_id in ("request.scale", "request.pause", "request.delete", "request.run_now"):
             assert (binding_id in help_text) is (not read_only)
         assert "request.describe" in help_text and "app.quit" in help_text
+
+
+def countdown_secs(text: str) -> float:
+    """ "3m 20s" -> 200, "1h 05m" -> 3900."""
+    return age_key(text.replace(" ", ""))
+
+
+async def test_scheduled_request_shows_its_next_run(backend: Backend) -> None:
+    rid = "cron"
+    backend.create({"id": rid, "requestType": "SCHEDULED", "quartzSchedule": "0 0 * * * ?"},
+                   {"id": "v1", "command": "echo tick", "resources": {"cpus": 0.05, "memoryMb": 16}})
+
+    def next_run() -> int | None:
+        return backend.get(f"/api/requests/request/{rid}").get("nextRunAt")
+
+    app = make_app(backend)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await until(pilot, lambda: rid in table(app, "#requests").keys, what="the request")
+        # The backend's own nextRunAt, as a countdown (a run at the top of the hour moves it on: re-read it).
+        await until(pilot, lambda: (at := next_run()) is not None and table(app, "#requests").row(rid)[4] ==
+                    fmt_until(at, int(time.time() * 1000), compact=True), what="NEXT RUN in the table")
+        assert "NEXT RUN" in screen_text(pilot)
+        await open_request(pilot, rid)
+
+        def shows_next_run() -> bool:
+            at = next_run()
+            m = re.search(r"next run (.+?) \(in ([^)]+)\)", screen_text(pilot))
+            return bool(at and m and m[1] == fmt_local(at)
+                        and abs(countdown_secs(m[2]) - (at - time.time() * 1000) / 1000) <= 3)
+        await until(pilot, shows_next_run, what="the next run in local time, and how long until then")
+        assert "0 0 * * * ?" in screen_text(pilot)
+
+
+async def test_killed_task_has_an_archived_log_the_task_view_lists_and_opens(backend: Backend,
+                                                                            tmp_path: Path) -> None:
+    rid = "tui-archive"
+    said = f"archived line {uuid.uuid4().hex[:8]}"
+    backend.create({"id": rid, "requestType": "ON_DEMAND"},
+                   {"id": "v1", "command": f'echo "{said}"; sleep 1000', "resources": {"cpus": 0.05, "memoryMb": 16}})
+    backend.post(f"/api/requests/request/{rid}/run", {})
+    task_id = wait_for(lambda: backend.active_tasks(rid), what="the running task")[0]["taskId"]["id"]
+    wait_for(lambda: said in backend.get(f"/api/sandbox/{task_id}/read",
+                                         params={"path": f"{task_id}/stdout.log", "offset": 0})["data"],
+             what="the line in its stdout")
+    app = make_app(backend)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await pilot.press("colon", *f"task {task_id}", "enter")
+        await until(pilot, lambda: isinstance(app.screen, TaskScreen), what="the task view")
+        await until(pilot, lambda: "RUNNING" in screen_text(pilot), what="the running task")
+        await pilot.press("K")
+        await fill_and_submit(pilot, "#field-message", "done with it")  # kill it from the TUI
+        await until(pilot, lambda: backend.get(f"/api/history/task/{task_id}")["taskUpdates"][-1]["taskState"]
+                    == "TASK_KILLED", what="the task killed")
+        await pilot.press("a")
+        archived = lambda: app.screen.query_one("#archive", ResourceTable)  # noqa: E731
+        await until(pilot, lambda: any("/stdout-" in k for k in archived().keys), timeout=20,
+                    what="its archived stdout in the Archived logs tab")
+        assert "stdout-00001" in screen_text(pilot)
+        archived().move_to(next(k for k in archived().keys if "/stdout-" in k))
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
+        await until(pilot, lambda: said in app.screen.query_one(LogView).lines, what="the line, gunzipped")
+        assert "ARCHIVED" in screen_text(pilot)
+        saved = tmp_path / "stdout.log.gz"  # saved as stored: what the backend archived
+        await pilot.press("ctrl+s")
+        await fill_and_submit(pilot, "#field-path", str(saved))
+        await until(pilot, lambda: saved.exists() and saved.stat().st_size > 0, what="the saved file")
+        assert said in gzip.decompress(saved.read_bytes()).decode()
+
+        # Once the sandbox is gone, `l` still shows the task's output: from its archived logs.
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, TaskScreen), what="the task view again")
+        for sandbox in backend.data_dir.glob(f"cluster/agents/*/sandboxes/{task_id}"):
+            shutil.rmtree(sandbox)
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
+        await until(pilot, lambda: said in app.screen.query_one(LogView).lines, what="the archived stdout")
+        assert "the sandbox is gone" in screen_text(pilot)
+
+
+async def test_dashboard_shows_recent_failures_from_the_global_search(backend: Backend) -> None:
+    rid = "tui-dash-fails"
+    backend.create({"id": rid, "requestType": "ON_DEMAND"},
+                   {"id": "v1", "command": "exit 4", "resources": {"cpus": 0.05, "memoryMb": 16}})
+    backend.post(f"/api/requests/request/{rid}/run", {})
+    failed = wait_for(lambda: backend.get("/api/history/tasks", params={"requestId": rid,
+                                                                        "lastTaskStatus": "TASK_FAILED"}),
+                      what="the failed run")[0]["taskId"]["id"]
+    app = SingApp(TuiConfig(url=backend.url, refresh_seconds=0.3), start_view="dashboard")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await until(pilot, lambda: failed in table(app, "#failures").keys, what="the failed task")
+        text = screen_text(pilot)
+        # The global search answered (no fall-back to requests in cool-down), and the row says what happened.
+        assert "Recent failures (failed, lost or errored tasks)" in text and "FAILED" in text
+        await pilot.press("tab")
+        table(app, "#failures").move_to(failed)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, TaskScreen) and app.screen.task_id == failed,
+                    what="the failed task's view")

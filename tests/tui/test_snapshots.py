@@ -67,6 +67,9 @@ SCREENS: dict[str, tuple[str, Steps]] = {
     "task_timeline": ("requests", steps("down", "enter!!", "enter!!", "right_square_bracket")),
     "logs": ("requests", steps("down", "enter!!", "l!!")),
     "logs_all_instances": ("requests", steps("a!", "o")),  # demo-web writes to stderr
+    "request_scheduled": ("requests", steps("down", "down", "down", "enter!!")),  # demo-cron: its next run
+    "task_archived_logs": ("dashboard", steps("tab", "enter!!", "a")),  # the failed job's archived logs
+    "logs_archived": ("dashboard", steps("tab", "enter!!", "a", "enter!!")),
     "tasks": ("tasks", steps()),
     "agents": ("agents", steps()),
     "help": ("requests", steps("question_mark!!")),

@@ -12,6 +12,12 @@ from sing_tui.logtail import LogTail
 from sing_tui.model import (
     describe,
     fmt_age,
+    fmt_countdown,
+    fmt_local,
+    fmt_until,
+    next_run_cell,
+    next_run_line,
+    pending_reason,
     request_matches,
     request_row,
     task_ports,
@@ -26,6 +32,7 @@ from sing_tui.query import (
     parse_run_id,
 )
 
+from .conftest import set_time_zone
 from .fake_api import FakeSingApi
 
 
@@ -76,9 +83,13 @@ def test_form_values_refused_with_reasons() -> None:
 
 def test_request_rows_and_query() -> None:
     fake = FakeSingApi()
+    now = fake.now_ms
     parents = {p["request"]["id"]: p for p in fake.routes["/api/requests"]}
-    assert request_row(parents["demo-web"]) == ("demo-web", "SERVICE", "ACTIVE", "2/2", "v1", "demo@example.com")
-    assert request_row(parents["demo-job"])[3].isdigit()  # jobs: how many run now, no "wanted"
+    assert request_row(parents["demo-web"], now) == ("demo-web", "SERVICE", "ACTIVE", "2/2", "", "v1",
+                                                     "demo@example.com")
+    assert request_row(parents["demo-job"], now)[3].isdigit()  # jobs: how many run now, no "wanted"
+    cron = parents["demo-cron"]
+    assert request_row(cron, now)[4] == f"in {(cron['nextRunAt'] - now) // 1000}s"
     assert request_matches(parents["demo-worker"], {"type": "work"})
     assert not request_matches(parents["demo-worker"], {"state": "paused"})
     assert request_matches(parents["demo-web"], {"owner": "demo@"})
@@ -87,7 +98,7 @@ def test_request_rows_and_query() -> None:
 def test_task_details_and_describe() -> None:
     fake = FakeSingApi()
     task = next(t for t in fake.routes["/api/tasks/active"] if t["taskId"]["requestId"] == "demo-web")
-    assert task_ports(task) and all(20000 <= p < 30000 for p in task_ports(task))
+    assert task_ports(task) and all(1024 <= p < 65536 for p in task_ports(task))
     pairs = dict(describe({"a": {"b": 1, "startedAt": 1795591709601}, "l": [1, 2]}))
     assert pairs["a.b"] == "1" and "UTC" in pairs["a.startedAt"] and pairs["l"] == "1, 2"
     assert fmt_age(1000, 61_000) == "1m" and fmt_age(None, 5) == "-"
@@ -131,3 +142,32 @@ async def test_logtail_reads_whole_lines_by_offset() -> None:
     assert await tail.poll() == ["three", "four"]
     assert await tail.poll() == []
     await client.aclose()
+
+
+def test_next_run_of_scheduled_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    hour = 3_600_000
+    now = 1_795_593_600_000  # 2026-11-25 08:00:00 UTC
+    parent = {"request": {"id": "cron", "requestType": "SCHEDULED", "quartzSchedule": "0 0 * * * ?"},
+              "state": "ACTIVE", "nextRunAt": now + 200_000,
+              "requestDeployState": {"activeDeploy": {"deployId": "v1"}}}
+    assert next_run_cell(parent, now) == "in 3m"
+    assert next_run_line(parent, now) == "0 0 * * * ? · next run 2026-11-25 08:03:20 UTC (in 3m 20s)"
+    assert next_run_cell({**parent, "nextRunAt": now - 40_000}, now) == "late 40s"
+    assert fmt_until(now - 40_000, now) == "40s late"
+    no_run = {k: v for k, v in parent.items() if k != "nextRunAt"}
+    assert next_run_cell(no_run, now) == "-"
+    assert next_run_cell({**no_run, "taskIds": {"healthy": [{"id": "t"}]}}, now) == "running"
+    assert next_run_line({**no_run, "taskIds": {"healthy": [{"id": "t"}]}}, now).endswith("after the current run")
+    assert next_run_cell({**no_run, "state": "PAUSED"}, now) == "paused"
+    assert next_run_cell({**no_run, "requestDeployState": {}}, now) == "no deploy"
+    assert next_run_cell({"request": {"requestType": "WORKER"}, "nextRunAt": now}, now) == ""
+    assert [fmt_countdown(s) for s in (5, 200, 7500, 200_000)] == ["5s", "3m 20s", "2h 05m", "2d 7h"]
+    # Local time, in the operator's zone and named; a time on the same day needs no date.
+    set_time_zone(monkeypatch, "America/New_York")
+    assert fmt_local(now + hour) == "2026-11-25 04:00:00 EST"
+    assert fmt_local(now + hour, now) == "04:00:00 EST"
+    assert next_run_line({**parent, "request": {**parent["request"], "scheduleTimeZone": "Europe/Paris"}},
+                         now) == "0 0 * * * ? (Europe/Paris) · next run 2026-11-25 03:03:20 EST (in 3m 20s)"
+    entry = {"notPlacedReason": f"scheduled to run at {now + 200_000} (epoch ms)"}
+    assert pending_reason(entry, now) == "scheduled in 3m 20s (03:03:20 EST)"
+    assert pending_reason({"notPlacedReason": "no agent with enough memory"}, now) == "no agent with enough memory"

@@ -49,6 +49,12 @@ async def test_table_diffs_by_key_filters_sorts_and_marks() -> None:
         table.set_rows(changed)  # the row under the cursor went away: the cursor stays in range
         assert table.cursor_key is not None and table.row_count == 9
 
+        # A few cells moving (a countdown) without resending every row: the others stay as they are.
+        assert table.update_rows({"r1": ("req-1", "ACTIVE", "0/1"), "r2": changed["r2"]}) == {"r1"}
+        assert table.row("r1") == ("req-1", "ACTIVE", "0/1") and table.row_count == 9
+        table.set_filter(Filter.parse("0/1"))
+        assert table.keys == ["r1"]
+
 
 class LogApp(App[None]):
     def compose(self) -> ComposeResult:
