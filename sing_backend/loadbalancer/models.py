@@ -9,7 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, Field
+
+from ..models.common import WireModel
 
 # Baragon's own constraints: ids are used as ZooKeeper node names, hence no '/', '|' or whitespace.
 ID_PATTERN = r"^[^\s/|]+$"
@@ -20,11 +22,8 @@ LABEL_PATTERN = r"^$|^[^\s|]+$"
 ALREADY_ENQUEUED = "is already enqueued with different parameters"
 
 
-class BaragonModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, use_enum_values=True)
-
-    def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+class BaragonModel(WireModel):
+    """Baragon's JSON, shaped like Singularity's: camelCase fields, absent ones left out."""
 
 
 class RequestAction(StrEnum):
