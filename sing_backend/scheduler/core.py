@@ -54,6 +54,8 @@ from .scheduled_flow import ScheduledFlow
 
 log = logging.getLogger(__name__)
 
+_PERSIST_CHUNK = 50
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -310,12 +312,13 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
 
     def run_round(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        if dirty:
-            with self.store.batch():
-                for request_id in dirty:
-                    entry = self.requests.get(request_id)
-                    if entry is not None:
-                        self._reconcile_request(entry)
+        # One transaction per request, not per round: a round over thousands of requests would pass
+        # ZooKeeper's 1 MB request limit.
+        for request_id in dirty:
+            entry = self.requests.get(request_id)
+            if entry is not None:
+                with self.store.batch():
+                    self._reconcile_request(entry)
         self._launch_pending()
 
     def _live_view(self, request_id: str, *, ignore_lb: bool = False) -> list[LiveTask]:
@@ -453,11 +456,14 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         if not result.assignments:
             return
         launches: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        with self.store.batch():
-            for a in result.assignments:
-                p = by_key[a.need_key]
-                info = self._start_task(p, a.agent_id, a.host, a.rack_id, list(a.ports), a.offer_id)
-                launches[a.offer_id].append(info)
+        # Every task is persisted before its launch goes out; in chunks, so that one transaction stays
+        # well under ZooKeeper's 1 MB limit (a task document is a few KB).
+        for start in range(0, len(result.assignments), _PERSIST_CHUNK):
+            with self.store.batch():
+                for a in result.assignments[start:start + _PERSIST_CHUNK]:
+                    p = by_key[a.need_key]
+                    info = self._start_task(p, a.agent_id, a.host, a.rack_id, list(a.ports), a.offer_id)
+                    launches[a.offer_id].append(info)
         for offer_id, infos in launches.items():
             for info in infos:
                 log.info("launching %s on %s", info["task_id"]["value"], info["agent_id"]["value"])
