@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench screenshots clean
+.PHONY: setup demo demo-ha test lint bench screenshots clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 # The demo backend runs in the background while the terminal dashboard is open; quitting it stops both.
 demo: setup
 	$(BIN)/sing demo --port 7099 --tui
+
+# Two backends, a private ZooKeeper and a shared local cluster: leader election and fail-over.
+demo-ha: setup
+	bash scripts/demo-ha.sh
 
 # Regenerate screenshots/*.svg from the real app on a demo backend.
 screenshots: setup
