@@ -23,8 +23,9 @@ from typing import Any
 from pymesos import MesosSchedulerDriver
 
 from sing_backend.executor.settings import ExecutorSettings
+from tests.executor.helpers import ArtifactServer
 
-from .executor_cluster import FileServer, StatusRecorder, cluster, task
+from .executor_cluster import StatusRecorder, cluster, task
 from .stats import summary
 
 
@@ -55,7 +56,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     body = os.urandom(args.size_mb * 1024 * 1024)
-    server = FileServer({"/big.bin": body})
+    server = ArtifactServer()
+    server.files["/big.bin"] = body
     deploy = {"executorData": {"externalArtifacts": [{
         "name": "big", "url": server.url("/big.bin"), "filename": "big.bin",
         "md5sum": hashlib.md5(body).hexdigest(), "filesize": len(body)}]}}
@@ -70,13 +72,13 @@ def main() -> None:
                 uncached.append(_run_one(driver, sched, f"cold-{run}", deploy, sandboxes))
                 cached.append(_run_one(driver, sched, f"warm-{run}", deploy, sandboxes))
             shutil.rmtree(cache, ignore_errors=True)
-            before = server.hits.get("/big.bin", 0)
+            before = server.count("/big.bin")
             ids = [f"burst-{n}" for n in range(args.tasks)]
             started = _launch(driver, sched, [task(t, "sleep 60", deploy) for t in ids])
             states = [sched.wait(t, ("TASK_RUNNING", "TASK_FAILED"), timeout=600) for t in ids]
             all_running = (max(at for _, at in states) - started) * 1000
             failed = sum(1 for state, _ in states if state != "TASK_RUNNING")
-            fetches = server.hits.get("/big.bin", 0) - before
+            fetches = server.count("/big.bin") - before
             for t in ids:
                 driver.killTask({"value": t})
             for t in ids:

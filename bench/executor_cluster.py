@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -88,37 +87,3 @@ def task(task_id: str, command: str, deploy: dict[str, Any] | None = None, *, me
         "command": {"value": command, "shell": True},
     }
     return attach_payload(info, task_payload({"requestId": "bench", "id": "v1", **(deploy or {})}))
-
-
-class FileServer:
-    """Serves fixed bodies on loopback and counts the GETs of each path."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.hits: dict[str, int] = {}
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_GET(self) -> None:
-                body = files.get(self.path)
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
