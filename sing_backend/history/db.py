@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 VERSION_TABLE = "sing_history_version"  # not alembic_version: the database may hold other schemas too
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 SQLITE_BUSY_TIMEOUT_MS = 5000
+WRITE_OPTION = "sing_history_write"
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -66,7 +67,17 @@ def make_engine(url: str | URL) -> AsyncEngine:
     engine = create_async_engine(parsed)
     # Events are synchronous: they go on the sync engine the asyncio engine wraps.
     event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+    # The driver starts no transaction before a SELECT, so two queries would see two states of the
+    # database; Sing begins every transaction itself (SQLAlchemy's documented recipe), writers with
+    # BEGIN IMMEDIATE so that a transaction that reads first never fails to upgrade to a write.
+    event.listen(engine.sync_engine, "connect", _take_over_sqlite_transactions)
+    event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` for transactions that write (same pool)."""
+    return engine.execution_options(**{WRITE_OPTION: True})
 
 
 def make_sync_engine(url: str | URL) -> Engine:
@@ -99,6 +110,15 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _take_over_sqlite_transactions(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
 def alembic_config() -> Config:
     return Config(str(ALEMBIC_INI))
 
@@ -114,7 +134,7 @@ def migrate(connection: Connection) -> None:
 
 async def migrate_engine(engine: AsyncEngine) -> None:
     """Upgrade the schema through the asyncio engine, in one transaction."""
-    async with engine.begin() as connection:
+    async with writer(engine).begin() as connection:
         await connection.run_sync(migrate)
 
 

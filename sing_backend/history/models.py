@@ -113,3 +113,16 @@ class TaskHealthcheckRow(Base):
     body: Mapped[bytes] = mapped_column(DOCUMENT)
 
     __table_args__ = (Index("ix_task_healthchecks_task_timestamp", "task_id", "timestamp"), MYSQL_TABLE)
+
+
+class HistoryWriterRow(Base):
+    """The last write each history store committed, in the same transaction as the write: a query
+    reads it in its snapshot to know which of the store's queued writes that snapshot already holds."""
+
+    __tablename__ = "history_writers"
+
+    writer_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    committed_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)  # epoch ms; rows of stores long gone are deleted
+
+    __table_args__ = (MYSQL_TABLE,)

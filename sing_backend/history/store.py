@@ -1,8 +1,10 @@
 """The history store: Singularity's request, deploy and task history in SQL.
 
 Writes are queued and committed by one background writer, many per transaction, so the scheduler
-never waits on the database; every query first waits for the writes queued before it. Database I/O
-goes through SQLAlchemy's asyncio engine (aiosqlite locally; see db.py).
+never waits on the database. Queries do not wait for the writer either: each reads the database in one
+snapshot, which also says up to which write this store has committed, and lays the writes still queued
+after that on top (pending.py), so a query sees every write made before it. Database I/O goes through
+SQLAlchemy's asyncio engine (aiosqlite locally; see db.py).
 """
 
 from __future__ import annotations
@@ -11,33 +13,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from itertools import count as counter
 from typing import Any, TypeVar, TypeVarTuple
+from uuid import uuid4
 
 import orjson
 from sqlalchemy import (
-    BigInteger,
-    BindParameter,
     Select,
     asc,
     bindparam,
-    case,
     delete,
     desc,
     func,
     insert,
-    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..models.common import TERMINAL_TASK_STATES
-from .db import make_engine, migrate_engine
-from .models import DeployHistoryRow, RequestHistoryRow, TaskHealthcheckRow, TaskHistoryRow, TaskUpdateRow
+from .db import make_engine, migrate_engine, writer
+from .models import (
+    DeployHistoryRow,
+    HistoryWriterRow,
+    RequestHistoryRow,
+    TaskHealthcheckRow,
+    TaskHistoryRow,
+    TaskUpdateRow,
+)
+from .pending import Kind, PendingTask, PendingWrites, Row, Write, merge_page
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +56,23 @@ MAX_BATCH_ROWS = 2000  # rows per transaction: bounds how long it holds the writ
 MAX_QUEUED = 100_000  # queued writes; beyond that callers wait rather than grow memory without bound
 RETRY_SECONDS = 60.0  # how long a batch is retried while the database is locked or unreachable
 _ID_CHUNK = 500  # ids per IN (…) list, well under every driver's parameter limit
+_UPDATE_CHUNK = 250  # tasks per status update statement (4 parameters each)
+_AFTER_COMMITTED = 2**63  # sorts a queued row after committed rows of the same time
+_STALE_WRITER_MS = 7 * 24 * 3600 * 1000
 _READERS = 4  # concurrent queries; the rest of the connection pool stays free for the writer and purges
 
 
-class _Kind(Enum):
-    """What a write records. A batch applies its writes kind by kind, each kind in call order. That
-    equals call order: kinds write different tables, except that task updates move their task's status
-    columns, and a new task row takes its status from the updates already written."""
-
-    REQUEST_EVENT = "request event"
-    DEPLOY = "deploy"
-    TASK = "task"
-    TASK_UPDATE = "task update"
-    HEALTHCHECK = "health-check result"
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    """One write call; its rows are committed or dropped together."""
-
-    kind: _Kind
-    rows: list[dict[str, Any]]
-
-
-_QueueItem = _Write | asyncio.Future[None] | None  # a future asks to be told once written; None stops
+_QueueItem = Write | asyncio.Future[None] | None  # a future asks to be told once written; None stops
 
 
 class HistoryStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer_id: str) -> None:
         """Use `HistoryStore.open`, which also brings the schema up to date."""
         self._engine = engine
+        self._write_engine = writer(engine)
+        self._writer_id = writer_id
+        self._seq = 0  # of the last write queued
+        self._pending = PendingWrites()
         self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue(MAX_QUEUED)
         self._unflushed = 0  # writes handed to add_*/save_* and not yet committed (or dropped)
         self._dropped = 0
@@ -97,12 +90,20 @@ class HistoryStore:
         """Connect to `url` and upgrade its schema: ``sqlite+aiosqlite:////abs/history.db`` or
         ``mysql+aiomysql://user:pw@host/db`` (plain driver names map to the asyncio driver)."""
         engine = make_engine(url)
+        writer_id = uuid4().hex
+        now = int(time.time() * 1000)
         try:
             await migrate_engine(engine)
+            async with writer(engine).begin() as conn:
+                # Rows of stores that stopped without removing theirs (a crash) serve no one.
+                stale = HistoryWriterRow.updated_at < now - _STALE_WRITER_MS
+                await conn.execute(delete(HistoryWriterRow).where(stale))
+                mine = {"writer_id": writer_id, "committed_seq": 0, "updated_at": now}
+                await conn.execute(insert(HistoryWriterRow).values(mine))
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine)
+        return cls(engine, writer_id)
 
     async def close(self) -> None:
         """Commit everything queued, then release the database."""
@@ -114,6 +115,11 @@ class HistoryStore:
         await self._writer
         # Queries in flight still finish, and give their connections back before the pool is closed.
         await self._no_queries.wait()
+        try:
+            async with self._write_engine.begin() as conn:
+                await conn.execute(delete(HistoryWriterRow).where(HistoryWriterRow.writer_id == self._writer_id))
+        except DBAPIError as exc:
+            log.warning("history: could not remove this store's writer row (%s)", exc.orig)
         await self._engine.dispose()
 
     @property
@@ -144,7 +150,7 @@ class HistoryStore:
             "message": event.get("message"),
             "body": _dump(event),
         }
-        await self._enqueue(_Kind.REQUEST_EVENT, [row])
+        await self._enqueue(Kind.REQUEST_EVENT, [row])
 
     async def save_deploy(
         self,
@@ -167,7 +173,7 @@ class HistoryStore:
             "message": message,
             "body": _dump(deploy_history),
         }
-        await self._enqueue(_Kind.DEPLOY, [row])
+        await self._enqueue(Kind.DEPLOY, [row])
 
     async def save_task(
         self,
@@ -191,7 +197,7 @@ class HistoryStore:
             "task_id_body": _dump(task["taskId"]),
             "body": _dump(task),
         }
-        await self._enqueue(_Kind.TASK, [row])
+        await self._enqueue(Kind.TASK, [row])
 
     async def add_task_updates(self, updates: Sequence[Doc]) -> None:
         """Record TaskHistoryUpdates; `taskId` may be the id string or Singularity's taskId object.
@@ -206,15 +212,17 @@ class HistoryStore:
                 "status_message": update_.get("statusMessage"),
                 "status_reason": update_.get("statusReason"),
                 "body": _dump(update_),
+                # Not a column: tells the queued-writes index which request's listings this update moves.
+                "request_id": update_["taskId"].get("requestId") if isinstance(update_["taskId"], dict) else None,
             }
             for update_ in updates
         ]
         if rows:
-            await self._enqueue(_Kind.TASK_UPDATE, rows)
+            await self._enqueue(Kind.TASK_UPDATE, rows)
 
     async def add_healthcheck_result(self, task_id: str, result: Doc) -> None:
         row = {"task_id": task_id, "timestamp": result["timestamp"], "body": _dump(result)}
-        await self._enqueue(_Kind.HEALTHCHECK, [row])
+        await self._enqueue(Kind.HEALTHCHECK, [row])
 
     # Queries -----------------------------------------------------------------------------------------
 
@@ -229,32 +237,121 @@ class HistoryStore:
         created_after: int | None = None,
     ) -> list[Doc]:
         """RequestHistory objects by createdAt; the time bounds are exclusive, as Singularity's."""
-        row = RequestHistoryRow
-        order = desc if order_desc else asc
-        stmt = select(row.body).where(row.request_id == request_id)
-        if created_before is not None:
-            stmt = stmt.where(row.created_at < created_before)
-        if created_after is not None:
-            stmt = stmt.where(row.created_at > created_after)
-        stmt = _paged(stmt.order_by(order(row.created_at), order(row.id)), count, page)
-        return await self._after_writes(self._documents, stmt)
+        offset, count = _page(count, page)
+        queued = self._pending.request_events(request_id)
+
+        def wanted(created_at: int) -> bool:
+            return (created_before is None or created_at < created_before) and (
+                created_after is None or created_at > created_after
+            )
+
+        async def query(conn: AsyncConnection, committed: int) -> list[Doc]:
+            # A queued event will get a larger id than every committed one: it sorts after them.
+            overlay = [
+                {"key": (r["created_at"], _AFTER_COMMITTED, seq), "body": r["body"]}
+                for seq, r in queued
+                if seq > committed and wanted(r["created_at"])
+            ]
+            row = RequestHistoryRow
+            order = desc if order_desc else asc
+            stmt = select(row.body, row.created_at, row.id).where(row.request_id == request_id)
+            if created_before is not None:
+                stmt = stmt.where(row.created_at < created_before)
+            if created_after is not None:
+                stmt = stmt.where(row.created_at > created_after)
+            stmt = stmt.order_by(order(row.created_at), order(row.id))
+            found = [
+                {"key": (created_at, id_, 0), "body": body}
+                for body, created_at, id_ in await _window(conn, stmt, offset, count, len(overlay))
+            ]
+            page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=order_desc,
+                                   offset=offset, count=count)
+            return [orjson.loads(r["body"]) for r in page_rows]
+
+        return await self._read(query)
 
     async def deploy_history(self, request_id: str, *, count: int = 100, page: int = 1) -> list[Doc]:
         """DeployHistory objects of a request, newest timestamp first."""
-        row = DeployHistoryRow
-        stmt = select(row.body).where(row.request_id == request_id)
-        stmt = _paged(stmt.order_by(row.timestamp.desc(), row.deploy_id.desc()), count, page)
-        return await self._after_writes(self._documents, stmt)
+        offset, count = _page(count, page)
+        queued = self._pending.deploys(request_id)
+
+        async def query(conn: AsyncConnection, committed: int) -> list[Doc]:
+            overlay = [
+                {"key": (r["timestamp"], deploy_id), "body": r["body"]}
+                for deploy_id, entries in queued.items()
+                if (r := _newest(entries, committed)) is not None
+            ]
+            row = DeployHistoryRow
+            stmt = select(row.body, row.timestamp, row.deploy_id).where(row.request_id == request_id)
+            if overlay:
+                stmt = stmt.where(row.deploy_id.not_in([r["key"][1] for r in overlay]))
+            stmt = stmt.order_by(row.timestamp.desc(), row.deploy_id.desc())
+            found = [
+                {"key": (timestamp, deploy_id), "body": body}
+                for body, timestamp, deploy_id in await _window(conn, stmt, offset, count, len(overlay))
+            ]
+            page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=True,
+                                   offset=offset, count=count)
+            return [orjson.loads(r["body"]) for r in page_rows]
+
+        return await self._read(query)
 
     async def get_deploy(self, request_id: str, deploy_id: str) -> Doc | None:
-        row = DeployHistoryRow
-        stmt = select(row.body).where(row.request_id == request_id, row.deploy_id == deploy_id)
-        found = await self._after_writes(self._documents, stmt)
-        return found[0] if found else None
+        entries = self._pending.deploys(request_id).get(deploy_id, [])
+
+        async def query(conn: AsyncConnection, committed: int) -> Doc | None:
+            queued = _newest(entries, committed)
+            if queued is not None:
+                return orjson.loads(queued["body"])
+            row = DeployHistoryRow
+            body = await conn.scalar(select(row.body).where(row.request_id == request_id, row.deploy_id == deploy_id))
+            return orjson.loads(body) if body is not None else None
+
+        return await self._read(query)
 
     async def task_history(self, task_id: str) -> Doc | None:
         """The TaskHistory of a task: its document with its updates and health-check results."""
-        return await self._after_writes(self._task_history, task_id)
+        queued = self._pending.task(task_id)
+
+        async def query(conn: AsyncConnection, committed: int) -> Doc | None:
+            view = queued.after(committed) if queued else None
+            body = await conn.scalar(select(TaskHistoryRow.body).where(TaskHistoryRow.task_id == task_id))
+            if view and view.saves:
+                body = view.saves[-1][1]["body"]
+            if body is None:
+                return None
+            updates = [
+                (timestamp, update_)
+                for update_, timestamp in await conn.execute(
+                    select(TaskUpdateRow.body, TaskUpdateRow.timestamp)
+                    .where(TaskUpdateRow.task_id == task_id)
+                    .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
+                )
+            ]
+            checks = [
+                (timestamp, check)
+                for check, timestamp in await conn.execute(
+                    select(TaskHealthcheckRow.body, TaskHealthcheckRow.timestamp)
+                    .where(TaskHealthcheckRow.task_id == task_id)
+                    .order_by(TaskHealthcheckRow.timestamp, TaskHealthcheckRow.id)
+                )
+            ]
+            if view:
+                # Queued rows will get larger ids: after committed ones of the same timestamp (the sort
+                # is stable).
+                updates = sorted([*updates, *((r["timestamp"], r["body"]) for _, r in view.updates)], key=_first)
+                checks = sorted([*checks, *((r["timestamp"], r["body"]) for _, r in view.checks)], key=_first)
+            return {
+                "task": orjson.loads(body),
+                "taskUpdates": [orjson.loads(update_) for _, update_ in updates],
+                "healthcheckResults": [orjson.loads(check) for _, check in checks],
+                # Not recorded by Sing yet; present because Singularity's clients expect the lists.
+                "loadBalancerUpdates": [],
+                "shellCommandHistory": [],
+                "taskMetadata": [],
+            }
+
+        return await self._read(query)
 
     async def request_task_ids(
         self,
@@ -274,40 +371,58 @@ class HistoryStore:
     ) -> list[Doc]:
         """TaskIdHistory objects of a request (or, with None, of every request) by startedAt; the time bounds
         are exclusive."""
-        row = TaskHistoryRow
-        stmt = _task_id_history_query()
-        if request_id is not None:
-            stmt = stmt.where(row.request_id == request_id)
-        for column, value in (
-            (row.deploy_id, deploy_id),
-            (row.run_id, run_id),
-            (row.host, host),
-            (row.last_task_status, last_task_status),
-        ):
-            if value is not None:
-                stmt = stmt.where(column == value)
-        if started_before is not None:
-            stmt = stmt.where(row.started_at < started_before)
-        if started_after is not None:
-            stmt = stmt.where(row.started_at > started_after)
-        if updated_before is not None:
-            stmt = stmt.where(row.updated_at < updated_before)
-        if updated_after is not None:
-            stmt = stmt.where(row.updated_at > updated_after)
-        order = desc if order_desc else asc
-        stmt = _paged(stmt.order_by(order(row.started_at), order(row.task_id)), count, page)
-        return await self._after_writes(self._task_id_histories, stmt)
+        offset, count = _page(count, page)
+        queued = self._pending.tasks(request_id)
+        equal = {"request_id": request_id, "deploy_id": deploy_id, "run_id": run_id, "host": host,
+                 "last_task_status": last_task_status}
+        equal = {column: value for column, value in equal.items() if value is not None}
+        below = {"started_at": started_before, "updated_at": updated_before}
+        above = {"started_at": started_after, "updated_at": updated_after}
+
+        def wanted(task: Row) -> bool:
+            return (
+                all(task[column] == value for column, value in equal.items())
+                and all(task[column] < bound for column, bound in below.items() if bound is not None)
+                and all(task[column] > bound for column, bound in above.items() if bound is not None)
+            )
+
+        async def query(conn: AsyncConnection, committed: int) -> list[Doc]:
+            views = {task_id: view for task_id, q in queued.items() if (view := q.after(committed))}
+            overlay = [task for task in await _tasks_with(conn, views) if wanted(task)]
+            row = TaskHistoryRow
+            stmt = _task_id_history_query().add_columns(row.started_at, row.task_id)
+            for column, value in equal.items():
+                stmt = stmt.where(getattr(row, column) == value)
+            for column, bound in below.items():
+                if bound is not None:
+                    stmt = stmt.where(getattr(row, column) < bound)
+            for column, bound in above.items():
+                if bound is not None:
+                    stmt = stmt.where(getattr(row, column) > bound)
+            if views:
+                # Their rows, as the queued writes change them, are the overlay's.
+                stmt = stmt.where(row.task_id.not_in(list(views)))
+            order = desc if order_desc else asc
+            stmt = stmt.order_by(order(row.started_at), order(row.task_id))
+            found = [
+                {"task_id_body": body, "updated_at": updated_at, "last_task_status": status, "run_id": run,
+                 "started_at": started_at, "task_id": task_id}
+                for body, updated_at, status, run, started_at, task_id in await _window(
+                    conn, stmt, offset, count, len(overlay)
+                )
+            ]
+            page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_start,
+                                   descending=order_desc, offset=offset, count=count)
+            return [
+                _task_id_history(r["task_id_body"], r["updated_at"], r["last_task_status"], r["run_id"])
+                for r in page_rows
+            ]
+
+        return await self._read(query)
 
     async def task_by_run_id(self, request_id: str, run_id: str) -> Doc | None:
         """TaskIdHistory of the newest task of a run (retries of a run share its runId)."""
-        row = TaskHistoryRow
-        stmt = (
-            _task_id_history_query()
-            .where(row.request_id == request_id, row.run_id == run_id)
-            .order_by(row.started_at.desc(), row.task_id.desc())
-            .limit(1)
-        )
-        found = await self._after_writes(self._task_id_histories, stmt)
+        found = await self.request_task_ids(request_id, run_id=run_id, count=1)
         return found[0] if found else None
 
     async def purge(self, *, older_than_ms: int | None, keep_per_request: int | None) -> int:
@@ -316,24 +431,31 @@ class HistoryStore:
         disables a rule. Deletes in short transactions so writers keep going. Returns tasks deleted."""
         if keep_per_request is not None and keep_per_request < 0:
             raise ValueError(f"keep_per_request must be >= 0, got {keep_per_request}")
-        return await self._after_writes(self._purge, older_than_ms, keep_per_request)
+        # Queued writes first: a task finishing now must not escape a purge that runs after it.
+        await self.flush()
+        return await self._read(lambda _conn, _committed: self._purge(older_than_ms, keep_per_request))
 
     # Writer ------------------------------------------------------------------------------------------
 
-    async def _enqueue(self, kind: _Kind, rows: list[dict[str, Any]]) -> None:
+    async def _enqueue(self, kind: Kind, rows: list[dict[str, Any]]) -> None:
         if self._closing:
             raise RuntimeError("the history store is closed")
         self._unflushed += 1
+        self._seq += 1
+        write = Write(self._seq, kind, rows)
         try:
-            await self._queue.put(_Write(kind, rows))
+            await self._queue.put(write)
         except BaseException:
             self._unflushed -= 1
             raise
+        # No await since the put: the writer cannot have taken it yet, and writes enter the index in
+        # queue order, the order the writer forgets them in.
+        self._pending.add(write)
 
     async def _write_loop(self) -> None:
         stopping = False
         while not stopping:
-            batch: list[_Write] = []
+            batch: list[Write] = []
             waiters: list[asyncio.Future[None]] = []
             rows = 0
             item = await self._queue.get()
@@ -341,7 +463,7 @@ class HistoryStore:
             while True:
                 if item is None:
                     stopping = True
-                elif isinstance(item, _Write):
+                elif isinstance(item, Write):
                     batch.append(item)
                     rows += len(item.rows)
                 else:
@@ -352,11 +474,13 @@ class HistoryStore:
             if batch:
                 await self._commit(batch)
                 self._unflushed -= len(batch)
+                for write in batch:
+                    self._pending.forget(write)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def _commit(self, batch: list[_Write]) -> None:
+    async def _commit(self, batch: list[Write]) -> None:
         """Commit a batch in one transaction; never raises, so the writer cannot die."""
         deadline = time.monotonic() + RETRY_SECONDS
         for attempt in counter():
@@ -380,7 +504,7 @@ class HistoryStore:
                 break
         await self._commit_each(batch)
 
-    async def _commit_each(self, batch: list[_Write]) -> None:
+    async def _commit_each(self, batch: list[Write]) -> None:
         """Commit the writes of a failed batch one by one, so that only the culprits are lost."""
         for index, write in enumerate(batch):
             try:
@@ -397,69 +521,52 @@ class HistoryStore:
                 self._dropped += 1
                 log.exception("history: could not write a %s; dropped it", write.kind.value)
 
-    async def _apply(self, batch: list[_Write]) -> None:
+    async def _apply(self, batch: list[Write]) -> None:
         # One statement per kind for the whole batch, however the calls interleaved.
-        rows_by_kind: dict[_Kind, list[dict[str, Any]]] = {kind: [] for kind in _Kind}
+        rows_by_kind: dict[Kind, list[dict[str, Any]]] = {kind: [] for kind in Kind}
         for write in batch:
             rows_by_kind[write.kind].extend(write.rows)
-        async with self._engine.begin() as conn:
-            for kind, rows in rows_by_kind.items():
-                if rows:
-                    await _APPLY[kind](conn, rows)
+        updates = rows_by_kind[Kind.TASK_UPDATE]
+        async with self._write_engine.begin() as conn:
+            if rows_by_kind[Kind.REQUEST_EVENT]:
+                await conn.execute(insert(RequestHistoryRow), rows_by_kind[Kind.REQUEST_EVENT])
+            if rows_by_kind[Kind.DEPLOY]:
+                await _upsert_deploys(conn, rows_by_kind[Kind.DEPLOY])
+            # A task inserted by this batch takes the status its updates in this batch give it, so
+            # only the tasks written before need their status columns moved.
+            inserted = await _upsert_tasks(conn, rows_by_kind[Kind.TASK], updates)
+            if updates:
+                await conn.execute(insert(TaskUpdateRow), updates)
+                await _move_task_status(conn, [row for row in updates if row["task_id"] not in inserted])
+            if rows_by_kind[Kind.HEALTHCHECK]:
+                await conn.execute(insert(TaskHealthcheckRow), rows_by_kind[Kind.HEALTHCHECK])
+            await conn.execute(
+                update(HistoryWriterRow)
+                .where(HistoryWriterRow.writer_id == self._writer_id)
+                .values(committed_seq=batch[-1].seq, updated_at=int(time.time() * 1000))
+            )
 
     # Queries -----------------------------------------------------------------------------------------
 
-    async def _after_writes(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run `query` once every write queued before it is committed."""
+    async def _read(self, query: Callable[[AsyncConnection, int], Awaitable[T]]) -> T:
+        """Run `query` in one snapshot of the database, with the seq of the last write of this store
+        that the snapshot holds."""
         if self._closing:
             raise RuntimeError("the history store is closed")
         self._queries += 1
         self._no_queries.clear()
         try:
-            await self.flush()
-            async with self._readers:
-                return await query(*args)
+            async with self._readers, self._engine.connect() as conn:
+                # The first read fixes the snapshot (a transaction on both databases), so the later ones
+                # agree with this number.
+                committed = await conn.scalar(
+                    select(HistoryWriterRow.committed_seq).where(HistoryWriterRow.writer_id == self._writer_id)
+                )
+                return await query(conn, committed or 0)
         finally:
             self._queries -= 1
             if self._queries == 0:
                 self._no_queries.set()
-
-    async def _documents(self, stmt: Select[bytes]) -> list[Doc]:
-        async with self._engine.connect() as conn:
-            return [orjson.loads(body) for body in await conn.scalars(stmt)]
-
-    async def _task_id_histories(self, stmt: Select[bytes, int, str | None, str | None]) -> list[Doc]:
-        async with self._engine.connect() as conn:
-            return [_task_id_history(*found) for found in await conn.execute(stmt)]
-
-    async def _task_history(self, task_id: str) -> Doc | None:
-        async with self._engine.connect() as conn:
-            body = await conn.scalar(select(TaskHistoryRow.body).where(TaskHistoryRow.task_id == task_id))
-            if body is None:
-                return None
-            updates = (
-                await conn.scalars(
-                    select(TaskUpdateRow.body)
-                    .where(TaskUpdateRow.task_id == task_id)
-                    .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
-                )
-            ).all()
-            checks = (
-                await conn.scalars(
-                    select(TaskHealthcheckRow.body)
-                    .where(TaskHealthcheckRow.task_id == task_id)
-                    .order_by(TaskHealthcheckRow.timestamp, TaskHealthcheckRow.id)
-                )
-            ).all()
-        return {
-            "task": orjson.loads(body),
-            "taskUpdates": [orjson.loads(update_) for update_ in updates],
-            "healthcheckResults": [orjson.loads(check) for check in checks],
-            # Not recorded by Sing yet; present because Singularity's clients expect the lists.
-            "loadBalancerUpdates": [],
-            "shellCommandHistory": [],
-            "taskMetadata": [],
-        }
 
     async def _purge(self, older_than_ms: int | None, keep_per_request: int | None) -> int:
         row = TaskHistoryRow
@@ -492,7 +599,7 @@ class HistoryStore:
         """Delete the tasks `chosen` selects, a chunk per transaction, until it selects none."""
         deleted = 0
         while True:
-            async with self._engine.begin() as conn:
+            async with self._write_engine.begin() as conn:
                 task_ids = (await conn.scalars(chosen)).all()
                 if not task_ids:
                     return deleted
@@ -503,10 +610,6 @@ class HistoryStore:
 
 
 # Row writers (writer task) ---------------------------------------------------------------------------
-
-
-async def _insert_request_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert(RequestHistoryRow), rows)
 
 
 async def _upsert_deploys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -524,43 +627,79 @@ async def _upsert_deploys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> 
             await conn.execute(insert(DeployHistoryRow).values(row))
 
 
-async def _upsert_tasks(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+async def _upsert_tasks(conn: AsyncConnection, rows: list[dict[str, Any]], updates: list[dict[str, Any]]) -> set[str]:
+    """Insert new tasks with the status their updates (written before, and in `updates`) give them;
+    replace the document of known ones. Returns the ids inserted."""
+    if not rows:
+        return set()
     latest = {row["task_id"]: row for row in rows}  # the same task saved twice in a batch: last wins
     existing: set[str] = set()
     for chunk in _chunks(list(latest)):
         existing.update(await conn.scalars(select(TaskHistoryRow.task_id).where(TaskHistoryRow.task_id.in_(chunk))))
     new = [task_id for task_id in latest if task_id not in existing]
     if new:
-        earlier = await _updates_of(conn, new)
+        status_updates = await _updates_of(conn, new)
+        for update_ in updates:
+            if update_["task_id"] in latest and update_["task_id"] not in existing:
+                status_updates.setdefault(update_["task_id"], []).append((update_["timestamp"], update_["task_state"]))
         inserts = []
         for task_id in new:
             row = latest[task_id]
-            status, updated_at = _follow_updates(row["started_at"], earlier.get(task_id, []))
+            status, updated_at = _follow_updates(row["started_at"], status_updates.get(task_id, []))
             inserts.append({**row, "last_task_status": status, "updated_at": updated_at})
         await conn.execute(insert(TaskHistoryRow), inserts)
     # A second save replaces the document; the status columns belong to the updates.
     again = [{**row, "b_task_id": row["task_id"]} for task_id, row in latest.items() if task_id in existing]
     if again:
         await conn.execute(update(TaskHistoryRow).where(TaskHistoryRow.task_id == bindparam("b_task_id")), again)
+    return set(new)
 
 
-async def _insert_task_updates(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert(TaskUpdateRow), rows)
-    row = TaskHistoryRow
-    timestamp: BindParameter[int] = bindparam("b_timestamp", type_=BigInteger())
-    # The rule of _follow_updates, in SQL.
-    await conn.execute(
-        update(row)
-        .where(
-            row.task_id == bindparam("b_task_id"),
-            or_(row.last_task_status.is_(None), row.updated_at <= timestamp),
-        )
-        .values(
-            last_task_status=bindparam("b_state"),
-            updated_at=case((row.updated_at > timestamp, row.updated_at), else_=timestamp),
-        ),
-        [{"b_task_id": r["task_id"], "b_timestamp": r["timestamp"], "b_state": r["task_state"]} for r in rows],
+async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]) -> None:
+    """Apply `updates` (in call order) to the status columns of their tasks, by the rule of
+    _follow_updates, with one statement per chunk of tasks rather than one per update."""
+    folded: dict[str, tuple[int, str, str]] = {}  # task id: (newest timestamp, its last state, first state)
+    for row in updates:
+        timestamp, state = row["timestamp"], row["task_state"]
+        seen = folded.get(row["task_id"])
+        if seen is None:
+            folded[row["task_id"]] = (timestamp, state, state)
+        elif timestamp >= seen[0]:
+            folded[row["task_id"]] = (timestamp, state, seen[2])
+    # Applied one by one, the updates of a task leave the state of its last update with the newest
+    # timestamp, if that is not older than updated_at; a task without a status takes its first update's
+    # state anyway. Neither expression depends on the other's result, so the order MySQL assigns them in
+    # (unspecified for multi-table updates) does not matter.
+    status = (
+        "CASE WHEN t.updated_at <= u.newest THEN u.state WHEN t.last_task_status IS NULL THEN u.first_state "
+        "ELSE t.last_task_status END"
     )
+    updated_at = "CASE WHEN t.updated_at > u.newest THEN t.updated_at ELSE u.newest END"
+    mysql = conn.dialect.name in ("mysql", "mariadb")
+    # MySQL compares the derived ids with the column's binary collation only when told to.
+    task_id = "CAST(:i{n} AS CHAR) COLLATE utf8mb4_bin" if mysql else ":i{n}"
+    items = list(folded.items())
+    for start in range(0, len(items), _UPDATE_CHUNK):
+        chunk = items[start : start + _UPDATE_CHUNK]
+        params: dict[str, Any] = {}
+        selects = []
+        for n, (task_id_value, (newest, state, first_state)) in enumerate(chunk):
+            params.update({f"i{n}": task_id_value, f"m{n}": newest, f"s{n}": state, f"f{n}": first_state})
+            selects.append(
+                f"SELECT {task_id.format(n=n)} AS task_id, :m{n} AS newest, :s{n} AS state, :f{n} AS first_state"
+            )
+        derived = " UNION ALL ".join(selects)
+        if mysql:
+            sql = (
+                f"UPDATE task_history AS t JOIN ({derived}) AS u ON t.task_id = u.task_id "
+                f"SET t.last_task_status = {status}, t.updated_at = {updated_at}"
+            )
+        else:
+            sql = (
+                f"UPDATE task_history AS t SET last_task_status = {status}, updated_at = {updated_at} "
+                f"FROM ({derived}) AS u WHERE t.task_id = u.task_id"
+            )
+        await conn.execute(text(sql), params)
 
 
 async def _updates_of(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
@@ -587,19 +726,6 @@ def _follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[st
         if status is None or updated_at <= timestamp:
             status, updated_at = state, max(updated_at, timestamp)
     return status, updated_at
-
-
-async def _insert_healthchecks(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert(TaskHealthcheckRow), rows)
-
-
-_APPLY: dict[_Kind, Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]] = {
-    _Kind.REQUEST_EVENT: _insert_request_events,
-    _Kind.DEPLOY: _upsert_deploys,
-    _Kind.TASK: _upsert_tasks,
-    _Kind.TASK_UPDATE: _insert_task_updates,
-    _Kind.HEALTHCHECK: _insert_healthchecks,
-}
 
 
 # Helpers ---------------------------------------------------------------------------------------------
@@ -656,11 +782,68 @@ def _task_id_history(task_id_body: bytes, updated_at: int, last_task_status: str
     return history
 
 
-def _paged(stmt: Select[*Ts], count: int, page: int) -> Select[*Ts]:
+def _page(count: int, page: int) -> tuple[int, int]:
+    """(offset, count) of a page; the count is capped as Singularity's."""
     if count < 1 or page < 1:
         raise ValueError(f"count and page start at 1, got count={count} page={page}")
     count = min(count, MAX_COUNT)
-    return stmt.limit(count).offset((page - 1) * count)
+    return (page - 1) * count, count
+
+
+async def _window(conn: AsyncConnection, stmt: Select[*Ts], offset: int, count: int, queued: int) -> list[Any]:
+    """The database rows that a page at `offset` can hold once `queued` queued rows are merged in
+    (see merge_page)."""
+    return list(await conn.execute(stmt.offset(max(0, offset - queued)).limit(count + queued)))
+
+
+def _newest(entries: list[tuple[int, Row]], committed: int) -> Row | None:
+    """The last of the queued rows `entries` that the snapshot lacks."""
+    return entries[-1][1] if entries and entries[-1][0] > committed else None
+
+
+async def _tasks_with(conn: AsyncConnection, views: dict[str, PendingTask]) -> list[Row]:
+    """The task_history rows of tasks with queued writes, as those writes will leave them."""
+    row = TaskHistoryRow
+    columns = (row.task_id, row.request_id, row.deploy_id, row.run_id, row.host, row.started_at, row.updated_at,
+               row.last_task_status, row.task_id_body)
+    stored: dict[str, Row] = {}
+    for chunk in _chunks(list(views)):
+        for found in await conn.execute(select(*columns).where(row.task_id.in_(chunk))):
+            stored[found.task_id] = dict(found._mapping)
+    # A task saved for the first time takes its status from the updates written before it.
+    first_saves = [task_id for task_id, view in views.items() if view.saves and task_id not in stored]
+    earlier = await _updates_of(conn, first_saves)
+    tasks = []
+    for task_id, view in views.items():
+        task = stored.get(task_id)
+        if view.saves:
+            saved = view.saves[-1][1]
+            status, updated_at = (
+                (task["last_task_status"], task["updated_at"]) if task
+                else _follow_updates(saved["started_at"], earlier.get(task_id, []))
+            )
+            task = {column.key: saved[column.key] for column in columns if column.key in saved}
+            task.update(last_task_status=status, updated_at=updated_at)
+        elif task is None:
+            continue  # updates of a task not saved yet: not listed, as in the database
+        for _, update_ in view.updates:
+            if task["last_task_status"] is None or task["updated_at"] <= update_["timestamp"]:
+                task["last_task_status"] = update_["task_state"]
+                task["updated_at"] = max(task["updated_at"], update_["timestamp"])
+        tasks.append(task)
+    return tasks
+
+
+def _by_key(row: Row) -> Any:
+    return row["key"]
+
+
+def _by_start(row: Row) -> tuple[int, str]:
+    return row["started_at"], row["task_id"]
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:

@@ -21,7 +21,7 @@ from tests.servers import mysql_database
 
 from .helpers import make_task, save, update
 
-TABLES = {"request_history", "deploy_history", "task_history", "task_updates", "task_healthchecks"}
+TABLES = {"request_history", "deploy_history", "task_history", "task_updates", "task_healthchecks", "history_writers"}
 
 
 @contextmanager
@@ -73,10 +73,10 @@ async def test_open_creates_the_schema_on_the_asyncio_driver(mysql_url: str, sch
     assert tables(mysql_url) == {name: ("InnoDB", "utf8mb4_bin") for name in TABLES} | {
         db.VERSION_TABLE: ("InnoDB", "utf8mb4_bin")
     }
-    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0002",)]
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0003",)]
     again = await HistoryStore.open(url)
     await again.close()
-    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0002",)]
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0003",)]
 
 
 def test_sync_upgrade_runs_on_pymysql(mysql_url: str) -> None:
@@ -127,6 +127,7 @@ async def test_four_byte_characters_and_large_documents(mysql_url: str) -> None:
         history = await store.task_history(tid)
         assert history is not None and history["task"]["mesosTask"] == task["mesosTask"]
         assert history["taskUpdates"][0]["statusMessage"] == "🟢 running"
+        await store.flush()
         assert query(mysql_url, "SELECT message FROM request_history") == [(message,)]
     finally:
         await store.close()
@@ -147,6 +148,7 @@ async def test_a_refused_write_is_dropped_alone_without_retrying(
             await store.add_request_event(
                 {"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": n, "message": message}
             )
+        await store.flush()
         kept = await store.request_history("r", order_desc=False)
         assert [e["message"] for e in kept] == ["a", "b"]
         assert store.dropped_writes == 1

@@ -1,0 +1,163 @@
+"""Writes handed to the history store and not yet committed, indexed so that queries can show them.
+
+Queries never wait for the writer: they read the database, then lay the writes still queued on top
+(a finished task waiting for its commit is listed like a committed one). This module holds those
+writes and the pure merge of a database page with them; the store does the SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+Row = dict[str, Any]
+
+
+class Kind(Enum):
+    """What a write records. A batch applies its writes kind by kind, each kind in call order. That
+    equals call order: kinds write different tables, except that task updates move their task's status
+    columns, and a new task row takes its status from the updates already written."""
+
+    REQUEST_EVENT = "request event"
+    DEPLOY = "deploy"
+    TASK = "task"
+    TASK_UPDATE = "task update"
+    HEALTHCHECK = "health-check result"
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write call; its rows are committed or dropped together. `seq` orders writes: the database
+    records the highest committed, so a query knows which queued writes its snapshot already holds."""
+
+    seq: int
+    kind: Kind
+    rows: list[Row]
+
+
+@dataclass(slots=True)
+class PendingTask:
+    """The queued writes of one task, each as (seq, row), in call order."""
+
+    request_id: str | None = None
+    saves: list[tuple[int, Row]] = field(default_factory=list)
+    updates: list[tuple[int, Row]] = field(default_factory=list)
+    checks: list[tuple[int, Row]] = field(default_factory=list)
+
+    def after(self, committed: int) -> PendingTask | None:
+        """The part of this task's writes that a snapshot holding writes up to `committed` lacks."""
+        view = PendingTask(
+            self.request_id,
+            [entry for entry in self.saves if entry[0] > committed],
+            [entry for entry in self.updates if entry[0] > committed],
+            [entry for entry in self.checks if entry[0] > committed],
+        )
+        return view if view.saves or view.updates or view.checks else None
+
+
+class PendingWrites:
+    def __init__(self) -> None:
+        self._events: dict[str, list[tuple[int, Row]]] = {}
+        self._deploys: dict[tuple[str, str], list[tuple[int, Row]]] = {}
+        self._tasks: dict[str, PendingTask] = {}
+        self._tasks_by_request: dict[str, set[str]] = {}
+        self._unknown_request: set[str] = set()  # tasks known so far only by updates without a taskId object
+
+    def add(self, write: Write) -> None:
+        for row in write.rows:
+            entry = (write.seq, row)
+            if write.kind is Kind.REQUEST_EVENT:
+                self._events.setdefault(row["request_id"], []).append(entry)
+            elif write.kind is Kind.DEPLOY:
+                self._deploys.setdefault((row["request_id"], row["deploy_id"]), []).append(entry)
+            else:
+                task = self._tasks.get(row["task_id"])
+                if task is None:
+                    task = self._tasks[row["task_id"]] = PendingTask()
+                    self._unknown_request.add(row["task_id"])
+                request_id = row.get("request_id")
+                if request_id is not None and task.request_id is None:
+                    task.request_id = request_id
+                    self._tasks_by_request.setdefault(request_id, set()).add(row["task_id"])
+                    self._unknown_request.discard(row["task_id"])
+                {Kind.TASK: task.saves, Kind.TASK_UPDATE: task.updates, Kind.HEALTHCHECK: task.checks}[
+                    write.kind
+                ].append(entry)
+
+    def forget(self, write: Write) -> None:
+        """Drop a committed (or dropped) write. Writes leave in the order they came."""
+        for row in write.rows:
+            if write.kind is Kind.REQUEST_EVENT:
+                _pop_first(self._events, row["request_id"])
+            elif write.kind is Kind.DEPLOY:
+                _pop_first(self._deploys, (row["request_id"], row["deploy_id"]))
+            else:
+                task = self._tasks[row["task_id"]]
+                {Kind.TASK: task.saves, Kind.TASK_UPDATE: task.updates, Kind.HEALTHCHECK: task.checks}[
+                    write.kind
+                ].pop(0)
+                if not (task.saves or task.updates or task.checks):
+                    del self._tasks[row["task_id"]]
+                    self._unknown_request.discard(row["task_id"])
+                    if task.request_id is not None:
+                        ids = self._tasks_by_request[task.request_id]
+                        ids.discard(row["task_id"])
+                        if not ids:
+                            del self._tasks_by_request[task.request_id]
+
+    # Copies taken before a query's first await: the writer may commit (and forget) meanwhile, and the
+    # query's snapshot then holds those writes, which the seq filter accounts for.
+
+    def request_events(self, request_id: str) -> list[tuple[int, Row]]:
+        return list(self._events.get(request_id, ()))
+
+    def deploys(self, request_id: str) -> dict[str, list[tuple[int, Row]]]:
+        return {deploy_id: list(entries) for (rid, deploy_id), entries in self._deploys.items() if rid == request_id}
+
+    def task(self, task_id: str) -> PendingTask | None:
+        task = self._tasks.get(task_id)
+        return task.after(-1) if task else None
+
+    def tasks(self, request_id: str | None) -> dict[str, PendingTask]:
+        """Queued writes of the tasks of a request (every task with None). A task known only by its id
+        (an update without its taskId object) is included in every request's, to be sorted out against
+        its database row."""
+        if request_id is None:
+            chosen: Iterable[str] = self._tasks
+        else:
+            chosen = [*self._tasks_by_request.get(request_id, ()), *self._unknown_request]
+        return {task_id: view for task_id in chosen if (view := self._tasks[task_id].after(-1))}
+
+
+def _pop_first(index: dict[Any, list[tuple[int, Row]]], key: Any) -> None:
+    entries = index[key]
+    entries.pop(0)
+    if not entries:
+        del index[key]
+
+
+def merge_page(
+    db_rows: list[Row],
+    db_offset: int,
+    overlay: list[Row],
+    sort_key: Callable[[Row], Any],
+    *,
+    descending: bool,
+    offset: int,
+    count: int,
+) -> list[Row]:
+    """Rows `offset` to `offset + count` of the database's rows and `overlay` together, in order.
+
+    `db_rows` are the database's rows from `db_offset` = max(0, offset - len(overlay)) on, at most
+    count + len(overlay) of them, none of them in `overlay`. Sorted together, a row at position i from
+    the first database row on has rank db_offset + i: before it come the db_offset database rows not
+    fetched and the overlay rows sorted before it. The overlay rows sorted before the first database row
+    lie before `offset` (fewer than db_offset database rows and len(overlay) - 1 overlay rows precede
+    them), and rows after the last of a full window lie beyond the page; so the page starts at position
+    offset - db_offset, which is at least the number of overlay rows sorted before the first database
+    row (len(overlay) when db_offset > 0)."""
+    merged = sorted([*db_rows, *overlay], key=sort_key, reverse=descending) if overlay else db_rows
+    start = offset - db_offset
+    return merged[start : start + count]
