@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -16,6 +17,8 @@ from ..settings import Settings
 from . import cluster, deploys, history, logs, requests, sandbox, tasks
 from .forwarding import LeaderForwarder
 from .responses import error_response, json_response
+
+log = logging.getLogger(__name__)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -109,9 +112,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             message = f"method {request.method} is not allowed on {request.url.path}"
         return json_response({"code": exc.status_code, "message": message}, exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        return json_response({"code": 500, "message": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+    # A middleware rather than an Exception handler: Starlette re-raises after such a handler's response,
+    # and the server then drops the connection, which a keep-alive client sees as a reset on its next call.
+    @app.middleware("http")
+    async def _unexpected(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            return await call_next(request)
+        except Exception as exc:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return json_response({"code": 500, "message": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
     app.middleware("http")(LeaderForwarder())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
