@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from sqlalchemy.exc import DBAPIError
 
 from .cluster import EmbeddedCluster, default_agents
 from .errors import ApiError
@@ -151,7 +152,9 @@ class Runtime:
             await self._start_load_balancer()
             self.health = HealthChecker(self.scheduler, self._result_file, self.settings.max_concurrent_health_checks)
             self.health.start()
-            self.gateway.start()
+            # Off the event loop: pymesos' start() asks the master for /version first, which blocks
+            # for up to 10 s (or more) when the master is unreachable or silent.
+            await asyncio.to_thread(self.gateway.start)
             self._watchdog = self._loop.create_task(self._watch_master())
             self.leading = True
             log.info("scheduling as leader (%s)", self.advertise_url)
@@ -197,7 +200,9 @@ class Runtime:
                                          secret=self.settings.framework_secret,
                                          failover_timeout=self.settings.framework_failover_timeout_seconds)
             self.scheduler.gateway = self.gateway
-            self.gateway.start()
+            # Off the event loop: against a master that is still silent, pymesos' start() blocks in
+            # its /version request, and the API must keep answering meanwhile.
+            await asyncio.to_thread(self.gateway.start)
 
     async def _stop_scheduling(self) -> None:
         if self._watchdog is not None:
@@ -247,7 +252,7 @@ class Runtime:
             base_url = f"http://127.0.0.1:{port}/baragon/v2"
             log.info("load balancer: nginx on port %d", self.settings.nginx_port)
         self.scheduler.lb = LbDriver(BaragonClient(base_url), self.scheduler.on_lb_result)
-        self.scheduler.kick()
+        self.scheduler.resume_load_balancer(empty=mode == "nginx")
 
     def _sandbox_dir(self, task_id: str) -> str | None:
         if self.cluster is None:
@@ -273,13 +278,13 @@ class Runtime:
         return self.scheduler.agent_urls.get(agent_id)
 
     async def history_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Read from the history store after every queued write has landed (503 while it is down)."""
+        """Read from the history store, every write handed to it so far included (503 while it is down)."""
         assert self.history is not None
         try:
             async with asyncio.timeout(self.settings.history_read_timeout_seconds):
                 await self.sink.drain()
                 return await getattr(self.history, name)(*args, **kwargs)
-        except TimeoutError:
+        except (TimeoutError, DBAPIError):
             raise ApiError(503, "the history database is not answering; live state is unaffected, history "
                                 "writes are queued and retried") from None
 

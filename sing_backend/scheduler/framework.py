@@ -98,6 +98,9 @@ class DriverGateway:
 
     def start(self) -> None:
         self.driver.start()
+        # The master's silence counts from the subscription attempt: start() itself can take a while
+        # (pymesos first asks a possibly frozen master for /version).
+        self._callbacks.last_event_at = time.monotonic()
 
     def silent_for(self) -> float:
         """Seconds since the master last sent anything (events or heartbeats)."""

@@ -122,6 +122,22 @@ class LoadBalancerFlow(_Base):
         body["action"] = "DELETE"
         self.lb.submit(LbOperation("DELETE", entry.id, lb_id, body))
 
+    def resume_load_balancer(self, *, empty: bool) -> None:
+        """Take over the load-balancer work of a previous leader, whose answers this one never sees.
+
+        An ADD it may not have seen answered is sent again by the next round (same request id, which the
+        load balancer treats as the same request), a REMOVE at once; and when the load balancer starts
+        empty (the built-in nginx adapter, started by each leader) every healthy task is added again."""
+        for task in self.tasks.values():
+            if task.lb_state == "ADDING" or (empty and task.lb_state == "ADDED"):
+                task.lb_state = None
+                self._save_task(task)
+            elif task.lb_state == "REMOVING":
+                task.lb_state = "ADDED"
+                if self._lb_remove(task):
+                    self._save_task(task)
+        self.kick()
+
     def on_lb_result(self, op: LbOperation, state: str, message: str) -> None:
         ok = state == "SUCCESS"
         log.info("load balancer %s %s for %s: %s", op.kind, state, op.request_id, message)
