@@ -23,6 +23,7 @@ VERSION_TABLE = "sing_history_version"  # not alembic_version: the database may 
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 SQLITE_BUSY_TIMEOUT_MS = 5000
 WRITE_OPTION = "sing_history_write"
+MIGRATION_LOCK = "sing_history_migration"
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -129,7 +130,16 @@ def migrate(connection: Connection) -> None:
     `connection` is synchronous: from the asyncio engine, call it as ``await conn.run_sync(migrate)``."""
     config = alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    # MySQL commits each DDL statement at once, so the transaction does not keep two backends starting
+    # on an empty database from creating the same tables; a named lock does.
+    locked = connection.dialect.name in ("mysql", "mariadb")
+    if locked and connection.exec_driver_sql(f"SELECT GET_LOCK('{MIGRATION_LOCK}', 60)").scalar() != 1:
+        raise TimeoutError("another process has been upgrading the history schema for 60 s")
+    try:
+        command.upgrade(config, "head")
+    finally:
+        if locked:
+            connection.exec_driver_sql(f"SELECT RELEASE_LOCK('{MIGRATION_LOCK}')")
 
 
 async def migrate_engine(engine: AsyncEngine) -> None:

@@ -3,6 +3,7 @@ runs there too: conftest.py runs the other history tests on both databases."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
@@ -76,6 +77,14 @@ async def test_open_creates_the_schema_on_the_asyncio_driver(mysql_url: str, sch
     assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0003",)]
     again = await HistoryStore.open(url)
     await again.close()
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0003",)]
+
+
+async def test_backends_starting_together_on_an_empty_database_both_open(mysql_url: str) -> None:
+    # MySQL commits DDL at once: without a lock both would create the tables and one would fail.
+    stores = await asyncio.gather(*(HistoryStore.open(mysql_url) for _ in range(3)))
+    for store in stores:
+        await store.close()
     assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0003",)]
 
 
