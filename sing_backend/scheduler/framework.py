@@ -8,10 +8,12 @@ slow HTTP call to the master never stalls the event loop.
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection
 from typing import Any
 
 from pymesos import MesosSchedulerDriver, Scheduler
@@ -19,6 +21,8 @@ from pymesos import MesosSchedulerDriver, Scheduler
 from .core import Scheduler as SingScheduler
 
 log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_SECONDS = 10.0  # one HTTP call to the master (ACCEPT, KILL, RECONCILE...), answer included
 
 
 class FrameworkCallbacks(Scheduler):  # type: ignore[misc]
@@ -67,6 +71,38 @@ class FrameworkCallbacks(Scheduler):  # type: ignore[misc]
         log.error("cluster error: %s", message)
 
 
+class BoundedCallsDriver(MesosSchedulerDriver):
+    """pymesos' driver with each HTTP call to the master bounded by CALL_TIMEOUT_SECONDS.
+
+    pymesos means 10 s (its class attribute `_timeout`), but its base class's constructor shadows that
+    with the connection deadline (a day), so a hung master held a call, and the driver's lock with every
+    call queued behind it, for a day. The connection deadline itself stays as pymesos has it."""
+
+    def _get_conn(self) -> Any:
+        conn = super()._get_conn()
+        if conn is not None and conn.sock is None:
+            conn.timeout = CALL_TIMEOUT_SECONDS  # used when it connects
+        return conn
+
+    def _get_version(self, master: str | None) -> str | None:
+        if master is None:
+            return None
+        host, port = master.split(":", 2)
+        conn = HTTPConnection(host, int(port), timeout=CALL_TIMEOUT_SECONDS)
+        try:
+            conn.request("GET", "/version")
+            resp = conn.getresponse()
+            if not 200 <= resp.status < 300:
+                return None
+            version: str = json.loads(resp.read().decode("utf-8"))["version"]
+            return version
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("Mesos master %s: no version (%s)", master, exc)
+            return None
+        finally:
+            conn.close()
+
+
 class DriverGateway:
     """`ClusterGateway` over a pymesos driver; every call is queued on one thread."""
 
@@ -91,9 +127,9 @@ class DriverGateway:
         if scheduler.framework_id:
             framework["id"] = {"value": scheduler.framework_id}
         self._callbacks = FrameworkCallbacks(scheduler, loop)
-        self.driver = MesosSchedulerDriver(self._callbacks, framework, master, use_addict=False,
-                                           implicit_acknowledgements=True, failover=True,
-                                           principal=principal, secret=secret)
+        self.driver = BoundedCallsDriver(self._callbacks, framework, master, use_addict=False,
+                                         implicit_acknowledgements=True, failover=True,
+                                         principal=principal, secret=secret)
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-calls")
 
     def start(self) -> None:
