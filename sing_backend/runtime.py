@@ -146,7 +146,8 @@ class Runtime:
             self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
                                          framework_name=st.framework_name, role=st.framework_role,
                                          principal=st.framework_principal, secret=st.framework_secret,
-                                         failover_timeout=st.framework_failover_timeout_seconds)
+                                         failover_timeout=st.framework_failover_timeout_seconds,
+                                         call_timeout=st.mesos_call_timeout_seconds)
             self.scheduler.gateway = self.gateway
             self.scheduler.start()
             await self._start_load_balancer()
@@ -183,10 +184,13 @@ class Runtime:
             await asyncio.sleep(3600)
 
     async def _watch_master(self) -> None:
-        """pymesos never notices a master that went silent (half-open connection): re-subscribe then."""
+        """pymesos never notices a master that went silent (half-open connection): re-subscribe then.
+        Also asks the master about launches it never confirmed."""
         timeout = self.settings.mesos_heartbeat_timeout_seconds
+        confirm_ms = int(self.settings.launch_confirm_timeout_seconds * 1000)
         while True:
-            await asyncio.sleep(min(5.0, timeout / 3))
+            await asyncio.sleep(min(5.0, timeout / 3, self.settings.launch_confirm_timeout_seconds / 2))
+            self.scheduler.reconcile_unconfirmed(confirm_ms)
             gateway = self.gateway
             if gateway is None or gateway.silent_for() < timeout:
                 continue
@@ -198,7 +202,8 @@ class Runtime:
                                          role=self.settings.framework_role,
                                          principal=self.settings.framework_principal,
                                          secret=self.settings.framework_secret,
-                                         failover_timeout=self.settings.framework_failover_timeout_seconds)
+                                         failover_timeout=self.settings.framework_failover_timeout_seconds,
+                                         call_timeout=self.settings.mesos_call_timeout_seconds)
             self.scheduler.gateway = self.gateway
             # Off the event loop: against a master that is still silent, pymesos' start() blocks in
             # its /version request, and the API must keep answering meanwhile.

@@ -72,6 +72,9 @@ class Settings(BaseModel):
     framework_failover_timeout_seconds: float = Field(7 * 24 * 3600.0, gt=0)
     # A master silent this long (no event, no heartbeat; Mesos sends one every 15 s) is re-subscribed to.
     mesos_heartbeat_timeout_seconds: float = Field(75.0, gt=0)
+    mesos_call_timeout_seconds: float = Field(10.0, gt=0)  # one call to the master (ACCEPT, KILL...)
+    # A launched task without word from the cluster for this long is reconciled (its launch may be lost).
+    launch_confirm_timeout_seconds: float = Field(30.0, gt=0)
     agents: LocalAgentSettings = Field(default_factory=LocalAgentSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     # Agent side: artifact cache, log rotation and archive (local dir or S3), resource limits, clean-up.

@@ -580,6 +580,20 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             self.gateway.reconcile(list(self.tasks))
         self.kick()
 
+    def reconcile_unconfirmed(self, older_than_ms: int) -> None:
+        """Ask the cluster about tasks launched `older_than_ms` ago that it has said nothing about since:
+        a launch whose call or answer was lost leaves them so for good otherwise. The master answers with
+        their state, or TASK_LOST for those it never got, which are then replaced."""
+        if self.gateway is None or not self.connected:
+            return
+        now = self.clock()
+        silent = [task.id for task in self.tasks.values()
+                  if task.state in ("TASK_LAUNCHED", "TASK_STAGING") and task.updates
+                  and now - task.updates[-1]["timestamp"] >= older_than_ms]
+        if silent:
+            log.warning("no word from the cluster on %d launched tasks: reconciling them", len(silent))
+            self.gateway.reconcile(silent)
+
     def on_disconnected(self) -> None:
         self.connected = False
         self.offers.clear()

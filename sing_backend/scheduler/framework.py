@@ -22,7 +22,6 @@ from .core import Scheduler as SingScheduler
 
 log = logging.getLogger(__name__)
 
-CALL_TIMEOUT_SECONDS = 10.0  # one HTTP call to the master (ACCEPT, KILL, RECONCILE...), answer included
 
 
 class FrameworkCallbacks(Scheduler):  # type: ignore[misc]
@@ -72,23 +71,27 @@ class FrameworkCallbacks(Scheduler):  # type: ignore[misc]
 
 
 class BoundedCallsDriver(MesosSchedulerDriver):
-    """pymesos' driver with each HTTP call to the master bounded by CALL_TIMEOUT_SECONDS.
+    """pymesos' driver with each HTTP call to the master bounded by `call_timeout` seconds.
 
     pymesos means 10 s (its class attribute `_timeout`), but its base class's constructor shadows that
     with the connection deadline (a day), so a hung master held a call, and the driver's lock with every
     call queued behind it, for a day. The connection deadline itself stays as pymesos has it."""
 
+    def __init__(self, *args: Any, call_timeout: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.call_timeout = call_timeout
+
     def _get_conn(self) -> Any:
         conn = super()._get_conn()
         if conn is not None and conn.sock is None:
-            conn.timeout = CALL_TIMEOUT_SECONDS  # used when it connects
+            conn.timeout = self.call_timeout  # used when it connects
         return conn
 
     def _get_version(self, master: str | None) -> str | None:
         if master is None:
             return None
         host, port = master.split(":", 2)
-        conn = HTTPConnection(host, int(port), timeout=CALL_TIMEOUT_SECONDS)
+        conn = HTTPConnection(host, int(port), timeout=self.call_timeout)
         try:
             conn.request("GET", "/version")
             resp = conn.getresponse()
@@ -108,7 +111,7 @@ class DriverGateway:
 
     def __init__(self, scheduler: SingScheduler, master: str, loop: Any, framework_name: str = "Sing",
                  role: str = "*", principal: str | None = None, secret: str | None = None,
-                 failover_timeout: float = 7 * 24 * 3600.0) -> None:
+                 failover_timeout: float = 7 * 24 * 3600.0, call_timeout: float = 10.0) -> None:
         framework: dict[str, Any] = {
             "user": getpass.getuser(),
             "name": framework_name,
@@ -129,7 +132,7 @@ class DriverGateway:
         self._callbacks = FrameworkCallbacks(scheduler, loop)
         self.driver = BoundedCallsDriver(self._callbacks, framework, master, use_addict=False,
                                          implicit_acknowledgements=True, failover=True,
-                                         principal=principal, secret=secret)
+                                         principal=principal, secret=secret, call_timeout=call_timeout)
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-calls")
 
     def start(self) -> None:
@@ -165,7 +168,18 @@ class DriverGateway:
             pass  # shutting down
 
     def launch(self, offer_id: str, task_infos: list[dict[str, Any]]) -> None:
-        self._submit(self.driver.launchTasks, [{"value": offer_id}], task_infos)
+        task_ids = [info["task_id"]["value"] for info in task_infos]
+
+        def launch_or_ask() -> None:
+            try:
+                self.driver.launchTasks([{"value": offer_id}], task_infos)
+            except Exception:
+                # Whether the master took them (an error answer, a lost one, a timeout) is unknown: ask it.
+                # Tasks it never got come back TASK_LOST and are replaced; the others report as they run.
+                log.exception("launch of %d tasks failed; reconciling them", len(task_ids))
+                self.driver.reconcileTasks([{"task_id": {"value": t}} for t in task_ids])
+
+        self._submit(launch_or_ask)
 
     def decline(self, offer_ids: list[str], refuse_seconds: float) -> None:
         self._submit(self.driver.declineOffer, [{"value": o} for o in offer_ids],

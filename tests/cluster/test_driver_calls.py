@@ -21,17 +21,17 @@ def hung_master() -> Iterator[str]:
         yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
-def test_version_request_to_a_hung_master_gives_up(hung_master: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(framework, "CALL_TIMEOUT_SECONDS", 0.5)
-    driver = framework.BoundedCallsDriver(None, {"user": "sing", "name": "sing"}, hung_master, use_addict=False)
+def test_version_request_to_a_hung_master_gives_up(hung_master: str) -> None:
+    driver = framework.BoundedCallsDriver(None, {"user": "sing", "name": "sing"}, hung_master, use_addict=False,
+                                          call_timeout=0.5)
     started = time.monotonic()
     assert driver._get_version(hung_master) is None
     assert time.monotonic() - started < 5
 
 
 def test_calls_to_a_hung_master_give_up(hung_master: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(framework, "CALL_TIMEOUT_SECONDS", 0.5)
-    driver = framework.BoundedCallsDriver(None, {"user": "sing", "name": "sing"}, hung_master, use_addict=False)
+    driver = framework.BoundedCallsDriver(None, {"user": "sing", "name": "sing"}, hung_master, use_addict=False,
+                                          call_timeout=0.5)
     driver._master = hung_master  # as pymesos sets it once subscribed
     driver.stream_id = "stream"
     monkeypatch.setattr(type(driver), "connected", property(lambda _self: True))
