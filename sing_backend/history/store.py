@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import Executable
 
 from ..models.common import TERMINAL_TASK_STATES
 from .db import make_engine, migrate_engine, writer
@@ -56,7 +57,7 @@ MAX_BATCH_ROWS = 2000  # rows per transaction: bounds how long it holds the writ
 MAX_QUEUED = 100_000  # queued writes; beyond that callers wait rather than grow memory without bound
 RETRY_SECONDS = 60.0  # how long a batch is retried while the database is locked or unreachable
 _ID_CHUNK = 500  # ids per IN (…) list, well under every driver's parameter limit
-_UPDATE_CHUNK = 250  # tasks per status update statement (4 parameters each)
+_STATEMENT_ROWS = 250  # rows per statement: tasks per status update (4 parameters each), rows per insert
 _AFTER_COMMITTED = 2**63  # sorts a queued row after committed rows of the same time
 _STALE_WRITER_MS = 7 * 24 * 3600 * 1000
 _READERS = 4  # concurrent queries; the rest of the connection pool stays free for the writer and purges
@@ -529,17 +530,17 @@ class HistoryStore:
         updates = rows_by_kind[Kind.TASK_UPDATE]
         async with self._write_engine.begin() as conn:
             if rows_by_kind[Kind.REQUEST_EVENT]:
-                await conn.execute(insert(RequestHistoryRow), rows_by_kind[Kind.REQUEST_EVENT])
+                await _execute_chunked(conn, insert(RequestHistoryRow), rows_by_kind[Kind.REQUEST_EVENT])
             if rows_by_kind[Kind.DEPLOY]:
                 await _upsert_deploys(conn, rows_by_kind[Kind.DEPLOY])
             # A task inserted by this batch takes the status its updates in this batch give it, so
             # only the tasks written before need their status columns moved.
             inserted = await _upsert_tasks(conn, rows_by_kind[Kind.TASK], updates)
             if updates:
-                await conn.execute(insert(TaskUpdateRow), updates)
+                await _execute_chunked(conn, insert(TaskUpdateRow), updates)
                 await _move_task_status(conn, [row for row in updates if row["task_id"] not in inserted])
             if rows_by_kind[Kind.HEALTHCHECK]:
-                await conn.execute(insert(TaskHealthcheckRow), rows_by_kind[Kind.HEALTHCHECK])
+                await _execute_chunked(conn, insert(TaskHealthcheckRow), rows_by_kind[Kind.HEALTHCHECK])
             await conn.execute(
                 update(HistoryWriterRow)
                 .where(HistoryWriterRow.writer_id == self._writer_id)
@@ -612,6 +613,13 @@ class HistoryStore:
 # Row writers (writer task) ---------------------------------------------------------------------------
 
 
+async def _execute_chunked(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
+    # Preparing a statement's parameters runs on the event loop in one go: a few hundred rows at a time
+    # keep that short for the queries waiting to run.
+    for start in range(0, len(rows), _STATEMENT_ROWS):
+        await conn.execute(stmt, rows[start : start + _STATEMENT_ROWS])
+
+
 async def _upsert_deploys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     # UPDATE, then INSERT if nothing matched: portable, and only this writer writes deploys.
     for row in rows:
@@ -647,11 +655,12 @@ async def _upsert_tasks(conn: AsyncConnection, rows: list[dict[str, Any]], updat
             row = latest[task_id]
             status, updated_at = _follow_updates(row["started_at"], status_updates.get(task_id, []))
             inserts.append({**row, "last_task_status": status, "updated_at": updated_at})
-        await conn.execute(insert(TaskHistoryRow), inserts)
+        await _execute_chunked(conn, insert(TaskHistoryRow), inserts)
     # A second save replaces the document; the status columns belong to the updates.
     again = [{**row, "b_task_id": row["task_id"]} for task_id, row in latest.items() if task_id in existing]
     if again:
-        await conn.execute(update(TaskHistoryRow).where(TaskHistoryRow.task_id == bindparam("b_task_id")), again)
+        replace = update(TaskHistoryRow).where(TaskHistoryRow.task_id == bindparam("b_task_id"))
+        await _execute_chunked(conn, replace, again)
     return set(new)
 
 
@@ -679,8 +688,8 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
     # MySQL compares the derived ids with the column's binary collation only when told to.
     task_id = "CAST(:i{n} AS CHAR) COLLATE utf8mb4_bin" if mysql else ":i{n}"
     items = list(folded.items())
-    for start in range(0, len(items), _UPDATE_CHUNK):
-        chunk = items[start : start + _UPDATE_CHUNK]
+    for start in range(0, len(items), _STATEMENT_ROWS):
+        chunk = items[start : start + _STATEMENT_ROWS]
         params: dict[str, Any] = {}
         selects = []
         for n, (task_id_value, (newest, state, first_state)) in enumerate(chunk):
