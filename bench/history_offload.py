@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from sing_backend.history import HistoryStore
+from sing_backend.latency import freeze_heap, tune_interpreter
 from tests.servers import mysql_database
 
 from .stats import percentile
@@ -41,7 +42,9 @@ async def query_times(store: HistoryStore, stop: asyncio.Event, out: list[float]
 
 
 async def run(url: str, tasks: int) -> tuple[float, float, float]:
+    tune_interpreter()  # as the backend runs
     store = await HistoryStore.open(url)
+    freeze_heap()
     try:
         now = int(time.time() * 1000)
         # Warm the table a little so the idle baseline queries real rows.

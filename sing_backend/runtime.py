@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from .cluster import EmbeddedCluster, default_agents
 from .errors import ApiError
 from .history import HistoryStore
+from .latency import freeze_heap, tune_interpreter
 from .leader import LeaderElection
 from .loadbalancer import BaragonClient, NginxConfigurator, create_baragon_app
 from .local_backend import free_port
@@ -78,9 +78,7 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         self._loop = asyncio.get_running_loop()
-        # Helper threads (health checks, the Mesos driver, the cluster) take the GIL in turns with the
-        # event loop; a short switch interval keeps the loop from waiting 5 ms at every hand-back.
-        sys.setswitchinterval(0.0005)
+        tune_interpreter()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await asyncio.to_thread(open_state_store, s)
         self.history = await open_history(s)
@@ -99,6 +97,7 @@ class Runtime:
             self.election = LeaderElection(self.store.client, f"{s.zk_root.rstrip('/')}/leader", self.advertise_url,
                                            self._elected_from_thread, self._demoted_from_thread)
             self.election.start()
+        freeze_heap()
 
     def _new_scheduler(self) -> Scheduler:
         assert self.store is not None

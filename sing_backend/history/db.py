@@ -11,13 +11,14 @@ synchronous driver such as pymysql is only ever used there, never by the running
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 VERSION_TABLE = "sing_history_version"  # not alembic_version: the database may hold other schemas too
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
@@ -121,6 +122,9 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
 
 
 def alembic_config() -> Config:
+    # Imported here: the history writer process never migrates, and starts faster without alembic.
+    from alembic.config import Config
+
     return Config(str(ALEMBIC_INI))
 
 
@@ -128,6 +132,8 @@ def migrate(connection: Connection) -> None:
     """Upgrade the schema to the newest revision on `connection` (a no-op when already there).
 
     `connection` is synchronous: from the asyncio engine, call it as ``await conn.run_sync(migrate)``."""
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     # MySQL commits each DDL statement at once, so the transaction does not keep two backends starting

@@ -1,41 +1,33 @@
 """The history store: Singularity's request, deploy and task history in SQL.
 
-Writes are queued and committed by one background writer, many per transaction, so the scheduler
-never waits on the database. Queries do not wait for the writer either: each reads the database in one
-snapshot, which also says up to which write this store has committed, and lays the writes still queued
-after that on top (pending.py), so a query sees every write made before it. Database I/O goes through
-SQLAlchemy's asyncio engine (aiosqlite locally; see db.py).
+Writes are handed to a writer process of the store's own (writer.py), which commits them many per
+transaction, so neither the scheduler nor the API ever waits on a commit. Queries run here and do not
+wait for the writer either: each reads the database in one snapshot, which also says up to which write
+this store's writer has committed, and lays the writes still queued after that on top (pending.py), so
+a query sees every write made before it. Database I/O goes through SQLAlchemy's asyncio engine
+(aiosqlite locally; see db.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from itertools import count as counter
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, TypeVarTuple
 from uuid import uuid4
 
 import orjson
-from sqlalchemy import (
-    Select,
-    asc,
-    bindparam,
-    delete,
-    desc,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Select, asc, delete, desc, func, insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql import Executable
 
 from ..models.common import TERMINAL_TASK_STATES
-from .db import make_engine, migrate_engine, writer
+from . import db
+from .db import make_engine, migrate_engine
 from .models import (
     DeployHistoryRow,
     HistoryWriterRow,
@@ -45,6 +37,7 @@ from .models import (
     TaskUpdateRow,
 )
 from .pending import Kind, PendingTask, PendingWrites, Row, Write, merge_page
+from .writer import ID_CHUNK, MAX_BATCH_ROWS, RETRY_SECONDS, chunks, follow_updates, frame, read_frame, updates_of
 
 log = logging.getLogger(__name__)
 
@@ -53,38 +46,39 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 MAX_COUNT = 1000  # page size cap, as Singularity's API
-MAX_BATCH_ROWS = 2000  # rows per transaction: bounds how long it holds the write lock (purge, a CLI wait)
-MAX_QUEUED = 100_000  # queued writes; beyond that callers wait rather than grow memory without bound
-RETRY_SECONDS = 60.0  # how long a batch is retried while the database is locked or unreachable
-_ID_CHUNK = 500  # ids per IN (…) list, well under every driver's parameter limit
-_STATEMENT_ROWS = 250  # rows per statement: tasks per status update (4 parameters each), rows per insert
+MAX_QUEUED = 100_000  # writes not yet committed; beyond that callers wait rather than grow memory without bound
 _AFTER_COMMITTED = 2**63  # sorts a queued row after committed rows of the same time
 _STALE_WRITER_MS = 7 * 24 * 3600 * 1000
-_READERS = 4  # concurrent queries; the rest of the connection pool stays free for the writer and purges
-
-
-_QueueItem = Write | asyncio.Future[None] | None  # a future asks to be told once written; None stops
+_READERS = 4  # concurrent queries; the rest of the connection pool stays free for purges
+_RESTART_SECONDS = 1.0  # before starting a writer process again after one died
 
 
 class HistoryStore:
-    def __init__(self, engine: AsyncEngine, writer_id: str) -> None:
+    def __init__(self, engine: AsyncEngine, url: str, writer_id: str, process: asyncio.subprocess.Process) -> None:
         """Use `HistoryStore.open`, which also brings the schema up to date."""
         self._engine = engine
-        self._write_engine = writer(engine)
+        self._write_engine = db.writer(engine)
+        self._url = url
         self._writer_id = writer_id
         self._seq = 0  # of the last write queued
+        self._done_seq = 0  # every write up to this one is committed or dropped
         self._pending = PendingWrites()
-        self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue(MAX_QUEUED)
-        self._unflushed = 0  # writes handed to add_*/save_* and not yet committed (or dropped)
+        self._outbox: list[Write] = []  # not yet sent to the writer process
+        self._sent: deque[Write] = deque()  # sent, not yet reported committed: sent again to a new writer
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
+        self._room = asyncio.Event()  # fewer than MAX_QUEUED writes outstanding
+        self._room.set()
         self._dropped = 0
+        self._commits = 0
         self._closing = False
-        # One writer task keeps commits in call order; queries use their own pooled connections, so a
-        # long commit or purge never delays them.
+        self._closed = asyncio.Event()
         self._readers = asyncio.Semaphore(_READERS)
         self._queries = 0  # queries (and purges) started and not finished; close() waits for them
         self._no_queries = asyncio.Event()
         self._no_queries.set()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="sing-history-writer")
+        self._process: asyncio.subprocess.Process | None = process
+        self._writer_task = asyncio.get_running_loop().create_task(self._run_writer(process),
+                                                                   name="sing-history-writer")
 
     @classmethod
     async def open(cls, url: str) -> HistoryStore:
@@ -95,25 +89,31 @@ class HistoryStore:
         now = int(time.time() * 1000)
         try:
             await migrate_engine(engine)
-            async with writer(engine).begin() as conn:
+            async with db.writer(engine).begin() as conn:
                 # Rows of stores that stopped without removing theirs (a crash) serve no one.
                 stale = HistoryWriterRow.updated_at < now - _STALE_WRITER_MS
                 await conn.execute(delete(HistoryWriterRow).where(stale))
                 mine = {"writer_id": writer_id, "committed_seq": 0, "updated_at": now}
                 await conn.execute(insert(HistoryWriterRow).values(mine))
+            # Started here rather than by a task of the store: a start cancelled half-way (the backend
+            # failing to start for another reason) would leave asyncio waiting for it at shutdown.
+            process = await _start_writer(url, writer_id)
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, writer_id)
+        return cls(engine, url, writer_id, process)
 
     async def close(self) -> None:
         """Commit everything queued, then release the database."""
         if self._closing:
-            await asyncio.shield(self._writer)
+            await self._closed.wait()
             return
         self._closing = True
-        await self._queue.put(None)
-        await self._writer
+        self._send()
+        process = self._process
+        if process is not None and process.stdin is not None:
+            process.stdin.close()  # the writer commits what it has, reports it, and exits
+        await self._writer_task
         # Queries in flight still finish, and give their connections back before the pool is closed.
         await self._no_queries.wait()
         try:
@@ -122,22 +122,28 @@ class HistoryStore:
         except DBAPIError as exc:
             log.warning("history: could not remove this store's writer row (%s)", exc.orig)
         await self._engine.dispose()
+        self._closed.set()
 
     @property
     def dropped_writes(self) -> int:
         """Writes lost because the database refused them or stayed unreachable (each is logged)."""
         return self._dropped
 
+    @property
+    def commits(self) -> int:
+        """Transactions the writer has committed."""
+        return self._commits
+
     async def flush(self) -> None:
-        """Wait until every write queued before this call is committed."""
-        if self._unflushed == 0:
+        """Wait until every write queued before this call is committed (or dropped)."""
+        target = self._seq
+        if self._done_seq >= target:
             return
-        if self._closing:
-            await asyncio.shield(self._writer)
-            return
-        written = asyncio.get_running_loop().create_future()
-        await self._queue.put(written)
-        await written
+        if self._writer_task.done():
+            return  # closed: whatever was not committed by then never will be
+        done = asyncio.get_running_loop().create_future()
+        self._flushes.append((target, done))
+        await done
 
     # Writes ------------------------------------------------------------------------------------------
 
@@ -441,111 +447,76 @@ class HistoryStore:
     async def _enqueue(self, kind: Kind, rows: list[dict[str, Any]]) -> None:
         if self._closing:
             raise RuntimeError("the history store is closed")
-        self._unflushed += 1
+        while not self._room.is_set():
+            await self._room.wait()
+            if self._closing:
+                raise RuntimeError("the history store is closed")
         self._seq += 1
         write = Write(self._seq, kind, rows)
-        try:
-            await self._queue.put(write)
-        except BaseException:
-            self._unflushed -= 1
-            raise
-        # No await since the put: the writer cannot have taken it yet, and writes enter the index in
-        # queue order, the order the writer forgets them in.
         self._pending.add(write)
+        if not self._outbox:
+            # Everything handed over in this turn of the event loop goes in one message.
+            asyncio.get_running_loop().call_soon(self._send)
+        self._outbox.append(write)
+        if self._seq - self._done_seq >= MAX_QUEUED:
+            self._room.clear()
 
-    async def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[Write] = []
-            waiters: list[asyncio.Future[None]] = []
-            rows = 0
-            item = await self._queue.get()
-            # Take whatever else is already queued: a burst of calls becomes one transaction.
-            while True:
-                if item is None:
-                    stopping = True
-                elif isinstance(item, Write):
-                    batch.append(item)
-                    rows += len(item.rows)
-                else:
-                    waiters.append(item)
-                if stopping or rows >= MAX_BATCH_ROWS or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if batch:
-                await self._commit(batch)
-                self._unflushed -= len(batch)
-                for write in batch:
-                    self._pending.forget(write)
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+    def _send(self) -> None:
+        if not self._outbox:
+            return
+        writes, self._outbox = self._outbox, []
+        self._sent.extend(writes)
+        process = self._process
+        if process is not None and process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.write(frame([(w.seq, w.kind.value, w.rows) for w in writes]))
+        # Otherwise the writer process is (re)starting, and it gets everything in _sent.
 
-    async def _commit(self, batch: list[Write]) -> None:
-        """Commit a batch in one transaction; never raises, so the writer cannot die."""
-        deadline = time.monotonic() + RETRY_SECONDS
-        for attempt in counter():
-            try:
-                await self._apply(batch)
-                return
-            except DBAPIError as exc:
-                # An unreachable database is waited for as long as the backend runs: history is never
-                # dropped for an outage (only on shutdown, after RETRY_SECONDS, or for refused rows).
-                if not _transient(exc) or (self._closing and time.monotonic() >= deadline):
-                    break
-                delay = min(0.05 * 2**attempt, 5.0)
-                log.warning(
-                    "history: commit of %d writes failed (%s); retrying in %.2f s",
-                    len(batch),
-                    exc.orig,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-            except Exception:
+    async def _run_writer(self, process: asyncio.subprocess.Process) -> None:
+        """Keep a writer process running until the store closes and the writer has finished."""
+        while True:
+            assert process.stdin is not None and process.stdout is not None
+            self._process = process
+            if self._sent:
+                process.stdin.write(frame([(w.seq, w.kind.value, w.rows) for w in self._sent]))
+            if self._closing:
+                process.stdin.close()
+            while (message := await read_frame(process.stdout)) is not None:
+                self._on_message(message)
+            code = await process.wait()
+            self._process = None
+            if self._closing and not self._sent and not self._outbox:
                 break
-        await self._commit_each(batch)
+            log.error("history: the writer process exited (%s) with %d writes outstanding; starting another",
+                      code, len(self._sent) + len(self._outbox))
+            self._sent.extend(self._outbox)
+            self._outbox.clear()
+            await asyncio.sleep(_RESTART_SECONDS)
+            process = await _start_writer(self._url, self._writer_id)
+        for _, done in self._flushes:
+            if not done.done():
+                done.set_result(None)
+        self._room.set()
 
-    async def _commit_each(self, batch: list[Write]) -> None:
-        """Commit the writes of a failed batch one by one, so that only the culprits are lost."""
-        for index, write in enumerate(batch):
-            try:
-                await self._apply([write])
-            except DBAPIError as exc:
-                if _transient(exc):
-                    # Still unreachable after the retries: trying the rest would only add timeouts.
-                    self._dropped += len(batch) - index
-                    log.error("history: database unavailable; dropped %d writes (%s)", len(batch) - index, exc.orig)
-                    return
-                self._dropped += 1
-                log.error("history: database refused a %s; dropped it (%s)", write.kind.value, exc.orig)
-            except Exception:
-                self._dropped += 1
-                log.exception("history: could not write a %s; dropped it", write.kind.value)
-
-    async def _apply(self, batch: list[Write]) -> None:
-        # One statement per kind for the whole batch, however the calls interleaved.
-        rows_by_kind: dict[Kind, list[dict[str, Any]]] = {kind: [] for kind in Kind}
-        for write in batch:
-            rows_by_kind[write.kind].extend(write.rows)
-        updates = rows_by_kind[Kind.TASK_UPDATE]
-        async with self._write_engine.begin() as conn:
-            if rows_by_kind[Kind.REQUEST_EVENT]:
-                await _execute_chunked(conn, insert(RequestHistoryRow), rows_by_kind[Kind.REQUEST_EVENT])
-            if rows_by_kind[Kind.DEPLOY]:
-                await _upsert_deploys(conn, rows_by_kind[Kind.DEPLOY])
-            # A task inserted by this batch takes the status its updates in this batch give it, so
-            # only the tasks written before need their status columns moved.
-            inserted = await _upsert_tasks(conn, rows_by_kind[Kind.TASK], updates)
-            if updates:
-                await _execute_chunked(conn, insert(TaskUpdateRow), updates)
-                await _move_task_status(conn, [row for row in updates if row["task_id"] not in inserted])
-            if rows_by_kind[Kind.HEALTHCHECK]:
-                await _execute_chunked(conn, insert(TaskHealthcheckRow), rows_by_kind[Kind.HEALTHCHECK])
-            await conn.execute(
-                update(HistoryWriterRow)
-                .where(HistoryWriterRow.writer_id == self._writer_id)
-                .values(committed_seq=batch[-1].seq, updated_at=int(time.time() * 1000))
-            )
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        if message[0] == "ready":
+            upto, dropped = message[1], 0
+        else:
+            _, upto, dropped, commits = message
+            self._commits = commits
+        self._dropped += dropped
+        while self._sent and self._sent[0].seq <= upto:
+            self._pending.forget(self._sent.popleft())
+        self._done_seq = max(self._done_seq, upto)
+        waiting = []
+        for target, done in self._flushes:
+            if target <= self._done_seq:
+                if not done.done():
+                    done.set_result(None)
+            else:
+                waiting.append((target, done))
+        self._flushes = waiting
+        if self._seq - self._done_seq < MAX_QUEUED:
+            self._room.set()
 
     # Queries -----------------------------------------------------------------------------------------
 
@@ -575,7 +546,7 @@ class HistoryStore:
         finished = row.last_task_status.in_(TERMINAL_TASK_STATES)
         deleted = 0
         if older_than_ms is not None:
-            old = select(row.task_id).where(finished, row.updated_at < older_than_ms).limit(_ID_CHUNK)
+            old = select(row.task_id).where(finished, row.updated_at < older_than_ms).limit(ID_CHUNK)
             deleted += await self._delete_tasks_while(old)
         if keep_per_request is not None:
             async with self._engine.connect() as conn:
@@ -591,7 +562,7 @@ class HistoryStore:
                     .where(row.request_id == request_id, finished)
                     .order_by(row.updated_at.desc(), row.task_id.desc())
                     .offset(keep_per_request)
-                    .limit(_ID_CHUNK)
+                    .limit(ID_CHUNK)
                 )
                 deleted += await self._delete_tasks_while(surplus)
         return deleted
@@ -613,151 +584,21 @@ class HistoryStore:
 # Row writers (writer task) ---------------------------------------------------------------------------
 
 
-async def _execute_chunked(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
-    # Preparing a statement's parameters runs on the event loop in one go: a few hundred rows at a time
-    # keep that short for the queries waiting to run.
-    for start in range(0, len(rows), _STATEMENT_ROWS):
-        await conn.execute(stmt, rows[start : start + _STATEMENT_ROWS])
-
-
-async def _upsert_deploys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    # UPDATE, then INSERT if nothing matched: portable, and only this writer writes deploys.
-    for row in rows:
-        result = await conn.execute(
-            update(DeployHistoryRow)
-            .where(
-                DeployHistoryRow.request_id == row["request_id"],
-                DeployHistoryRow.deploy_id == row["deploy_id"],
-            )
-            .values(row)
-        )
-        if not result.rowcount:
-            await conn.execute(insert(DeployHistoryRow).values(row))
-
-
-async def _upsert_tasks(conn: AsyncConnection, rows: list[dict[str, Any]], updates: list[dict[str, Any]]) -> set[str]:
-    """Insert new tasks with the status their updates (written before, and in `updates`) give them;
-    replace the document of known ones. Returns the ids inserted."""
-    if not rows:
-        return set()
-    latest = {row["task_id"]: row for row in rows}  # the same task saved twice in a batch: last wins
-    existing: set[str] = set()
-    for chunk in _chunks(list(latest)):
-        existing.update(await conn.scalars(select(TaskHistoryRow.task_id).where(TaskHistoryRow.task_id.in_(chunk))))
-    new = [task_id for task_id in latest if task_id not in existing]
-    if new:
-        status_updates = await _updates_of(conn, new)
-        for update_ in updates:
-            if update_["task_id"] in latest and update_["task_id"] not in existing:
-                status_updates.setdefault(update_["task_id"], []).append((update_["timestamp"], update_["task_state"]))
-        inserts = []
-        for task_id in new:
-            row = latest[task_id]
-            status, updated_at = _follow_updates(row["started_at"], status_updates.get(task_id, []))
-            inserts.append({**row, "last_task_status": status, "updated_at": updated_at})
-        await _execute_chunked(conn, insert(TaskHistoryRow), inserts)
-    # A second save replaces the document; the status columns belong to the updates.
-    again = [{**row, "b_task_id": row["task_id"]} for task_id, row in latest.items() if task_id in existing]
-    if again:
-        replace = update(TaskHistoryRow).where(TaskHistoryRow.task_id == bindparam("b_task_id"))
-        await _execute_chunked(conn, replace, again)
-    return set(new)
-
-
-async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]) -> None:
-    """Apply `updates` (in call order) to the status columns of their tasks, by the rule of
-    _follow_updates, with one statement per chunk of tasks rather than one per update."""
-    folded: dict[str, tuple[int, str, str]] = {}  # task id: (newest timestamp, its last state, first state)
-    for row in updates:
-        timestamp, state = row["timestamp"], row["task_state"]
-        seen = folded.get(row["task_id"])
-        if seen is None:
-            folded[row["task_id"]] = (timestamp, state, state)
-        elif timestamp >= seen[0]:
-            folded[row["task_id"]] = (timestamp, state, seen[2])
-    # Applied one by one, the updates of a task leave the state of its last update with the newest
-    # timestamp, if that is not older than updated_at; a task without a status takes its first update's
-    # state anyway. Neither expression depends on the other's result, so the order MySQL assigns them in
-    # (unspecified for multi-table updates) does not matter.
-    status = (
-        "CASE WHEN t.updated_at <= u.newest THEN u.state WHEN t.last_task_status IS NULL THEN u.first_state "
-        "ELSE t.last_task_status END"
+async def _start_writer(url: str, writer_id: str) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from sing_backend.history.writer import main; main()",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "SING_LOG_LEVEL": logging.getLevelName(log.getEffectiveLevel()).lower()},
     )
-    updated_at = "CASE WHEN t.updated_at > u.newest THEN t.updated_at ELSE u.newest END"
-    mysql = conn.dialect.name in ("mysql", "mariadb")
-    # MySQL compares the derived ids with the column's binary collation only when told to.
-    task_id = "CAST(:i{n} AS CHAR) COLLATE utf8mb4_bin" if mysql else ":i{n}"
-    items = list(folded.items())
-    for start in range(0, len(items), _STATEMENT_ROWS):
-        chunk = items[start : start + _STATEMENT_ROWS]
-        params: dict[str, Any] = {}
-        selects = []
-        for n, (task_id_value, (newest, state, first_state)) in enumerate(chunk):
-            params.update({f"i{n}": task_id_value, f"m{n}": newest, f"s{n}": state, f"f{n}": first_state})
-            selects.append(
-                f"SELECT {task_id.format(n=n)} AS task_id, :m{n} AS newest, :s{n} AS state, :f{n} AS first_state"
-            )
-        derived = " UNION ALL ".join(selects)
-        if mysql:
-            sql = (
-                f"UPDATE task_history AS t JOIN ({derived}) AS u ON t.task_id = u.task_id "
-                f"SET t.last_task_status = {status}, t.updated_at = {updated_at}"
-            )
-        else:
-            sql = (
-                f"UPDATE task_history AS t SET last_task_status = {status}, updated_at = {updated_at} "
-                f"FROM ({derived}) AS u WHERE t.task_id = u.task_id"
-            )
-        await conn.execute(text(sql), params)
-
-
-async def _updates_of(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
-    """(timestamp, taskState) of the updates already written for these tasks, oldest first."""
-    found: dict[str, list[tuple[int, str]]] = {}
-    for chunk in _chunks(task_ids):
-        stmt = (
-            select(TaskUpdateRow.task_id, TaskUpdateRow.timestamp, TaskUpdateRow.task_state)
-            .where(TaskUpdateRow.task_id.in_(chunk))
-            .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
-        )
-        for task_id, timestamp, state in await conn.execute(stmt):
-            found.setdefault(task_id, []).append((timestamp, state))
-    return found
-
-
-def _follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[str | None, int]:
-    """A task's (lastTaskStatus, updatedAt) after `updates`. Updates can arrive out of order, and an
-    older one must not replace a newer status; the first always sets one, even if a skewed clock
-    stamped it before startedAt, and updatedAt never goes back."""
-    status: str | None = None
-    updated_at = started_at
-    for timestamp, state in updates:
-        if status is None or updated_at <= timestamp:
-            status, updated_at = state, max(updated_at, timestamp)
-    return status, updated_at
+    assert process.stdin is not None
+    process.stdin.write(frame({
+        "url": url, "writer_id": writer_id, "max_batch_rows": MAX_BATCH_ROWS, "retry_seconds": RETRY_SECONDS,
+        "sqlite_busy_timeout_ms": db.SQLITE_BUSY_TIMEOUT_MS,
+    }))
+    return process
 
 
 # Helpers ---------------------------------------------------------------------------------------------
-
-
-# MySQL/MariaDB errors after which the same write can succeed: a lost, refused or killed connection,
-# a server shutting down or read-only during a fail-over, a lock wait timeout or a deadlock.
-_MYSQL_TRANSIENT = frozenset(
-    {1040, 1053, 1158, 1159, 1160, 1161, 1205, 1213, 1290, 1317, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031}
-)
-
-
-def _transient(exc: DBAPIError) -> bool:
-    """Locked or unreachable database: the same write can succeed later."""
-    if exc.connection_invalidated:
-        return True
-    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    if isinstance(code, int):
-        # pymysql (and aiomysql) errors carry the server's error code first. They raise OperationalError
-        # for every code they do not know, a trigger's SIGNAL among them, so on MySQL the class alone
-        # would retry a refused write for RETRY_SECONDS and then drop every write queued behind it.
-        return code in _MYSQL_TRANSIENT
-    return isinstance(exc, OperationalError)
 
 
 def _dump(document: Doc) -> bytes:
@@ -816,12 +657,12 @@ async def _tasks_with(conn: AsyncConnection, views: dict[str, PendingTask]) -> l
     columns = (row.task_id, row.request_id, row.deploy_id, row.run_id, row.host, row.started_at, row.updated_at,
                row.last_task_status, row.task_id_body)
     stored: dict[str, Row] = {}
-    for chunk in _chunks(list(views)):
+    for chunk in chunks(list(views)):
         for found in await conn.execute(select(*columns).where(row.task_id.in_(chunk))):
             stored[found.task_id] = dict(found._mapping)
     # A task saved for the first time takes its status from the updates written before it.
     first_saves = [task_id for task_id, view in views.items() if view.saves and task_id not in stored]
-    earlier = await _updates_of(conn, first_saves)
+    earlier = await updates_of(conn, first_saves)
     tasks = []
     for task_id, view in views.items():
         task = stored.get(task_id)
@@ -829,7 +670,7 @@ async def _tasks_with(conn: AsyncConnection, views: dict[str, PendingTask]) -> l
             saved = view.saves[-1][1]
             status, updated_at = (
                 (task["last_task_status"], task["updated_at"]) if task
-                else _follow_updates(saved["started_at"], earlier.get(task_id, []))
+                else follow_updates(saved["started_at"], earlier.get(task_id, []))
             )
             task = {column.key: saved[column.key] for column in columns if column.key in saved}
             task.update(last_task_status=status, updated_at=updated_at)
@@ -853,8 +694,3 @@ def _by_start(row: Row) -> tuple[int, str]:
 
 def _first(pair: tuple[int, Any]) -> int:
     return pair[0]
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(items), _ID_CHUNK):
-        yield items[start : start + _ID_CHUNK]

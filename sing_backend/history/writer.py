@@ -1,0 +1,385 @@
+"""The history writer: a process of its own that commits the history store's writes.
+
+The store (store.py) hands writes over a pipe and answers queries itself; committing them here, on the
+other core, keeps the work of a burst (parameters prepared for thousands of rows, a full garbage
+collection over them) from holding the backend's event loop and GIL, which made every API call wait.
+
+Protocol, both ways length-prefixed pickles (the peer is always our own parent or child): the store
+sends a config dict first, then lists of (seq, kind, rows); the writer answers ("ready", committed_seq)
+once connected, then ("done", seq, dropped, commits) after each batch: every write up to seq is
+committed or dropped. At end of input it commits what is left and exits, so a backend killed with
+SIGKILL loses nothing it had handed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from itertools import count as counter
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import Executable
+
+from . import db
+from .models import (
+    DeployHistoryRow,
+    HistoryWriterRow,
+    RequestHistoryRow,
+    TaskHealthcheckRow,
+    TaskHistoryRow,
+    TaskUpdateRow,
+)
+from .pending import Kind, Write
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_ROWS = 2000  # rows per transaction: bounds how long it holds the write lock (purge, a CLI wait)
+RETRY_SECONDS = 60.0  # how long a batch is retried at shutdown while the database is locked or unreachable
+ID_CHUNK = 500  # ids per IN (…) list, well under every driver's parameter limit
+_STATEMENT_ROWS = 250  # rows per statement: tasks per status update (4 parameters each), rows per insert
+_FRAME = struct.Struct(">I")
+
+
+def frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(data)) + data
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any | None:
+    """The next message, or None at the end of the stream."""
+    try:
+        size = _FRAME.unpack(await reader.readexactly(_FRAME.size))[0]
+        return pickle.loads(await reader.readexactly(size))
+    except asyncio.IncompleteReadError:
+        return None
+
+
+class BatchWriter:
+    def __init__(self, engine: AsyncEngine, writer_id: str, retry_seconds: float) -> None:
+        self._reads = engine
+        self._engine = db.writer(engine)
+        self.writer_id = writer_id
+        self.retry_seconds = retry_seconds
+        self.closing = False  # no more input: a database still unreachable after the retries is given up
+        self.commits = 0
+
+    async def committed_seq(self) -> int:
+        async with self._reads.connect() as conn:
+            seq = await conn.scalar(
+                select(HistoryWriterRow.committed_seq).where(HistoryWriterRow.writer_id == self.writer_id)
+            )
+        return int(seq or 0)
+
+    async def commit(self, batch: list[Write]) -> int:
+        """Commit a batch in one transaction; never raises, so the writer cannot die. Returns the writes
+        dropped (refused by the database, or still unreachable at shutdown after the retries)."""
+        deadline = time.monotonic() + self.retry_seconds
+        for attempt in counter():
+            try:
+                await self._apply(batch)
+                self.commits += 1
+                return 0
+            except DBAPIError as exc:
+                # An unreachable database is waited for as long as the backend runs: history is never
+                # dropped for an outage (only on shutdown, after RETRY_SECONDS, or for refused rows).
+                if not _transient(exc) or (self.closing and time.monotonic() >= deadline):
+                    break
+                delay = min(0.05 * 2**attempt, 5.0)
+                log.warning(
+                    "history: commit of %d writes failed (%s); retrying in %.2f s",
+                    len(batch),
+                    exc.orig,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            except Exception:
+                break
+        return await self._commit_each(batch)
+
+    async def _commit_each(self, batch: list[Write]) -> int:
+        """Commit the writes of a failed batch one by one, so that only the culprits are lost."""
+        dropped = 0
+        for index, write in enumerate(batch):
+            try:
+                await self._apply([write])
+                self.commits += 1
+            except DBAPIError as exc:
+                if _transient(exc):
+                    # Still unreachable after the retries: trying the rest would only add timeouts.
+                    log.error("history: database unavailable; dropped %d writes (%s)", len(batch) - index, exc.orig)
+                    return dropped + len(batch) - index
+                dropped += 1
+                log.error("history: database refused a %s; dropped it (%s)", write.kind.value, exc.orig)
+            except Exception:
+                dropped += 1
+                log.exception("history: could not write a %s; dropped it", write.kind.value)
+        return dropped
+
+    async def _apply(self, batch: list[Write]) -> None:
+        # One statement per kind for the whole batch, however the calls interleaved.
+        rows_by_kind: dict[Kind, list[dict[str, Any]]] = {kind: [] for kind in Kind}
+        for write in batch:
+            rows_by_kind[write.kind].extend(write.rows)
+        updates = rows_by_kind[Kind.TASK_UPDATE]
+        async with self._engine.begin() as conn:
+            if rows_by_kind[Kind.REQUEST_EVENT]:
+                await _execute_chunked(conn, insert(RequestHistoryRow), rows_by_kind[Kind.REQUEST_EVENT])
+            if rows_by_kind[Kind.DEPLOY]:
+                await _upsert_deploys(conn, rows_by_kind[Kind.DEPLOY])
+            # A task inserted by this batch takes the status its updates in this batch give it, so
+            # only the tasks written before need their status columns moved.
+            inserted = await _upsert_tasks(conn, rows_by_kind[Kind.TASK], updates)
+            if updates:
+                await _execute_chunked(conn, insert(TaskUpdateRow), updates)
+                await _move_task_status(conn, [row for row in updates if row["task_id"] not in inserted])
+            if rows_by_kind[Kind.HEALTHCHECK]:
+                await _execute_chunked(conn, insert(TaskHealthcheckRow), rows_by_kind[Kind.HEALTHCHECK])
+            await conn.execute(
+                update(HistoryWriterRow)
+                .where(HistoryWriterRow.writer_id == self.writer_id)
+                .values(committed_seq=batch[-1].seq, updated_at=int(time.time() * 1000))
+            )
+
+
+
+# Row writers ---------------------------------------------------------------------------------------
+
+
+async def _execute_chunked(conn: AsyncConnection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
+    # Preparing a statement's parameters runs on the event loop in one go: a few hundred rows at a time
+    # keep that short for the queries waiting to run.
+    for start in range(0, len(rows), _STATEMENT_ROWS):
+        await conn.execute(stmt, rows[start : start + _STATEMENT_ROWS])
+
+
+async def _upsert_deploys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    # UPDATE, then INSERT if nothing matched: portable, and only this writer writes deploys.
+    for row in rows:
+        result = await conn.execute(
+            update(DeployHistoryRow)
+            .where(
+                DeployHistoryRow.request_id == row["request_id"],
+                DeployHistoryRow.deploy_id == row["deploy_id"],
+            )
+            .values(row)
+        )
+        if not result.rowcount:
+            await conn.execute(insert(DeployHistoryRow).values(row))
+
+
+async def _upsert_tasks(conn: AsyncConnection, rows: list[dict[str, Any]], updates: list[dict[str, Any]]) -> set[str]:
+    """Insert new tasks with the status their updates (written before, and in `updates`) give them;
+    replace the document of known ones. Returns the ids inserted."""
+    if not rows:
+        return set()
+    latest = {row["task_id"]: row for row in rows}  # the same task saved twice in a batch: last wins
+    existing: set[str] = set()
+    for chunk in chunks(list(latest)):
+        existing.update(await conn.scalars(select(TaskHistoryRow.task_id).where(TaskHistoryRow.task_id.in_(chunk))))
+    new = [task_id for task_id in latest if task_id not in existing]
+    if new:
+        status_updates = await updates_of(conn, new)
+        for update_ in updates:
+            if update_["task_id"] in latest and update_["task_id"] not in existing:
+                status_updates.setdefault(update_["task_id"], []).append((update_["timestamp"], update_["task_state"]))
+        inserts = []
+        for task_id in new:
+            row = latest[task_id]
+            status, updated_at = follow_updates(row["started_at"], status_updates.get(task_id, []))
+            inserts.append({**row, "last_task_status": status, "updated_at": updated_at})
+        await _execute_chunked(conn, insert(TaskHistoryRow), inserts)
+    # A second save replaces the document; the status columns belong to the updates.
+    again = [{**row, "b_task_id": row["task_id"]} for task_id, row in latest.items() if task_id in existing]
+    if again:
+        replace = update(TaskHistoryRow).where(TaskHistoryRow.task_id == bindparam("b_task_id"))
+        await _execute_chunked(conn, replace, again)
+    return set(new)
+
+
+async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]) -> None:
+    """Apply `updates` (in call order) to the status columns of their tasks, by the rule of
+    follow_updates, with one statement per chunk of tasks rather than one per update."""
+    folded: dict[str, tuple[int, str, str]] = {}  # task id: (newest timestamp, its last state, first state)
+    for row in updates:
+        timestamp, state = row["timestamp"], row["task_state"]
+        seen = folded.get(row["task_id"])
+        if seen is None:
+            folded[row["task_id"]] = (timestamp, state, state)
+        elif timestamp >= seen[0]:
+            folded[row["task_id"]] = (timestamp, state, seen[2])
+    # Applied one by one, the updates of a task leave the state of its last update with the newest
+    # timestamp, if that is not older than updated_at; a task without a status takes its first update's
+    # state anyway. Neither expression depends on the other's result, so the order MySQL assigns them in
+    # (unspecified for multi-table updates) does not matter.
+    status = (
+        "CASE WHEN t.updated_at <= u.newest THEN u.state WHEN t.last_task_status IS NULL THEN u.first_state "
+        "ELSE t.last_task_status END"
+    )
+    updated_at = "CASE WHEN t.updated_at > u.newest THEN t.updated_at ELSE u.newest END"
+    mysql = conn.dialect.name in ("mysql", "mariadb")
+    # MySQL compares the derived ids with the column's binary collation only when told to.
+    task_id = "CAST(:i{n} AS CHAR) COLLATE utf8mb4_bin" if mysql else ":i{n}"
+    items = list(folded.items())
+    for start in range(0, len(items), _STATEMENT_ROWS):
+        chunk = items[start : start + _STATEMENT_ROWS]
+        params: dict[str, Any] = {}
+        selects = []
+        for n, (task_id_value, (newest, state, first_state)) in enumerate(chunk):
+            params.update({f"i{n}": task_id_value, f"m{n}": newest, f"s{n}": state, f"f{n}": first_state})
+            selects.append(
+                f"SELECT {task_id.format(n=n)} AS task_id, :m{n} AS newest, :s{n} AS state, :f{n} AS first_state"
+            )
+        derived = " UNION ALL ".join(selects)
+        if mysql:
+            sql = (
+                f"UPDATE task_history AS t JOIN ({derived}) AS u ON t.task_id = u.task_id "
+                f"SET t.last_task_status = {status}, t.updated_at = {updated_at}"
+            )
+        else:
+            sql = (
+                f"UPDATE task_history AS t SET last_task_status = {status}, updated_at = {updated_at} "
+                f"FROM ({derived}) AS u WHERE t.task_id = u.task_id"
+            )
+        await conn.execute(text(sql), params)
+
+
+async def updates_of(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """(timestamp, taskState) of the updates already written for these tasks, oldest first."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for chunk in chunks(task_ids):
+        stmt = (
+            select(TaskUpdateRow.task_id, TaskUpdateRow.timestamp, TaskUpdateRow.task_state)
+            .where(TaskUpdateRow.task_id.in_(chunk))
+            .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
+        )
+        for task_id, timestamp, state in await conn.execute(stmt):
+            found.setdefault(task_id, []).append((timestamp, state))
+    return found
+
+
+def follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[str | None, int]:
+    """A task's (lastTaskStatus, updatedAt) after `updates`. Updates can arrive out of order, and an
+    older one must not replace a newer status; the first always sets one, even if a skewed clock
+    stamped it before startedAt, and updatedAt never goes back."""
+    status: str | None = None
+    updated_at = started_at
+    for timestamp, state in updates:
+        if status is None or updated_at <= timestamp:
+            status, updated_at = state, max(updated_at, timestamp)
+    return status, updated_at
+
+
+# MySQL/MariaDB errors after which the same write can succeed: a lost, refused or killed connection,
+# a server shutting down or read-only during a fail-over, a lock wait timeout or a deadlock.
+_MYSQL_TRANSIENT = frozenset(
+    {1040, 1053, 1158, 1159, 1160, 1161, 1205, 1213, 1290, 1317, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031}
+)
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """Locked or unreachable database: the same write can succeed later."""
+    if exc.connection_invalidated:
+        return True
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    if isinstance(code, int):
+        # pymysql (and aiomysql) errors carry the server's error code first. They raise OperationalError
+        # for every code they do not know, a trigger's SIGNAL among them, so on MySQL the class alone
+        # would retry a refused write for RETRY_SECONDS and then drop every write queued behind it.
+        return code in _MYSQL_TRANSIENT
+    return isinstance(exc, OperationalError)
+
+
+
+
+def chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), ID_CHUNK):
+        yield items[start : start + ID_CHUNK]
+
+
+async def serve(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
+    config = await read_frame(reader)
+    if config is None:
+        return
+    db.SQLITE_BUSY_TIMEOUT_MS = config["sqlite_busy_timeout_ms"]
+    engine = db.make_engine(config["url"])
+    try:
+        writer = BatchWriter(engine, config["writer_id"], config["retry_seconds"])
+        # Writes up to here were committed by an earlier writer of this store (it died before saying so):
+        # the store sends them again, and they are skipped, not written twice.
+        done = await _committed_seq_when_reachable(writer)
+        out.write(frame(("ready", done)))
+        queued: deque[Write] = deque()
+        arrived = asyncio.Event()
+
+        async def receive() -> None:
+            while (message := await read_frame(reader)) is not None:
+                queued.extend(Write(seq, Kind(kind), rows) for seq, kind, rows in message if seq > done)
+                arrived.set()
+            writer.closing = True
+            arrived.set()
+
+        receiving = asyncio.get_running_loop().create_task(receive())
+        max_rows = config["max_batch_rows"]
+        while True:
+            await arrived.wait()
+            arrived.clear()
+            while queued:
+                # Whatever has arrived, up to max_rows: a burst of calls becomes one transaction.
+                batch = [queued.popleft()]
+                rows = len(batch[0].rows)
+                while queued and rows < max_rows:
+                    rows += len(queued[0].rows)
+                    batch.append(queued.popleft())
+                dropped = await writer.commit(batch)
+                out.write(frame(("done", batch[-1].seq, dropped, writer.commits)))
+                await out.drain()
+            if writer.closing and not queued:
+                break
+        await receiving
+        await out.drain()
+    finally:
+        await engine.dispose()
+
+
+async def _committed_seq_when_reachable(writer: BatchWriter) -> int:
+    for attempt in counter():
+        try:
+            return await writer.committed_seq()
+        except DBAPIError as exc:
+            if not _transient(exc):
+                raise
+            log.warning("history writer: database unreachable (%s); retrying", exc.orig)
+            await asyncio.sleep(min(0.05 * 2**attempt, 5.0))
+    raise AssertionError("unreachable")
+
+
+async def _main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**31)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0))
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.streams.FlowControlMixin(), os.fdopen(1, "wb", buffering=0)
+    )
+    out = asyncio.StreamWriter(transport, protocol, None, loop)
+    await serve(reader, out)
+    transport.close()
+
+
+def main() -> None:
+    sys.stdout = sys.stderr  # fd 1 carries the protocol: nothing else may be printed there
+    # Background work: when the cores are busy, the backend's API and scheduler go first.
+    os.nice(10)
+    logging.basicConfig(level=os.environ.get("SING_LOG_LEVEL", "warning").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_main())
+
