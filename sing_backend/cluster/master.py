@@ -345,12 +345,40 @@ class Master:
         self._set_filter(framework, agent_id, refuse)
         agent = self.agents[agent_id]
         for record in plan.launches:
+            # Added first: an agent may report on the task (e.g. TASK_FAILED) before launch returns.
             self.tasks.add(record)
-            agent.launch(framework.framework_id, record.info)
+            try:
+                agent.launch(framework.framework_id, record.info)
+            except Exception as exc:
+                # Agents report a task that cannot start as TASK_FAILED; this is the backstop for a
+                # failure they do not expect. Like Mesos, the ACCEPT itself still succeeds: one task
+                # must neither fail the call nor stop the launches after it.
+                log.exception("agent %s could not launch task %s", agent_id, record.task_id)
+                self._launch_failed(framework, record, f"Failed to launch: {exc}")
         made = self._allocate([agent_id])
         if agent_id in made:
             for offer in offers:
                 self.offers.alias(offer.offer_id, made[agent_id])
+
+    def _launch_failed(self, framework: Framework, record: TaskRecord, message: str) -> None:
+        """End a task its agent could not start (unless the agent already reported its end)."""
+        if self.tasks.active.get(record.task_id) is not record:
+            return
+        record.state, record.message, record.reason = "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED"
+        self.tasks.finish(record)
+        agent = self.agents.get(record.agent_id)
+        if agent is not None:
+            # Whatever the agent did start of it must not outlive the task (its later reports are
+            # ignored: the master no longer has it as live).
+            try:
+                agent.kill(record.task_id, 0.0)
+            except Exception:
+                log.exception("cannot stop what the agent started of task %s", record.task_id)
+        self.offers.release(record.agent_id, record.resources)
+        # As a Mesos agent sends it: reliable, so the scheduler hears of it even across a re-subscription.
+        status = task_status(record.task_id, record.state, source="SOURCE_AGENT", agent_id=record.agent_id,
+                             message=message, reason=record.reason, reliable=True)
+        framework.send_reliably(status["uuid"], update_event(status))
 
     def _offers_for(self, framework: Framework, raw_ids: Any) -> tuple[list[Offer], bool, str | None]:
         """The outstanding offers an ACCEPT names, whether any was reached via an alias, and what is

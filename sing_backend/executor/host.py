@@ -12,6 +12,7 @@ around launch/kill and take it again inside ``report``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pwd
@@ -51,6 +52,62 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _EOF_GRACE_SECONDS = 2.0
 FINISHED_FILE = "finished.json"
 ENV_FILE = "deploy.env"
+# What a running task holds open in the process that runs it: the read ends of its two output
+# pipes, its two log files and the pidfd its exit is watched with.
+FDS_PER_TASK = 5
+_LAUNCH_FAILED = "REASON_COMMAND_EXECUTOR_FAILED"
+
+
+# The soft RLIMIT_NOFILE this process started with, before raise_open_files_limit: tasks get it back
+# (see ExecutorHost.give_inherited_nofile).
+_inherited_soft_nofile: int | None = None
+_nofile_lock = threading.Lock()
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; returns the (soft, hard) in force.
+
+    Every running task holds FDS_PER_TASK descriptors here: at the usual soft limit of 1024 a cluster
+    could run only about 200 tasks. Idempotent, and logged once.
+    """
+    global _inherited_soft_nofile
+    with _nofile_lock:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if _inherited_soft_nofile is not None:
+            return soft, hard
+        _inherited_soft_nofile = soft
+        target = hard if hard != resource.RLIM_INFINITY else _nr_open()
+        if soft == resource.RLIM_INFINITY or soft >= target:
+            log.info("open files: the limit is %d, room for about %d running tasks", soft, soft // FDS_PER_TASK)
+            return soft, hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open files: cannot raise the soft limit %d to the hard limit %d (%s); room for about "
+                        "%d running tasks", soft, target, exc, soft // FDS_PER_TASK)
+            return soft, hard
+        log.info("open files: soft limit raised from %d to the hard limit %d, room for about %d running tasks",
+                 soft, target, target // FDS_PER_TASK)
+        return target, hard
+
+
+def _nr_open() -> int:
+    """The kernel's ceiling for RLIMIT_NOFILE, for a hard limit of 'unlimited'."""
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def launch_failure(exc: BaseException) -> str:
+    """The TASK_FAILED message of a task that could not be started."""
+    message = f"Failed to launch: {exc}"
+    if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        message += f" (the agent is at its limit of {soft} open files, about {FDS_PER_TASK} per running task)"
+    elif isinstance(exc, OSError) and exc.errno == errno.ENFILE:
+        message += " (the machine's table of open files is full)"
+    return message
 
 
 class Layout(Protocol):
@@ -117,6 +174,7 @@ class TaskRunner:
         self._returncode: int | None = None
         self._open_streams = 0
         self._settled = False  # _settle_in has run
+        self._settle_queued = False  # _settle_in was submitted (or run): it must not run twice
         self._done = False
         self._finished_at: int | None = None
         self._before_kill: str | None = None
@@ -146,11 +204,33 @@ class TaskRunner:
     # -- launching -----------------------------------------------------------------------------
 
     def begin(self) -> None:
-        if self.spec.artifacts:
-            self._report(self.task_id, "TASK_STARTING", "Fetching artifacts", None)
-            self.host.workers.submit(self._fetch_then_start)
-        else:
-            self._start()
+        try:
+            if self.spec.artifacts:
+                self._report(self.task_id, "TASK_STARTING", "Fetching artifacts", None)
+                self.host.workers.submit(self._fetch_then_start)
+            else:
+                self._start()
+        except Exception as exc:
+            self._start_crashed(exc)
+
+    def _start_crashed(self, exc: Exception) -> None:
+        """Backstop for a failure ``_start`` does not expect: the task still ends with a status, and
+        the caller (an agent launching the rest of an ACCEPT's tasks) goes on."""
+        log.exception("launching task %s failed", self.task_id)
+        with self._lock:
+            spawned = self.proc is not None
+            if spawned and self._violation is None:
+                self._violation = Violation(launch_failure(exc), _LAUNCH_FAILED)
+            settle = spawned and not self._settle_queued
+            self._settle_queued = True
+        if not spawned:
+            self._fail_early("TASK_FAILED", launch_failure(exc), _LAUNCH_FAILED)
+            return
+        # The process runs but its bookkeeping broke off: stop it. Its exit is watched from the
+        # moment it exists, and settling in lets that exit be reported.
+        self.signal_all(signal.SIGKILL)
+        if settle:
+            self._settle_in()
 
     def _fetch_then_start(self) -> None:
         try:
@@ -170,10 +250,16 @@ class TaskRunner:
         if self._cancelled:
             self._fail_early("TASK_KILLED", "Killed while fetching artifacts", None)
             return
-        self._start()
+        try:
+            self._start()
+        except Exception as exc:
+            self._start_crashed(exc)
 
     def _start(self) -> None:
         spec = self.spec
+        # Every descriptor made for the task until its process runs: closed if the launch fails.
+        fds: list[int] = []
+        streams: list[LogStream] = []
         try:
             user = self._resolve_user()
             app = self.task_dir / "app"
@@ -182,51 +268,68 @@ class TaskRunner:
                 _chown_tree(app, user)
             self._env = self._environment(user)
             executable, argv = spec.argv()
-        except (OSError, ValueError) as exc:
-            self._fail_early("TASK_FAILED", f"Failed to launch: {exc}", "REASON_COMMAND_EXECUTOR_FAILED")
-            return
-        prelude = self._shell_prelude()
-        if prelude:
-            argv = ["/bin/sh", "-c", f"{prelude}\n{spec.command}"]
-        out_r, out_w = make_pipe()
-        err_r, err_w = make_pipe()
-        kwargs: dict[str, Any] = {}
-        if user is not None:
-            kwargs.update(user=user.pw_uid, group=user.pw_gid,
-                          extra_groups=os.getgrouplist(user.pw_name, user.pw_gid))
-        try:
+            prelude = self._shell_prelude()
+            if prelude:
+                argv = ["/bin/sh", "-c", f"{prelude}\n{spec.command}"]
+            kwargs: dict[str, Any] = {}
+            if user is not None:
+                kwargs.update(user=user.pw_uid, group=user.pw_gid,
+                              extra_groups=os.getgrouplist(user.pw_name, user.pw_gid))
+            # Out of descriptors (EMFILE with thousands of tasks) fails here, as a status of this
+            # task alone: the agent goes on launching the others.
+            out_r, out_w = make_pipe()
+            fds += (out_r, out_w)
+            err_r, err_w = make_pipe()
+            fds += (err_r, err_w)
+            policy = self.host.policy(spec)
+            target = ArchiveTarget(self.host.store, task_prefix(spec.request_id, spec.deploy_id, spec.task_id))
+            streams = [LogStream("stdout", out_r, self.task_dir, policy, target, self._stream_ended),
+                       LogStream("stderr", err_r, self.task_dir, policy, target, self._stream_ended)]
+            for stream in streams:
+                # Opened before the spawn, as a Mesos agent opens a sandbox's stdout and stderr: a
+                # task whose output could not be kept fails to launch instead of running unlogged.
+                # The files also exist once the task is running (readers tail them at once).
+                _open_log(stream)
+                fds.append(stream.file_fd)
             # No preexec_fn: it turns the spawn's vfork into a fork, which copies this process's page
             # tables and costs tens of milliseconds in a big backend.
             proc = subprocess.Popen(
                 argv, executable=executable, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=app,
                 env=self._env, start_new_session=True, close_fds=True, **kwargs,
             )
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            for fd in (out_r, out_w, err_r, err_w):
+        except Exception as exc:
+            # No process: whatever went wrong is this task's failure to launch, and nothing of it stays open.
+            for fd in fds:
                 os.close(fd)
-            self._fail_early("TASK_FAILED", f"Failed to launch: {exc}", "REASON_COMMAND_EXECUTOR_FAILED")
+            for stream in streams:
+                stream.file_fd = -1
+            message = launch_failure(exc)
+            if isinstance(exc, (OSError, subprocess.SubprocessError, ValueError)):
+                log.warning("task %s: %s", self.task_id, message)
+            else:
+                log.exception("task %s: %s", self.task_id, message)
+            self._fail_early("TASK_FAILED", message, _LAUNCH_FAILED)
             return
-        os.close(out_w)
-        os.close(err_w)
-        if not spec.shell:
-            self._set_rlimits(proc.pid)
-        policy = self.host.policy(spec)
-        target = ArchiveTarget(self.host.store, task_prefix(spec.request_id, spec.deploy_id, spec.task_id))
-        self.streams = [LogStream("stdout", out_r, self.task_dir, policy, target, self._stream_ended),
-                        LogStream("stderr", err_r, self.task_dir, policy, target, self._stream_ended)]
+        self.streams = streams
         with self._lock:
             self.proc = proc
             self._open_streams = 2
             kill_now = self._kill_requested
+        # Watched at once: from here on, whatever goes wrong, the exit is seen and the task can end.
         self.host.reactor.watch_exit(proc.pid, self._on_exit)
+        os.close(out_w)
+        os.close(err_w)
+        if not spec.shell:
+            self._set_rlimits(proc.pid)
+        if spec.max_open_files is None:
+            self.host.give_inherited_nofile(proc.pid)
         self._report(self.task_id, "TASK_RUNNING", None, None)
-        for stream in self.streams:
-            # The files exist once the task is running (readers tail them at once); the pump writes.
-            stream.open_file()
         self._write_record()
         if kill_now:  # killed while its artifacts were placed: the kill found no process yet
             self._terminate(self._grace(None))
         self.host.settling.submit(self._settle_in)
+        with self._lock:
+            self._settle_queued = True
 
     def _limits(self) -> list[tuple[int, int]]:
         """maxOpenFiles and maxTaskThreads as rlimits. (With a pids cgroup, pids.max caps the threads
@@ -579,6 +682,17 @@ def statistics_json(usage: Usage, disk_used: int, cpus: float | None, mem_limit:
     return stats
 
 
+def _open_log(stream: LogStream) -> None:
+    """Open the stream's log file; raise if that fails."""
+    stream.open_file()
+    if stream.file_fd >= 0:
+        return
+    # open_file logged why. The usual cause with thousands of tasks is a full descriptor table: a dup
+    # needs one descriptor as an open does, and raises EMFILE then, which names it in the status.
+    os.close(os.dup(stream.fd))
+    raise OSError(f"cannot open {stream.path}")
+
+
 def _chown_tree(path: Path, user: pwd.struct_passwd) -> None:
     os.chown(path, user.pw_uid, user.pw_gid)
     for dirpath, dirnames, filenames in os.walk(path):
@@ -614,6 +728,9 @@ class ExecutorHost:
         self.workers = Workers(8, "sing-executor")
         self.settling = Workers(2, "sing-task-setup")
         self.cgroups = Cgroups.detect(scope) if settings.cgroups == "auto" else None
+        # Each task holds descriptors here until it ends: thousands of tasks need more than the
+        # usual soft limit.
+        raise_open_files_limit()
         self._housekeeping: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._runners: dict[str, TaskRunner] = {}
@@ -627,6 +744,22 @@ class ExecutorHost:
                 self._cgroups_made.add(task_id)
             else:
                 self._cgroups_made.discard(task_id)
+
+    def give_inherited_nofile(self, pid: int) -> None:
+        """Give a task the soft open-files limit this process started with, not the one raised for
+        its own sake: a task behaves as it did before (a program that closes every possible
+        descriptor, or one using select(), would suffer from a huge limit). Set just after the exec,
+        like an argv task's own rlimits."""
+        inherited = _inherited_soft_nofile
+        if inherited is None:
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft <= inherited:
+            return  # not raised: the task has inherited the right one
+        try:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (inherited, hard))
+        except (ProcessLookupError, PermissionError, ValueError) as exc:
+            log.debug("cannot give pid %d its inherited open-files limit: %s", pid, exc)
 
     def set_housekeeping(self, job: Callable[[], None]) -> None:
         """Run ``job`` (e.g. the sandbox janitor) every cleanup interval on the monitor thread."""
@@ -657,7 +790,7 @@ class ExecutorHost:
         runner = TaskRunner(self, spec, info, report, framework_id)
         with self._lock:
             self._runners[task_id] = runner
-        runner.begin()
+        runner.begin()  # a task that cannot start is reported TASK_FAILED, the caller goes on
 
     def forget(self, runner: TaskRunner) -> None:
         with self._lock:
