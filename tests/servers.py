@@ -57,40 +57,62 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-class ZooKeeperServer:
-    """A standalone ZooKeeper on a free loopback port, its data in `workdir`."""
+class LocalServer:
+    """A server process of the tests' own on a free loopback port; subclasses say how to run it."""
+
+    name = "server"
+    stop_seconds = 10.0
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
     def start(self, port: int | None = None) -> None:
         """Start on `port` (a restart keeps its port and data), or on a free port."""
-        # A free port is found by binding and releasing it, so another process can take it before
-        # ZooKeeper binds it; ZooKeeper then exits, and another port is tried.
+        self._prepare()
+        # A free port is found by binding and releasing it, so another process can take it before the
+        # server binds it; the server then exits, and another port is tried.
         for _attempt in range(1 if port else 3):
             self.port = port or _free_port()
             self._launch()
             if self._wait_until_serving():
                 return
             self.stop()
-        raise RuntimeError(f"ZooKeeper did not start on port {self.port}; its output:\n{self._log_tail()}")
+        raise RuntimeError(f"{self.name} did not start on port {self.port}; its output:\n{self._log_tail()}")
 
     def stop(self) -> None:
         if self._process is None:
             return
         self._process.terminate()
         try:
-            self._process.wait(timeout=10)
+            self._process.wait(timeout=self.stop_seconds)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+    def _prepare(self) -> None:
+        """Before the first start: nothing, unless the server needs its files made."""
+
+    def _launch(self) -> None:
+        raise NotImplementedError
+
+    def _wait_until_serving(self) -> bool:
+        raise NotImplementedError
+
+    def _log_tail(self) -> str:
+        raise NotImplementedError
+
+
+class ZooKeeperServer(LocalServer):
+    """A standalone ZooKeeper on a free loopback port, its data in `workdir`."""
+
+    name = "ZooKeeper"
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def _launch(self) -> None:
         data = self.workdir / f"data-{self.port}"
@@ -160,48 +182,28 @@ def _free_port() -> int:
         return port
 
 
-class MariaDBServer:
+class MariaDBServer(LocalServer):
     """A MariaDB server on a free loopback port, its data, socket and pid file in `workdir`.
 
     `stop()` and `start(port=server.port)` take it away and bring it back with its data, as an operator
     restarting the database would; root has no password and logs in over TCP, as on the shared server.
     """
 
+    name = "MariaDB"
+    stop_seconds = 30.0  # SIGTERM: InnoDB flushes, so that a restart finds every committed row
+
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.datadir = workdir / "data"
-        self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
         self._socket_dir: Path | None = None
 
     @property
     def url(self) -> str:
         return f"mysql://root@127.0.0.1:{self.port}"
 
-    def start(self, port: int | None = None) -> None:
-        """Start on `port` (a restart keeps its port and data), or on a free port."""
+    def _prepare(self) -> None:
         if not self.datadir.exists():
             self._install()
-        # As for ZooKeeper: a free port can be taken by another process before the server binds it.
-        for _attempt in range(1 if port else 3):
-            self.port = port or _free_port()
-            self._launch()
-            if self._wait_until_serving():
-                return
-            self.stop()
-        raise RuntimeError(f"MariaDB did not start on port {self.port}; its log:\n{self._log_tail()}")
-
-    def stop(self) -> None:
-        """Shut down cleanly (SIGTERM: InnoDB flushes), so that a restart finds every committed row."""
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
 
     def close(self) -> None:
         """Stop, and remove the data (tens of megabytes); the logs stay for a failed test's reader."""

@@ -16,6 +16,21 @@ T = TypeVar("T")
 DEADLINE = 10.0
 
 
+def wait_on(cond: threading.Condition, predicate: Callable[[], T | None], timeout: float,
+            what: Callable[[], str]) -> T:
+    """The first true value of `predicate`, evaluated under `cond` each time it is notified."""
+    deadline = time.monotonic() + timeout
+    with cond:
+        while True:
+            result = predicate()
+            if result:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what()}")
+            cond.wait(remaining)
+
+
 def eventually(check: Callable[[], T | None], timeout: float = DEADLINE, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -88,16 +103,7 @@ class Recorder(Scheduler):
     # -- queries -------------------------------------------------------------------------------
 
     def wait(self, predicate: Callable[[], T | None], timeout: float = DEADLINE, what: str = "event") -> T:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out after {timeout} s waiting for {what}; events: {self.events}")
-                self._cond.wait(remaining)
+        return wait_on(self._cond, predicate, timeout, lambda: f"{what}; events: {self.events}")
 
     def count(self, kind: str) -> int:
         with self._cond:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +27,7 @@ from sing_backend.cluster import EmbeddedCluster, default_agents
 from sing_backend.executor.host import FDS_PER_TASK
 from sing_backend.executor.records import kill_orphans
 
-from .helpers import eventually, pid_alive
+from .helpers import eventually, pid_alive, wait_on
 
 T = TypeVar("T")
 
@@ -144,16 +143,7 @@ class RawScheduler:
         self._client.close()
 
     def wait(self, predicate: Callable[[], T | None], what: str, timeout: float = _DEADLINE) -> T:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-                self._cond.wait(remaining)
+        return wait_on(self._cond, predicate, timeout, lambda: what)
 
     def _first(self, kind: str) -> dict[str, Any] | None:
         return next((e for e in self.events if e["type"] == kind), None)
