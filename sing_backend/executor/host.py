@@ -683,14 +683,10 @@ def statistics_json(usage: Usage, disk_used: int, cpus: float | None, mem_limit:
 
 
 def _open_log(stream: LogStream) -> None:
-    """Open the stream's log file; raise if that fails."""
-    stream.open_file()
-    if stream.file_fd >= 0:
-        return
-    # open_file logged why. The usual cause with thousands of tasks is a full descriptor table: a dup
-    # needs one descriptor as an open does, and raises EMFILE then, which names it in the status.
-    os.close(os.dup(stream.fd))
-    raise OSError(f"cannot open {stream.path}")
+    """Open the stream's log file; raise if that fails (with thousands of tasks, usually EMFILE)."""
+    error = stream.open_file()
+    if error is not None:
+        raise error
 
 
 def _chown_tree(path: Path, user: pwd.struct_passwd) -> None:

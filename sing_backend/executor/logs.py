@@ -222,12 +222,15 @@ class LogStream:
         self.total_bytes = 0
         self.closed = False
 
-    def open_file(self) -> None:
+    def open_file(self) -> OSError | None:
+        """Open the log file; on failure, log and return why (the task's output is then lost)."""
         try:
             self.file_fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             self.segment_bytes = os.fstat(self.file_fd).st_size
-        except OSError:
+        except OSError as exc:
             log.exception("cannot open %s; the task's output will be lost", self.path)
+            return exc
+        return None
 
     def next_rotation(self) -> float | None:
         if not self.policy.rotate_while_running or self.policy.period_seconds is None or self.rotate_due:
