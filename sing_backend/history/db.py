@@ -82,14 +82,17 @@ def writer(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{WRITE_OPTION: True})
 
 
-def make_sync_engine(url: str | URL) -> Engine:
-    """A synchronous engine, for `upgrade` and the alembic command line."""
+def make_sync_engine(url: str | URL, pool_size: int = 5) -> Engine:
+    """A synchronous engine: for the history store's queries (run on threads), `upgrade` and the alembic
+    command line."""
     parsed = sync_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True, pool_recycle=3600)
+        return create_engine(parsed, pool_pre_ping=True, pool_recycle=3600, pool_size=pool_size)
     _require_file(parsed, url)
-    engine = create_engine(parsed)
+    engine = create_engine(parsed, pool_size=pool_size)
     event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "connect", _take_over_sqlite_transactions)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
 
 

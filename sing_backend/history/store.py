@@ -17,13 +17,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, TypeVarTuple
 from uuid import uuid4
 
 import orjson
-from sqlalchemy import Select, asc, delete, desc, func, insert, select
+from sqlalchemy import Connection, Select, asc, delete, desc, func, insert, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..models.common import TERMINAL_TASK_STATES
 from . import db
@@ -37,7 +38,17 @@ from .models import (
     TaskUpdateRow,
 )
 from .pending import Kind, PendingTask, PendingWrites, Row, Write, merge_page
-from .writer import ID_CHUNK, MAX_BATCH_ROWS, RETRY_SECONDS, chunks, follow_updates, frame, read_frame, updates_of
+from .writer import (
+    ID_CHUNK,
+    MAX_BATCH_ROWS,
+    RETRY_SECONDS,
+    chunks,
+    collect_updates,
+    follow_updates,
+    frame,
+    read_frame,
+    updates_statements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +60,7 @@ MAX_COUNT = 1000  # page size cap, as Singularity's API
 MAX_QUEUED = 100_000  # writes not yet committed; beyond that callers wait rather than grow memory without bound
 _AFTER_COMMITTED = 2**63  # sorts a queued row after committed rows of the same time
 _STALE_WRITER_MS = 7 * 24 * 3600 * 1000
-_READERS = 4  # concurrent queries; the rest of the connection pool stays free for purges
+_READERS = 4  # queries at once, each on a thread and connection of its own
 _RESTART_SECONDS = 1.0  # before starting a writer process again after one died
 
 
@@ -72,7 +83,8 @@ class HistoryStore:
         self._commits = 0
         self._closing = False
         self._closed = asyncio.Event()
-        self._readers = asyncio.Semaphore(_READERS)
+        self._query_engine = db.make_sync_engine(url, pool_size=_READERS)
+        self._query_threads = ThreadPoolExecutor(_READERS, thread_name_prefix="sing-history-query")
         self._queries = 0  # queries (and purges) started and not finished; close() waits for them
         self._no_queries = asyncio.Event()
         self._no_queries.set()
@@ -122,6 +134,8 @@ class HistoryStore:
         except DBAPIError as exc:
             log.warning("history: could not remove this store's writer row (%s)", exc.orig)
         await self._engine.dispose()
+        self._query_threads.shutdown(wait=False)
+        self._query_engine.dispose()
         self._closed.set()
 
     @property
@@ -252,7 +266,7 @@ class HistoryStore:
                 created_after is None or created_at > created_after
             )
 
-        async def query(conn: AsyncConnection, committed: int) -> list[Doc]:
+        def query(conn: Connection, committed: int) -> list[Doc]:
             # A queued event will get a larger id than every committed one: it sorts after them.
             overlay = [
                 {"key": (r["created_at"], _AFTER_COMMITTED, seq), "body": r["body"]}
@@ -269,7 +283,7 @@ class HistoryStore:
             stmt = stmt.order_by(order(row.created_at), order(row.id))
             found = [
                 {"key": (created_at, id_, 0), "body": body}
-                for body, created_at, id_ in await _window(conn, stmt, offset, count, len(overlay))
+                for body, created_at, id_ in _window(conn, stmt, offset, count, len(overlay))
             ]
             page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=order_desc,
                                    offset=offset, count=count)
@@ -282,7 +296,7 @@ class HistoryStore:
         offset, count = _page(count, page)
         queued = self._pending.deploys(request_id)
 
-        async def query(conn: AsyncConnection, committed: int) -> list[Doc]:
+        def query(conn: Connection, committed: int) -> list[Doc]:
             overlay = [
                 {"key": (r["timestamp"], deploy_id), "body": r["body"]}
                 for deploy_id, entries in queued.items()
@@ -295,7 +309,7 @@ class HistoryStore:
             stmt = stmt.order_by(row.timestamp.desc(), row.deploy_id.desc())
             found = [
                 {"key": (timestamp, deploy_id), "body": body}
-                for body, timestamp, deploy_id in await _window(conn, stmt, offset, count, len(overlay))
+                for body, timestamp, deploy_id in _window(conn, stmt, offset, count, len(overlay))
             ]
             page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=True,
                                    offset=offset, count=count)
@@ -306,12 +320,12 @@ class HistoryStore:
     async def get_deploy(self, request_id: str, deploy_id: str) -> Doc | None:
         entries = self._pending.deploys(request_id).get(deploy_id, [])
 
-        async def query(conn: AsyncConnection, committed: int) -> Doc | None:
+        def query(conn: Connection, committed: int) -> Doc | None:
             queued = _newest(entries, committed)
             if queued is not None:
                 return orjson.loads(queued["body"])
             row = DeployHistoryRow
-            body = await conn.scalar(select(row.body).where(row.request_id == request_id, row.deploy_id == deploy_id))
+            body = conn.scalar(select(row.body).where(row.request_id == request_id, row.deploy_id == deploy_id))
             return orjson.loads(body) if body is not None else None
 
         return await self._read(query)
@@ -320,16 +334,16 @@ class HistoryStore:
         """The TaskHistory of a task: its document with its updates and health-check results."""
         queued = self._pending.task(task_id)
 
-        async def query(conn: AsyncConnection, committed: int) -> Doc | None:
+        def query(conn: Connection, committed: int) -> Doc | None:
             view = queued.after(committed) if queued else None
-            body = await conn.scalar(select(TaskHistoryRow.body).where(TaskHistoryRow.task_id == task_id))
+            body = conn.scalar(select(TaskHistoryRow.body).where(TaskHistoryRow.task_id == task_id))
             if view and view.saves:
                 body = view.saves[-1][1]["body"]
             if body is None:
                 return None
             updates = [
                 (timestamp, update_)
-                for update_, timestamp in await conn.execute(
+                for update_, timestamp in conn.execute(
                     select(TaskUpdateRow.body, TaskUpdateRow.timestamp)
                     .where(TaskUpdateRow.task_id == task_id)
                     .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
@@ -337,7 +351,7 @@ class HistoryStore:
             ]
             checks = [
                 (timestamp, check)
-                for check, timestamp in await conn.execute(
+                for check, timestamp in conn.execute(
                     select(TaskHealthcheckRow.body, TaskHealthcheckRow.timestamp)
                     .where(TaskHealthcheckRow.task_id == task_id)
                     .order_by(TaskHealthcheckRow.timestamp, TaskHealthcheckRow.id)
@@ -393,9 +407,9 @@ class HistoryStore:
                 and all(task[column] > bound for column, bound in above.items() if bound is not None)
             )
 
-        async def query(conn: AsyncConnection, committed: int) -> list[Doc]:
+        def query(conn: Connection, committed: int) -> list[Doc]:
             views = {task_id: view for task_id, q in queued.items() if (view := q.after(committed))}
-            overlay = [task for task in await _tasks_with(conn, views) if wanted(task)]
+            overlay = [task for task in _tasks_with(conn, views) if wanted(task)]
             row = TaskHistoryRow
             stmt = _task_id_history_query().add_columns(row.started_at, row.task_id)
             for column, value in equal.items():
@@ -414,7 +428,7 @@ class HistoryStore:
             found = [
                 {"task_id_body": body, "updated_at": updated_at, "last_task_status": status, "run_id": run,
                  "started_at": started_at, "task_id": task_id}
-                for body, updated_at, status, run, started_at, task_id in await _window(
+                for body, updated_at, status, run, started_at, task_id in _window(
                     conn, stmt, offset, count, len(overlay)
                 )
             ]
@@ -440,7 +454,7 @@ class HistoryStore:
             raise ValueError(f"keep_per_request must be >= 0, got {keep_per_request}")
         # Queued writes first: a task finishing now must not escape a purge that runs after it.
         await self.flush()
-        return await self._read(lambda _conn, _committed: self._purge(older_than_ms, keep_per_request))
+        return await self._tracked(self._purge(older_than_ms, keep_per_request))
 
     # Writer ------------------------------------------------------------------------------------------
 
@@ -520,21 +534,32 @@ class HistoryStore:
 
     # Queries -----------------------------------------------------------------------------------------
 
-    async def _read(self, query: Callable[[AsyncConnection, int], Awaitable[T]]) -> T:
+    async def _read(self, query: Callable[[Connection, int], T]) -> T:
         """Run `query` in one snapshot of the database, with the seq of the last write of this store
-        that the snapshot holds."""
+        that the snapshot holds. Queries run whole on a thread of their own with the synchronous driver:
+        one hand-off each way, where the asyncio driver took one per statement and fetch, and each
+        hand-off waited its turn for a core while the machine was busy."""
+        return await self._tracked(
+            asyncio.get_running_loop().run_in_executor(self._query_threads, self._read_snapshot, query)
+        )
+
+    def _read_snapshot(self, query: Callable[[Connection, int], T]) -> T:
+        with self._query_engine.connect() as conn:
+            # The first read fixes the snapshot (a transaction on both databases), so the later ones agree
+            # with this number.
+            committed = conn.scalar(
+                select(HistoryWriterRow.committed_seq).where(HistoryWriterRow.writer_id == self._writer_id)
+            )
+            return query(conn, committed or 0)
+
+    async def _tracked(self, work: Awaitable[T]) -> T:
+        """Await a query or purge; close() waits for those in flight before releasing the database."""
         if self._closing:
             raise RuntimeError("the history store is closed")
         self._queries += 1
         self._no_queries.clear()
         try:
-            async with self._readers, self._engine.connect() as conn:
-                # The first read fixes the snapshot (a transaction on both databases), so the later ones
-                # agree with this number.
-                committed = await conn.scalar(
-                    select(HistoryWriterRow.committed_seq).where(HistoryWriterRow.writer_id == self._writer_id)
-                )
-                return await query(conn, committed or 0)
+            return await work
         finally:
             self._queries -= 1
             if self._queries == 0:
@@ -640,10 +665,10 @@ def _page(count: int, page: int) -> tuple[int, int]:
     return (page - 1) * count, count
 
 
-async def _window(conn: AsyncConnection, stmt: Select[*Ts], offset: int, count: int, queued: int) -> list[Any]:
+def _window(conn: Connection, stmt: Select[*Ts], offset: int, count: int, queued: int) -> list[Any]:
     """The database rows that a page at `offset` can hold once `queued` queued rows are merged in
     (see merge_page)."""
-    return list(await conn.execute(stmt.offset(max(0, offset - queued)).limit(count + queued)))
+    return list(conn.execute(stmt.offset(max(0, offset - queued)).limit(count + queued)))
 
 
 def _newest(entries: list[tuple[int, Row]], committed: int) -> Row | None:
@@ -651,18 +676,18 @@ def _newest(entries: list[tuple[int, Row]], committed: int) -> Row | None:
     return entries[-1][1] if entries and entries[-1][0] > committed else None
 
 
-async def _tasks_with(conn: AsyncConnection, views: dict[str, PendingTask]) -> list[Row]:
+def _tasks_with(conn: Connection, views: dict[str, PendingTask]) -> list[Row]:
     """The task_history rows of tasks with queued writes, as those writes will leave them."""
     row = TaskHistoryRow
     columns = (row.task_id, row.request_id, row.deploy_id, row.run_id, row.host, row.started_at, row.updated_at,
                row.last_task_status, row.task_id_body)
     stored: dict[str, Row] = {}
     for chunk in chunks(list(views)):
-        for found in await conn.execute(select(*columns).where(row.task_id.in_(chunk))):
+        for found in conn.execute(select(*columns).where(row.task_id.in_(chunk))):
             stored[found.task_id] = dict(found._mapping)
     # A task saved for the first time takes its status from the updates written before it.
     first_saves = [task_id for task_id, view in views.items() if view.saves and task_id not in stored]
-    earlier = await updates_of(conn, first_saves)
+    earlier = collect_updates(conn.execute(stmt) for stmt in updates_statements(first_saves))
     tasks = []
     for task_id, view in views.items():
         task = stored.get(task_id)

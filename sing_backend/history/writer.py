@@ -21,11 +21,11 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import count as counter
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
@@ -256,14 +256,22 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
 
 async def updates_of(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
     """(timestamp, taskState) of the updates already written for these tasks, oldest first."""
-    found: dict[str, list[tuple[int, str]]] = {}
+    return collect_updates([await conn.execute(stmt) for stmt in updates_statements(task_ids)])
+
+
+def updates_statements(task_ids: list[str]) -> Iterator[Select[str, int, str]]:
     for chunk in chunks(task_ids):
-        stmt = (
+        yield (
             select(TaskUpdateRow.task_id, TaskUpdateRow.timestamp, TaskUpdateRow.task_state)
             .where(TaskUpdateRow.task_id.in_(chunk))
             .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
         )
-        for task_id, timestamp, state in await conn.execute(stmt):
+
+
+def collect_updates(results: Iterable[Iterable[Any]]) -> dict[str, list[tuple[int, str]]]:
+    found: dict[str, list[tuple[int, str]]] = {}
+    for result in results:
+        for task_id, timestamp, state in result:
             found.setdefault(task_id, []).append((timestamp, state))
     return found
 
@@ -378,8 +386,13 @@ async def _main() -> None:
 
 def main() -> None:
     sys.stdout = sys.stderr  # fd 1 carries the protocol: nothing else may be printed there
-    # Background work: when the cores are busy, the backend's API and scheduler go first.
+    # Background work: when the cores are busy, the backend's API and scheduler go first. And one core
+    # at most (the last): the writer cannot use more, and moving between cores it competed for every
+    # one of them with the backend's threads (a history query during a burst waited 10x longer).
     os.nice(10)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, {cpus[-1]})
     logging.basicConfig(level=os.environ.get("SING_LOG_LEVEL", "warning").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_main())
