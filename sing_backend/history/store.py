@@ -341,22 +341,8 @@ class HistoryStore:
                 body = view.saves[-1][1]["body"]
             if body is None:
                 return None
-            updates = [
-                (timestamp, update_)
-                for update_, timestamp in conn.execute(
-                    select(TaskUpdateRow.body, TaskUpdateRow.timestamp)
-                    .where(TaskUpdateRow.task_id == task_id)
-                    .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
-                )
-            ]
-            checks = [
-                (timestamp, check)
-                for check, timestamp in conn.execute(
-                    select(TaskHealthcheckRow.body, TaskHealthcheckRow.timestamp)
-                    .where(TaskHealthcheckRow.task_id == task_id)
-                    .order_by(TaskHealthcheckRow.timestamp, TaskHealthcheckRow.id)
-                )
-            ]
+            updates = _timed_bodies(conn, TaskUpdateRow, task_id)
+            checks = _timed_bodies(conn, TaskHealthcheckRow, task_id)
             if view:
                 # Queued rows will get larger ids: after committed ones of the same timestamp (the sort
                 # is stable).
@@ -707,6 +693,14 @@ def _tasks_with(conn: Connection, views: dict[str, PendingTask]) -> list[Row]:
                 task["updated_at"] = max(task["updated_at"], update_["timestamp"])
         tasks.append(task)
     return tasks
+
+
+def _timed_bodies(
+    conn: Connection, model: type[TaskUpdateRow] | type[TaskHealthcheckRow], task_id: str
+) -> list[tuple[int, bytes]]:
+    """(timestamp, body) of a task's updates or health checks, in the order they were written."""
+    stmt = select(model.timestamp, model.body).where(model.task_id == task_id).order_by(model.timestamp, model.id)
+    return [(timestamp, body) for timestamp, body in conn.execute(stmt)]
 
 
 def _by_key(row: Row) -> Any:
