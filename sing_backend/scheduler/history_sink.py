@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
+_WRITES_PER_TURN = 100
+
 Write = Callable[[], Awaitable[None]]
 
 
@@ -53,10 +55,16 @@ class HistorySink:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            handed = 0
             while self._queue:
                 write = self._queue.popleft()
                 try:
                     await write()
                 except Exception:  # a failed history write must not stop the scheduler
                     log.exception("history write failed")
+                handed += 1
+                if handed % _WRITES_PER_TURN == 0:
+                    # Handing over does not wait, so a burst (a big round's launches) would hold the
+                    # event loop until the last write; let API calls in between.
+                    await asyncio.sleep(0)
             self._idle.set()
