@@ -7,12 +7,13 @@ and a 0.5 s shutdown poll per server; one selector over every listening socket c
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ..wake_pipe import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,7 @@ class Acceptor:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake_pipe = WakePipe(self._selector)
         self._pending_add: list[TrackingHTTPServer] = []
         self._pending_remove: list[tuple[TrackingHTTPServer, threading.Event]] = []
         self._stopping = False
@@ -110,14 +109,10 @@ class Acceptor:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wake_pipe.close()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:
-            pass
+        self._wake_pipe.wake()
 
     def _run(self) -> None:
         while True:
@@ -137,11 +132,7 @@ class Acceptor:
             for key, _ in self._selector.select():
                 server = key.data
                 if server is None:
-                    try:
-                        while os.read(self._wake_r, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
+                    self._wake_pipe.drain()
                     continue
                 self._accept(server)
 

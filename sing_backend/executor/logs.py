@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..wake_pipe import WakePipe
 from .logstore import LogStore, parse_segment, segment_name
 from .workers import Workers
 
@@ -244,8 +245,7 @@ class LogPump:
     def __init__(self, archiver: Archiver, name: str = "sing-log-pump") -> None:
         self._archiver = archiver
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake_pipe = WakePipe(self._selector)
         self._lock = threading.Lock()
         self._adds: list[LogStream] = []
         self._closes: list[LogStream] = []
@@ -276,14 +276,10 @@ class LogPump:
             self._thread.join(timeout=10)
         else:
             self._selector.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._wake_pipe.close()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:
-            pass
+        self._wake_pipe.wake()
 
     def _run(self) -> None:
         while True:
@@ -303,17 +299,12 @@ class LogPump:
                 for stream in list(self._streams):
                     self._finish(stream)
                 self._selector.close()
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                self._wake_pipe.close()
                 return
             for key, _ in self._selector.select(self._timeout()):
                 stream = key.data
                 if stream is None:
-                    try:
-                        while os.read(self._wake_r, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
+                    self._wake_pipe.drain()
                     continue
                 try:
                     self._read(stream)

@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..wake_pipe import WakePipe
+
 log = logging.getLogger(__name__)
 
 Callback = Callable[[], None]
@@ -37,10 +39,7 @@ class Reactor:
     def __init__(self, name: str = "sing-reactor") -> None:
         self._name = name
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake_pipe = WakePipe(self._selector)
         self._lock = threading.Lock()
         # Registrations are handed to the loop thread rather than touching the selector from callers.
         self._pending: list[tuple[int, Callback]] = []
@@ -61,11 +60,10 @@ class Reactor:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         for key in list(self._selector.get_map().values()):
-            if key.fd != self._wake_r:
+            if key.fd != self._wake_pipe.fd:
                 os.close(key.fd)
         self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wake_pipe.close()
 
     def watch_exit(self, pid: int, on_exit: Callback) -> None:
         """Call ``on_exit`` (on the reactor thread) once process ``pid`` has exited, before it is reaped."""
@@ -81,10 +79,7 @@ class Reactor:
         return handle
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already awake (pipe full) or shutting down
+        self._wake_pipe.wake()
 
     def _run(self) -> None:
         while True:
@@ -96,11 +91,7 @@ class Reactor:
                 self._register_pid(pid, on_exit)
             for key, _ in self._selector.select(self._timeout()):
                 if key.data is None:
-                    try:
-                        while os.read(self._wake_r, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
+                    self._wake_pipe.drain()
                     continue
                 self._selector.unregister(key.fd)
                 os.close(key.fd)
