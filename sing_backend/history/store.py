@@ -102,11 +102,9 @@ class HistoryStore:
         try:
             await migrate_engine(engine)
             async with db.writer(engine).begin() as conn:
-                # Rows of stores that stopped without removing theirs (a crash) serve no one.
-                stale = HistoryWriterRow.updated_at < now - _STALE_WRITER_MS
-                await conn.execute(delete(HistoryWriterRow).where(stale))
                 mine = {"writer_id": writer_id, "committed_seq": 0, "updated_at": now}
                 await conn.execute(insert(HistoryWriterRow).values(mine))
+            await _forget_stale_writers(engine, now)
             # Started here rather than by a task of the store: a start cancelled half-way (the backend
             # failing to start for another reason) would leave asyncio waiting for it at shutdown.
             process = await _start_writer(url, writer_id)
@@ -593,6 +591,17 @@ class HistoryStore:
 
 
 # Row writers (writer task) ---------------------------------------------------------------------------
+
+
+async def _forget_stale_writers(engine: AsyncEngine, now: int) -> None:
+    """Delete the rows of stores that stopped without removing theirs (a crash): they serve no one.
+    Best effort, in a transaction of its own: on MySQL, backends opening together can deadlock on the
+    range this deletes, and the next start cleans up as well."""
+    try:
+        async with db.writer(engine).begin() as conn:
+            await conn.execute(delete(HistoryWriterRow).where(HistoryWriterRow.updated_at < now - _STALE_WRITER_MS))
+    except DBAPIError as exc:
+        log.warning("history: old writer rows not removed this time (%s)", exc.orig)
 
 
 async def _start_writer(url: str, writer_id: str) -> asyncio.subprocess.Process:
