@@ -21,10 +21,11 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import count as counter
 from typing import Any
 
+from pymysql.constants import SERVER_STATUS
 from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,6 +33,7 @@ from sqlalchemy.sql import Executable
 
 from . import db
 from .models import (
+    Base,
     DeployHistoryRow,
     HistoryWriterRow,
     RequestHistoryRow,
@@ -47,7 +49,9 @@ MAX_BATCH_ROWS = 2000  # rows per transaction: bounds how long it holds the writ
 RETRY_SECONDS = 60.0  # how long a batch is retried at shutdown while the database is locked or unreachable
 ID_CHUNK = 500  # ids per IN (…) list, well under every driver's parameter limit
 _STATEMENT_ROWS = 250  # rows per statement: tasks per status update (4 parameters each), rows per insert
+_STATEMENT_BYTES = 1_000_000  # of SQL text per MySQL INSERT, well under the smallest max_allowed_packet (4 MB)
 _FRAME = struct.Struct(">I")
+_UPDATES_BY_TASK = "ix_task_updates_task_timestamp"
 
 
 def frame(message: Any) -> bytes:
@@ -133,17 +137,17 @@ class BatchWriter:
         updates = rows_by_kind[Kind.TASK_UPDATE]
         async with self._engine.begin() as conn:
             if rows_by_kind[Kind.REQUEST_EVENT]:
-                await _execute_chunked(conn, insert(RequestHistoryRow), rows_by_kind[Kind.REQUEST_EVENT])
+                await _insert(conn, RequestHistoryRow, rows_by_kind[Kind.REQUEST_EVENT])
             if rows_by_kind[Kind.DEPLOY]:
                 await _upsert_deploys(conn, rows_by_kind[Kind.DEPLOY])
             # A task inserted by this batch takes the status its updates in this batch give it, so
             # only the tasks written before need their status columns moved.
             inserted = await _upsert_tasks(conn, rows_by_kind[Kind.TASK], updates)
             if updates:
-                await _execute_chunked(conn, insert(TaskUpdateRow), updates)
+                await _insert(conn, TaskUpdateRow, updates)
                 await _move_task_status(conn, [row for row in updates if row["task_id"] not in inserted])
             if rows_by_kind[Kind.HEALTHCHECK]:
-                await _execute_chunked(conn, insert(TaskHealthcheckRow), rows_by_kind[Kind.HEALTHCHECK])
+                await _insert(conn, TaskHealthcheckRow, rows_by_kind[Kind.HEALTHCHECK])
             await conn.execute(
                 update(HistoryWriterRow)
                 .where(HistoryWriterRow.writer_id == self.writer_id)
@@ -160,6 +164,72 @@ async def _execute_chunked(conn: AsyncConnection, stmt: Executable, rows: list[d
     # keep that short for the queries waiting to run.
     for start in range(0, len(rows), _STATEMENT_ROWS):
         await conn.execute(stmt, rows[start : start + _STATEMENT_ROWS])
+
+
+async def _insert(conn: AsyncConnection, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """INSERT `rows` (dicts with the same keys; keys that are not columns are left out)."""
+    if not _is_mysql(conn):
+        await _execute_chunked(conn, insert(model), rows)
+        return
+    # MySQL drivers in Python escape each value of each row in turn (a function call per value, most of
+    # the writer's time); here each row becomes SQL text in a few string operations, and the rows of up
+    # to _STATEMENT_BYTES go in one multi-row INSERT.
+    columns = [column.name for column in model.__table__.columns if column.name in rows[0]]
+    head = f"INSERT INTO {model.__tablename__} ({', '.join(f'`{name}`' for name in columns)}) VALUES "
+    literal = await _literal_for(conn)
+    values: list[str] = []
+    size = 0
+    for row in rows:
+        text = "(" + ",".join([literal(row[name]) for name in columns]) + ")"
+        values.append(text)
+        size += len(text)
+        if size >= _STATEMENT_BYTES:
+            await _execute_text(conn, head + ",".join(values))
+            values, size = [], 0
+    if values:
+        await _execute_text(conn, head + ",".join(values))
+
+
+def _is_mysql(conn: AsyncConnection) -> bool:
+    return conn.dialect.name in ("mysql", "mariadb")
+
+
+async def _execute_text(conn: AsyncConnection, sql: str) -> None:
+    # Through SQLAlchemy all the same, for its error translation and its handling of lost connections;
+    # no_parameters, or the driver would read each % in the data as a parameter marker.
+    await conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
+async def _literal_for(conn: AsyncConnection) -> Callable[[Any], str]:
+    """The function that writes a value as a MySQL literal on this connection."""
+    raw = await conn.get_raw_connection()
+    status = raw.driver_connection.server_status  # type: ignore[union-attr]
+    return _quote_only_literal if status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES else _literal
+
+
+def _literal(value: Any) -> str:
+    """`value` as a MySQL literal. Only the backslash and the quote need escaping inside quotes; NUL is
+    escaped as well, as MySQL's own escaping does. Bytes keep their exact value: bytes above 127 become
+    surrogates, which the driver encodes back to the same bytes (surrogateescape), as pymysql does."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "surrogateescape")
+        return "_binary'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0") + "'"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0") + "'"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"no MySQL literal for {type(value).__name__}")
+
+
+def _quote_only_literal(value: Any) -> str:
+    """`value` as a literal on a server in NO_BACKSLASH_ESCAPES mode: a quote is doubled, nothing else."""
+    if isinstance(value, bytes):
+        return "_binary'" + value.decode("ascii", "surrogateescape").replace("'", "''") + "'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return _literal(value)
 
 
 async def _upsert_deploys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -197,7 +267,7 @@ async def _upsert_tasks(conn: AsyncConnection, rows: list[dict[str, Any]], updat
             row = latest[task_id]
             status, updated_at = follow_updates(row["started_at"], status_updates.get(task_id, []))
             inserts.append({**row, "last_task_status": status, "updated_at": updated_at})
-        await _execute_chunked(conn, insert(TaskHistoryRow), inserts)
+        await _insert(conn, TaskHistoryRow, inserts)
     # A second save replaces the document; the status columns belong to the updates.
     again = [{**row, "b_task_id": row["task_id"]} for task_id, row in latest.items() if task_id in existing]
     if again:
@@ -226,32 +296,46 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
         "ELSE t.last_task_status END"
     )
     updated_at = "CASE WHEN t.updated_at > u.newest THEN t.updated_at ELSE u.newest END"
-    mysql = conn.dialect.name in ("mysql", "mariadb")
-    # In the driver's own parameter style: SQLAlchemy parsing a thousand named parameters out of the text
-    # cost more than the statement. MySQL compares the derived ids with the column's binary collation
-    # only when told to.
-    mark = "%s" if mysql else "?"
-    first_row = f"SELECT {'CAST(%s AS CHAR) COLLATE utf8mb4_bin' if mysql else '?'} AS task_id, {mark} AS newest, " \
-                f"{mark} AS state, {mark} AS first_state"
-    other_row = f"SELECT {'CAST(%s AS CHAR) COLLATE utf8mb4_bin' if mysql else '?'}, {mark}, {mark}, {mark}"
     items = list(folded.items())
+    if _is_mysql(conn):
+        # The moves go into a temporary table of the connection first: a derived table of a few hundred
+        # SELECTs joined by UNION ALL cost the server more than the update itself.
+        literal = await _literal_for(conn)
+        await _execute_text(
+            conn,
+            "CREATE TEMPORARY TABLE IF NOT EXISTS task_status_moves (task_id VARCHAR(200) COLLATE utf8mb4_bin "
+            "PRIMARY KEY, newest BIGINT NOT NULL, state VARCHAR(32) NOT NULL, first_state VARCHAR(32) NOT NULL) "
+            "ENGINE=MEMORY DEFAULT CHARSET=utf8mb4",
+        )
+        for start in range(0, len(items), _STATEMENT_ROWS * 4):
+            values = ",".join(
+                [
+                    f"({literal(task_id_value)},{int(newest)},{literal(state)},{literal(first_state)})"
+                    for task_id_value, (newest, state, first_state) in items[start : start + _STATEMENT_ROWS * 4]
+                ]
+            )
+            await _execute_text(conn, f"INSERT INTO task_status_moves VALUES {values}")
+        await _execute_text(
+            conn,
+            f"UPDATE task_history AS t JOIN task_status_moves AS u ON t.task_id = u.task_id "
+            f"SET t.last_task_status = {status}, t.updated_at = {updated_at}",
+        )
+        await _execute_text(conn, "DELETE FROM task_status_moves")
+        return
+    # In the driver's own parameter style: SQLAlchemy parsing a thousand named parameters out of the text
+    # cost more than the statement.
+    first_row = "SELECT ? AS task_id, ? AS newest, ? AS state, ? AS first_state"
     for start in range(0, len(items), _STATEMENT_ROWS):
         chunk = items[start : start + _STATEMENT_ROWS]
         params: list[Any] = []
         for task_id_value, (newest, state, first_state) in chunk:
             params += (task_id_value, newest, state, first_state)
-        derived = " UNION ALL ".join([first_row, *[other_row] * (len(chunk) - 1)])
-        if mysql:
-            sql = (
-                f"UPDATE task_history AS t JOIN ({derived}) AS u ON t.task_id = u.task_id "
-                f"SET t.last_task_status = {status}, t.updated_at = {updated_at}"
-            )
-        else:
-            sql = (
-                f"UPDATE task_history AS t SET last_task_status = {status}, updated_at = {updated_at} "
-                f"FROM ({derived}) AS u WHERE t.task_id = u.task_id"
-            )
-        await conn.exec_driver_sql(sql, tuple(params))
+        derived = " UNION ALL ".join([first_row, *["SELECT ?, ?, ?, ?"] * (len(chunk) - 1)])
+        await conn.exec_driver_sql(
+            f"UPDATE task_history AS t SET last_task_status = {status}, updated_at = {updated_at} "
+            f"FROM ({derived}) AS u WHERE t.task_id = u.task_id",
+            tuple(params),
+        )
 
 
 async def updates_of(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
@@ -259,21 +343,27 @@ async def updates_of(conn: AsyncConnection, task_ids: list[str]) -> dict[str, li
     return collect_updates([await conn.execute(stmt) for stmt in updates_statements(task_ids)])
 
 
-def updates_statements(task_ids: list[str]) -> Iterator[Select[str, int, str]]:
+def updates_statements(task_ids: list[str]) -> Iterator[Select[str, int, int, str]]:
+    row = TaskUpdateRow
     for chunk in chunks(task_ids):
+        # MariaDB's estimate for hundreds of ids (most of them with no update yet) came out as a scan of
+        # the whole table, each time: 35 ms per batch at 100,000 tasks, the largest part of a commit.
         yield (
-            select(TaskUpdateRow.task_id, TaskUpdateRow.timestamp, TaskUpdateRow.task_state)
-            .where(TaskUpdateRow.task_id.in_(chunk))
-            .order_by(TaskUpdateRow.timestamp, TaskUpdateRow.id)
+            select(row.task_id, row.timestamp, row.id, row.task_state)
+            .with_hint(row, f"FORCE INDEX ({_UPDATES_BY_TASK})", "mysql")
+            .with_hint(row, f"FORCE INDEX ({_UPDATES_BY_TASK})", "mariadb")
+            .where(row.task_id.in_(chunk))
         )
 
 
 def collect_updates(results: Iterable[Iterable[Any]]) -> dict[str, list[tuple[int, str]]]:
-    found: dict[str, list[tuple[int, str]]] = {}
+    """(timestamp, taskState) of each task's updates, in the order they were written. Sorted here, not
+    by the database: an ORDER BY made the optimizer weigh a sort of the whole table against the index."""
+    found: dict[str, list[tuple[int, int, str]]] = {}
     for result in results:
-        for task_id, timestamp, state in result:
-            found.setdefault(task_id, []).append((timestamp, state))
-    return found
+        for task_id, timestamp, id_, state in result:
+            found.setdefault(task_id, []).append((timestamp, id_, state))
+    return {task_id: [(timestamp, state) for timestamp, _, state in sorted(rows)] for task_id, rows in found.items()}
 
 
 def follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[str | None, int]:

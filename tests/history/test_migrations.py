@@ -37,21 +37,21 @@ async def test_open_creates_schema_and_reopen_is_a_no_op(
     await store.add_request_event({"request": {"id": "r"}, "eventType": "CREATED", "createdAt": 1})
     await store.close()
     assert table_names(db_path) == TABLES | {db.VERSION_TABLE}
-    assert versions(db_path) == ["0003"]
+    assert versions(db_path) == ["0004"]
 
     again = await HistoryStore.open(history_url(db_path))
     try:
         assert len(await again.request_history("r")) == 1
     finally:
         await again.close()
-    assert versions(db_path) == ["0003"]
+    assert versions(db_path) == ["0004"]
 
 
 def test_sync_upgrade_helper(db_path: Path) -> None:
     upgrade(history_url(db_path))
     upgrade(f"sqlite:///{db_path}")
     assert table_names(db_path) == TABLES | {db.VERSION_TABLE}
-    assert versions(db_path) == ["0003"]
+    assert versions(db_path) == ["0004"]
 
 
 def test_migration_matches_the_models(db_path: Path) -> None:

@@ -74,10 +74,10 @@ async def test_open_creates_the_schema_on_the_asyncio_driver(mysql_url: str, sch
     assert tables(mysql_url) == {name: ("InnoDB", "utf8mb4_bin") for name in TABLES} | {
         db.VERSION_TABLE: ("InnoDB", "utf8mb4_bin")
     }
-    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0003",)]
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0004",)]
     again = await HistoryStore.open(url)
     await again.close()
-    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0003",)]
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0004",)]
 
 
 async def test_backends_starting_together_on_an_empty_database_both_open(mysql_url: str) -> None:
@@ -85,7 +85,7 @@ async def test_backends_starting_together_on_an_empty_database_both_open(mysql_u
     stores = await asyncio.gather(*(HistoryStore.open(mysql_url) for _ in range(3)))
     for store in stores:
         await store.close()
-    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0003",)]
+    assert query(mysql_url, f"SELECT version_num FROM {db.VERSION_TABLE}") == [("0004",)]
 
 
 def test_sync_upgrade_runs_on_pymysql(mysql_url: str) -> None:
@@ -138,6 +138,39 @@ async def test_four_byte_characters_and_large_documents(mysql_url: str) -> None:
         assert history["taskUpdates"][0]["statusMessage"] == "🟢 running"
         await store.flush()
         assert query(mysql_url, "SELECT message FROM request_history") == [(message,)]
+    finally:
+        await store.close()
+
+
+# Every character MySQL's own escaping treats specially, a % (a parameter marker to the driver), and
+# characters outside ASCII: the writer builds its INSERTs as SQL text.
+AWKWARD = "it's \\ 100% \"done\"\x00\n\r\x1a ünï 🎵 ''; DROP TABLE task_history; --"
+
+
+@pytest.mark.parametrize("sql_mode", [None, "NO_BACKSLASH_ESCAPES"])
+async def test_values_with_quotes_backslashes_and_nul_are_stored_exactly(mysql_url: str, sql_mode: str | None) -> None:
+    url = make_url(mysql_url)
+    if sql_mode is not None:  # a server where a backslash is an ordinary character
+        url = url.update_query_dict({"init_command": f"SET SESSION sql_mode = '{sql_mode}'"})
+    store = await HistoryStore.open(url.render_as_string(hide_password=False))
+    try:
+        await store.add_request_event(
+            {"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": 1, "message": AWKWARD, "user": AWKWARD}
+        )
+        task = make_task("r", "v1", 1000)
+        task["mesosTask"]["env"] = {"NOTE": AWKWARD}
+        tid = await save(store, task)
+        await store.flush()  # the update then moves the status of a stored task
+        await store.add_task_updates([update(tid, 1001, "TASK_RUNNING", statusMessage=AWKWARD)])
+        await store.flush()
+        assert query(mysql_url, "SELECT message, user FROM request_history") == [(AWKWARD, AWKWARD)]
+        assert query(mysql_url, "SELECT status_message FROM task_updates") == [(AWKWARD,)]
+        history = await store.task_history(tid)
+        assert history is not None and history["task"]["mesosTask"]["env"] == {"NOTE": AWKWARD}
+        assert [u["statusMessage"] for u in history["taskUpdates"]] == [AWKWARD]
+        assert [t["lastTaskStatus"] for t in await store.request_task_ids("r")] == ["TASK_RUNNING"]
+        assert query(mysql_url, "SELECT COUNT(*) FROM task_history") == [(1,)]
+        assert store.dropped_writes == 0
     finally:
         await store.close()
 
