@@ -4,24 +4,31 @@ and its RUNNING and FINISHED updates come in later rounds, so most commits both 
 status of tasks written before. Figures: rows/s, and the p99 of a paged history query during the writes
 against the same query idle (the baseline, same run).
 Targets: >= 30,000 rows/s; query p99 during the writes <= 1.2x idle.
-Usage: python -m bench.history_offload [--tasks 100000]
+
+MariaDB runs twice: on the machine's shared server (127.0.0.1:3306, whatever its configuration; Debian's
+default buffer pool is 128 MiB, less than the history of 100,000 tasks), and on a server of the
+benchmark's own with the buffer pool and redo log a production server would have for this data
+(1 GiB, 512 MiB).
+Usage: python -m bench.history_offload [--tasks 100000] [--runs 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from sing_backend.history import HistoryStore
 from sing_backend.latency import freeze_heap, tune_interpreter
-from tests.servers import mysql_database
+from tests.servers import MariaDBServer, mysql_database
 
 from .stats import percentile
 
 REQUESTS = 100
+SIZED_SERVER = ("--innodb-buffer-pool-size=1G", "--innodb-log-file-size=512M")
 
 
 def task_doc(i: int, now: int) -> tuple[dict, dict]:
@@ -101,16 +108,31 @@ async def run(url: str, tasks: int) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=1, help="runs per database; the figures are their medians")
     args = parser.parse_args()
-    print(f"History volume: {args.tasks} finished tasks (1 task row + 3 updates each)")
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {"SQLite": asyncio.run(run(f"sqlite+aiosqlite:///{Path(tmp) / 'h.db'}", args.tasks))}
-    with mysql_database() as url:
-        results["MariaDB"] = asyncio.run(run(url, args.tasks))
-    for name, (rate, idle, busy) in results.items():
-        print(f"  {name:8s} {rate:9.0f} rows/s   query p99 idle {idle:6.2f} ms, during writes {busy:6.2f} ms "
-              f"({busy / idle:.2f}x)   targets >= 30000 rows/s, <= 1.2x -> "
-              f"{'MET' if rate >= 30000 and busy <= 1.2 * idle else 'NOT MET'}")
+    print(f"History volume: {args.tasks} finished tasks (1 task row + 3 updates each), "
+          f"median of {args.runs} run(s)")
+    results: dict[str, list[tuple[float, float, float]]] = {}
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            results.setdefault("SQLite", []).append(
+                asyncio.run(run(f"sqlite+aiosqlite:///{Path(tmp) / 'h.db'}", args.tasks)))
+        with mysql_database() as url:
+            results.setdefault("MariaDB, shared server", []).append(asyncio.run(run(url, args.tasks)))
+        with tempfile.TemporaryDirectory() as tmp:
+            server = MariaDBServer(Path(tmp), options=SIZED_SERVER)
+            server.start()
+            try:
+                results.setdefault("MariaDB, sized server", []).append(
+                    asyncio.run(run(server.create_database(), args.tasks)))
+            finally:
+                server.close()
+    for name, runs in results.items():
+        rate, idle, busy = (statistics.median(run_[i] for run_ in runs) for i in range(3))
+        ratio = statistics.median(run_[2] / run_[1] for run_ in runs)
+        print(f"  {name:22s} {rate:9.0f} rows/s   query p99 idle {idle:6.2f} ms, during writes {busy:6.2f} ms "
+              f"({ratio:.2f}x)   targets >= 30000 rows/s, <= 1.2x -> "
+              f"rows/s {'MET' if rate >= 30000 else 'NOT MET'}, p99 {'MET' if ratio <= 1.2 else 'NOT MET'}")
 
 
 if __name__ == "__main__":

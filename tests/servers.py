@@ -192,10 +192,13 @@ class MariaDBServer(LocalServer):
     name = "MariaDB"
     stop_seconds = 30.0  # SIGTERM: InnoDB flushes, so that a restart finds every committed row
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, options: tuple[str, ...] = ()) -> None:
+        """`options` are server options in place of the small test defaults (a benchmark sizes its buffers)."""
         super().__init__(workdir)
         self.datadir = workdir / "data"
         self._socket_dir: Path | None = None
+        replaced = {option.split("=", 1)[0] for option in options}
+        self._options = (*options, *(o for o in _MARIADB_OPTIONS[1:] if o.split("=", 1)[0] not in replaced))
 
     @property
     def url(self) -> str:
@@ -243,7 +246,7 @@ class MariaDBServer(LocalServer):
             f"--datadir={self.datadir}",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
-            *_MARIADB_OPTIONS[1:],  # --no-defaults is only accepted first, and is already there
+            *self._options,  # --no-defaults is only accepted first, and is already there
             *self._user_option(),
         ]
         log = self.workdir / "install.log"
@@ -259,7 +262,8 @@ class MariaDBServer(LocalServer):
             self._process = subprocess.Popen(
                 [
                     str(MARIADB_SERVER_BINARY),
-                    *_MARIADB_OPTIONS,
+                    _MARIADB_OPTIONS[0],
+                    *self._options,
                     f"--datadir={self.datadir}",
                     f"--port={self.port}",
                     # Loopback only: nothing outside this machine is to reach a test server.
