@@ -1,23 +1,24 @@
 """The history store: Singularity's request, deploy and task history in SQL.
 
 Writes are handed to a writer process of the store's own (writer.py), which commits them many per
-transaction, so neither the scheduler nor the API ever waits on a commit. Queries run here and do not
-wait for the writer either: each reads the database in one snapshot, which also says up to which write
-this store's writer has committed, and lays the writes still queued after that on top (pending.py), so
-a query sees every write made before it. Database I/O goes through SQLAlchemy's asyncio engine
-(aiosqlite locally; see db.py).
+transaction, so neither the scheduler nor the API ever waits on a commit. Queries run in query
+processes (readers.py) and do not wait for the writer either: each reads the database in one snapshot,
+which also says up to which write this store's writer has committed, and lays the writes still queued
+after that on top (pending.py), so a query sees every write made before it. Opening, purging and closing
+go through SQLAlchemy's asyncio engine here (aiosqlite locally; see db.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar, TypeVarTuple
 from uuid import uuid4
 
@@ -38,6 +39,7 @@ from .models import (
     TaskUpdateRow,
 )
 from .pending import Kind, PendingTask, PendingWrites, Row, Write, merge_page
+from .readers import QueryProcesses
 from .writer import (
     ID_CHUNK,
     MAX_BATCH_ROWS,
@@ -60,12 +62,16 @@ MAX_COUNT = 1000  # page size cap, as Singularity's API
 MAX_QUEUED = 100_000  # writes not yet committed; beyond that callers wait rather than grow memory without bound
 _AFTER_COMMITTED = 2**63  # sorts a queued row after committed rows of the same time
 _STALE_WRITER_MS = 7 * 24 * 3600 * 1000
-_READERS = 4  # queries at once, each on a thread and connection of its own
+_READERS = 2  # queries at once, each in a process and connection of its own
 _RESTART_SECONDS = 1.0  # before starting a writer process again after one died
+_FORGET_ROWS = 200
 
 
 class HistoryStore:
-    def __init__(self, engine: AsyncEngine, url: str, writer_id: str, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, engine: AsyncEngine, url: str, writer_id: str, process: asyncio.subprocess.Process,
+        readers: QueryProcesses,
+    ) -> None:
         """Use `HistoryStore.open`, which also brings the schema up to date."""
         self._engine = engine
         self._write_engine = db.writer(engine)
@@ -76,6 +82,7 @@ class HistoryStore:
         self._pending = PendingWrites()
         self._outbox: list[Write] = []  # not yet sent to the writer process
         self._sent: deque[Write] = deque()  # sent, not yet reported committed: sent again to a new writer
+        self._forgetting: deque[Write] = deque()  # committed, still in the queued-writes index
         self._flushes: list[tuple[int, asyncio.Future[None]]] = []
         self._room = asyncio.Event()  # fewer than MAX_QUEUED writes outstanding
         self._room.set()
@@ -83,8 +90,7 @@ class HistoryStore:
         self._commits = 0
         self._closing = False
         self._closed = asyncio.Event()
-        self._query_engine = db.make_sync_engine(url, pool_size=_READERS)
-        self._query_threads = ThreadPoolExecutor(_READERS, thread_name_prefix="sing-history-query")
+        self._readers = readers
         self._queries = 0  # queries (and purges) started and not finished; close() waits for them
         self._no_queries = asyncio.Event()
         self._no_queries.set()
@@ -111,7 +117,16 @@ class HistoryStore:
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, url, writer_id, process)
+        readers = QueryProcesses(_process_config(url, writer_id), _READERS)
+        try:
+            await readers.prestart()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            await engine.dispose()
+            raise
+        return cls(engine, url, writer_id, process, readers)
 
     async def close(self) -> None:
         """Commit everything queued, then release the database."""
@@ -132,8 +147,7 @@ class HistoryStore:
         except DBAPIError as exc:
             log.warning("history: could not remove this store's writer row (%s)", exc.orig)
         await self._engine.dispose()
-        self._query_threads.shutdown(wait=False)
-        self._query_engine.dispose()
+        await self._readers.close()
         self._closed.set()
 
     @property
@@ -257,106 +271,29 @@ class HistoryStore:
     ) -> list[Doc]:
         """RequestHistory objects by createdAt; the time bounds are exclusive, as Singularity's."""
         offset, count = _page(count, page)
-        queued = self._pending.request_events(request_id)
-
-        def wanted(created_at: int) -> bool:
-            return (created_before is None or created_at < created_before) and (
-                created_after is None or created_at > created_after
-            )
-
-        def query(conn: Connection, committed: int) -> list[Doc]:
-            # A queued event will get a larger id than every committed one: it sorts after them.
-            overlay = [
-                {"key": (r["created_at"], _AFTER_COMMITTED, seq), "body": r["body"]}
-                for seq, r in queued
-                if seq > committed and wanted(r["created_at"])
-            ]
-            row = RequestHistoryRow
-            order = desc if order_desc else asc
-            stmt = select(row.body, row.created_at, row.id).where(row.request_id == request_id)
-            if created_before is not None:
-                stmt = stmt.where(row.created_at < created_before)
-            if created_after is not None:
-                stmt = stmt.where(row.created_at > created_after)
-            stmt = stmt.order_by(order(row.created_at), order(row.id))
-            found = [
-                {"key": (created_at, id_, 0), "body": body}
-                for body, created_at, id_ in _window(conn, stmt, offset, count, len(overlay))
-            ]
-            page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=order_desc,
-                                   offset=offset, count=count)
-            return [orjson.loads(r["body"]) for r in page_rows]
-
-        return await self._read(query)
+        return await self._read(partial(
+            _request_history_query, request_id=request_id, queued=self._pending.request_events(request_id),
+            created_before=created_before, created_after=created_after, order_desc=order_desc, offset=offset,
+            count=count,
+        ))
 
     async def deploy_history(self, request_id: str, *, count: int = 100, page: int = 1) -> list[Doc]:
         """DeployHistory objects of a request, newest timestamp first."""
         offset, count = _page(count, page)
         queued = self._pending.deploys(request_id)
-
-        def query(conn: Connection, committed: int) -> list[Doc]:
-            overlay = [
-                {"key": (r["timestamp"], deploy_id), "body": r["body"]}
-                for deploy_id, entries in queued.items()
-                if (r := _newest(entries, committed)) is not None
-            ]
-            row = DeployHistoryRow
-            stmt = select(row.body, row.timestamp, row.deploy_id).where(row.request_id == request_id)
-            if overlay:
-                stmt = stmt.where(row.deploy_id.not_in([r["key"][1] for r in overlay]))
-            stmt = stmt.order_by(row.timestamp.desc(), row.deploy_id.desc())
-            found = [
-                {"key": (timestamp, deploy_id), "body": body}
-                for body, timestamp, deploy_id in _window(conn, stmt, offset, count, len(overlay))
-            ]
-            page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=True,
-                                   offset=offset, count=count)
-            return [orjson.loads(r["body"]) for r in page_rows]
-
-        return await self._read(query)
+        return await self._read(partial(
+            _deploy_history_query, request_id=request_id, queued=queued, offset=offset, count=count,
+        ))
 
     async def get_deploy(self, request_id: str, deploy_id: str) -> Doc | None:
         entries = self._pending.deploys(request_id).get(deploy_id, [])
-
-        def query(conn: Connection, committed: int) -> Doc | None:
-            queued = _newest(entries, committed)
-            if queued is not None:
-                return orjson.loads(queued["body"])
-            row = DeployHistoryRow
-            body = conn.scalar(select(row.body).where(row.request_id == request_id, row.deploy_id == deploy_id))
-            return orjson.loads(body) if body is not None else None
-
-        return await self._read(query)
+        return await self._read(partial(
+            _get_deploy_query, request_id=request_id, deploy_id=deploy_id, entries=entries,
+        ))
 
     async def task_history(self, task_id: str) -> Doc | None:
         """The TaskHistory of a task: its document with its updates and health-check results."""
-        queued = self._pending.task(task_id)
-
-        def query(conn: Connection, committed: int) -> Doc | None:
-            view = queued.after(committed) if queued else None
-            body = conn.scalar(select(TaskHistoryRow.body).where(TaskHistoryRow.task_id == task_id))
-            if view and view.saves:
-                body = view.saves[-1][1]["body"]
-            if body is None:
-                return None
-            updates = _timed_bodies(conn, TaskUpdateRow, task_id)
-            checks = _timed_bodies(conn, TaskHealthcheckRow, task_id)
-            if view:
-                # Queued rows will get larger ids: after committed ones of the same timestamp (the sort
-                # is stable).
-                updates = sorted([*updates, *((r["timestamp"], r["body"]) for _, r in view.updates)], key=_first)
-                checks = sorted([*checks, *((r["timestamp"], r["body"]) for _, r in view.checks)], key=_first)
-            return {
-                "task": orjson.loads(body),
-                "taskUpdates": [orjson.loads(update_) for _, update_ in updates],
-                "healthcheckResults": [orjson.loads(check) for _, check in checks],
-                # Not recorded by Sing yet; present because Singularity's clients expect the lists.
-                "loadBalancerUpdates": [],
-                "shellCommandHistory": [],
-                "taskMetadata": [],
-            }
-
-        return await self._read(query)
+        return await self._read(partial(_task_history_query, task_id=task_id, queued=self._pending.task(task_id)))
 
     async def request_task_ids(
         self,
@@ -377,53 +314,15 @@ class HistoryStore:
         """TaskIdHistory objects of a request (or, with None, of every request) by startedAt; the time bounds
         are exclusive."""
         offset, count = _page(count, page)
-        queued = self._pending.tasks(request_id)
         equal = {"request_id": request_id, "deploy_id": deploy_id, "run_id": run_id, "host": host,
                  "last_task_status": last_task_status}
-        equal = {column: value for column, value in equal.items() if value is not None}
-        below = {"started_at": started_before, "updated_at": updated_before}
-        above = {"started_at": started_after, "updated_at": updated_after}
-
-        def wanted(task: Row) -> bool:
-            return (
-                all(task[column] == value for column, value in equal.items())
-                and all(task[column] < bound for column, bound in below.items() if bound is not None)
-                and all(task[column] > bound for column, bound in above.items() if bound is not None)
-            )
-
-        def query(conn: Connection, committed: int) -> list[Doc]:
-            views = {task_id: view for task_id, q in queued.items() if (view := q.after(committed))}
-            overlay = [task for task in _tasks_with(conn, views) if wanted(task)]
-            row = TaskHistoryRow
-            stmt = _task_id_history_query().add_columns(row.started_at, row.task_id)
-            for column, value in equal.items():
-                stmt = stmt.where(getattr(row, column) == value)
-            for column, bound in below.items():
-                if bound is not None:
-                    stmt = stmt.where(getattr(row, column) < bound)
-            for column, bound in above.items():
-                if bound is not None:
-                    stmt = stmt.where(getattr(row, column) > bound)
-            if views:
-                # Their rows, as the queued writes change them, are the overlay's.
-                stmt = stmt.where(row.task_id.not_in(list(views)))
-            order = desc if order_desc else asc
-            stmt = stmt.order_by(order(row.started_at), order(row.task_id))
-            found = [
-                {"task_id_body": body, "updated_at": updated_at, "last_task_status": status, "run_id": run,
-                 "started_at": started_at, "task_id": task_id}
-                for body, updated_at, status, run, started_at, task_id in _window(
-                    conn, stmt, offset, count, len(overlay)
-                )
-            ]
-            page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_start,
-                                   descending=order_desc, offset=offset, count=count)
-            return [
-                _task_id_history(r["task_id_body"], r["updated_at"], r["last_task_status"], r["run_id"])
-                for r in page_rows
-            ]
-
-        return await self._read(query)
+        return await self._read(partial(
+            _task_ids_query, queued=self._pending.tasks(request_id),
+            equal={column: value for column, value in equal.items() if value is not None},
+            below={"started_at": started_before, "updated_at": updated_before},
+            above={"started_at": started_after, "updated_at": updated_after},
+            order_desc=order_desc, offset=offset, count=count,
+        ))
 
     async def task_by_run_id(self, request_id: str, run_id: str) -> Doc | None:
         """TaskIdHistory of the newest task of a run (retries of a run share its runId)."""
@@ -438,7 +337,7 @@ class HistoryStore:
             raise ValueError(f"keep_per_request must be >= 0, got {keep_per_request}")
         # Queued writes first: a task finishing now must not escape a purge that runs after it.
         await self.flush()
-        return await self._tracked(self._purge(older_than_ms, keep_per_request))
+        return await self._tracked(lambda: self._purge(older_than_ms, keep_per_request))
 
     # Writer ------------------------------------------------------------------------------------------
 
@@ -502,8 +401,10 @@ class HistoryStore:
             _, upto, dropped, commits = message
             self._commits = commits
         self._dropped += dropped
+        if self._sent and self._sent[0].seq <= upto and not self._forgetting:
+            asyncio.get_running_loop().call_soon(self._forget_some)
         while self._sent and self._sent[0].seq <= upto:
-            self._pending.forget(self._sent.popleft())
+            self._forgetting.append(self._sent.popleft())
         self._done_seq = max(self._done_seq, upto)
         waiting = []
         for target, done in self._flushes:
@@ -516,34 +417,33 @@ class HistoryStore:
         if self._seq - self._done_seq < MAX_QUEUED:
             self._room.set()
 
+    def _forget_some(self) -> None:
+        """Drop committed writes from the queued-writes index, _FORGET_ROWS rows per turn of the event loop:
+        a commit reports thousands, and dropping them in one go held API calls for several milliseconds.
+        Queries skip those still there, as their snapshot holds them."""
+        rows = 0
+        while self._forgetting and rows < _FORGET_ROWS:
+            write = self._forgetting.popleft()
+            self._pending.forget(write)
+            rows += len(write.rows)
+        if self._forgetting:
+            asyncio.get_running_loop().call_soon(self._forget_some)
+
     # Queries -----------------------------------------------------------------------------------------
 
     async def _read(self, query: Callable[[Connection, int], T]) -> T:
-        """Run `query` in one snapshot of the database, with the seq of the last write of this store
-        that the snapshot holds. Queries run whole on a thread of their own with the synchronous driver:
-        one hand-off each way, where the asyncio driver took one per statement and fetch, and each
-        hand-off waited its turn for a core while the machine was busy."""
-        return await self._tracked(
-            asyncio.get_running_loop().run_in_executor(self._query_threads, self._read_snapshot, query)
-        )
+        """Run `query(conn, committed)` in a query process (readers.py), in one snapshot of the database
+        which holds this store's writes up to `committed`."""
+        return await self._tracked(lambda: self._readers.run(query))
 
-    def _read_snapshot(self, query: Callable[[Connection, int], T]) -> T:
-        with self._query_engine.connect() as conn:
-            # The first read fixes the snapshot (a transaction on both databases), so the later ones agree
-            # with this number.
-            committed = conn.scalar(
-                select(HistoryWriterRow.committed_seq).where(HistoryWriterRow.writer_id == self._writer_id)
-            )
-            return query(conn, committed or 0)
-
-    async def _tracked(self, work: Awaitable[T]) -> T:
-        """Await a query or purge; close() waits for those in flight before releasing the database."""
+    async def _tracked(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run a query or purge; close() waits for those in flight before releasing the database."""
         if self._closing:
             raise RuntimeError("the history store is closed")
         self._queries += 1
         self._no_queries.clear()
         try:
-            return await work
+            return await work()
         finally:
             self._queries -= 1
             if self._queries == 0:
@@ -592,6 +492,178 @@ class HistoryStore:
                 deleted += result.rowcount
 
 
+# Queries (they run in the query processes: see readers.py) ----------------------------------------
+
+
+def _request_history_query(
+    conn: Connection,
+    committed: int,
+    *,
+    request_id: str,
+    queued: list[tuple[int, Row]],
+    created_before: int | None,
+    created_after: int | None,
+    order_desc: bool,
+    offset: int,
+    count: int,
+) -> list[Doc]:
+    def wanted(created_at: int) -> bool:
+        return (created_before is None or created_at < created_before) and (
+            created_after is None or created_at > created_after
+        )
+
+    # A queued event will get a larger id than every committed one: it sorts after them.
+    overlay = [
+        {"key": (r["created_at"], _AFTER_COMMITTED, seq), "body": r["body"]}
+        for seq, r in queued
+        if seq > committed and wanted(r["created_at"])
+    ]
+    row = RequestHistoryRow
+    order = desc if order_desc else asc
+    stmt = select(row.body, row.created_at, row.id).where(row.request_id == request_id)
+    if created_before is not None:
+        stmt = stmt.where(row.created_at < created_before)
+    if created_after is not None:
+        stmt = stmt.where(row.created_at > created_after)
+    stmt = stmt.order_by(order(row.created_at), order(row.id))
+    found = [
+        {"key": (created_at, id_, 0), "body": body}
+        for body, created_at, id_ in _window(conn, stmt, offset, count, len(overlay))
+    ]
+    page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=order_desc,
+                           offset=offset, count=count)
+    return [orjson.loads(r["body"]) for r in page_rows]
+
+
+def _deploy_history_query(
+    conn: Connection,
+    committed: int,
+    *,
+    request_id: str,
+    queued: dict[str, list[tuple[int, Row]]],
+    offset: int,
+    count: int,
+) -> list[Doc]:
+    overlay = [
+        {"key": (r["timestamp"], deploy_id), "body": r["body"]}
+        for deploy_id, entries in queued.items()
+        if (r := _newest(entries, committed)) is not None
+    ]
+    row = DeployHistoryRow
+    stmt = select(row.body, row.timestamp, row.deploy_id).where(row.request_id == request_id)
+    if overlay:
+        stmt = stmt.where(row.deploy_id.not_in([r["key"][1] for r in overlay]))
+    stmt = stmt.order_by(row.timestamp.desc(), row.deploy_id.desc())
+    found = [
+        {"key": (timestamp, deploy_id), "body": body}
+        for body, timestamp, deploy_id in _window(conn, stmt, offset, count, len(overlay))
+    ]
+    page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=True,
+                           offset=offset, count=count)
+    return [orjson.loads(r["body"]) for r in page_rows]
+
+
+
+def _get_deploy_query(
+    conn: Connection,
+    committed: int,
+    *,
+    request_id: str,
+    deploy_id: str,
+    entries: list[tuple[int, Row]],
+) -> Doc | None:
+    queued = _newest(entries, committed)
+    if queued is not None:
+        return orjson.loads(queued["body"])
+    row = DeployHistoryRow
+    body = conn.scalar(select(row.body).where(row.request_id == request_id, row.deploy_id == deploy_id))
+    return orjson.loads(body) if body is not None else None
+
+
+
+def _task_history_query(
+    conn: Connection,
+    committed: int,
+    *,
+    task_id: str,
+    queued: PendingTask | None,
+) -> Doc | None:
+    view = queued.after(committed) if queued else None
+    body = conn.scalar(select(TaskHistoryRow.body).where(TaskHistoryRow.task_id == task_id))
+    if view and view.saves:
+        body = view.saves[-1][1]["body"]
+    if body is None:
+        return None
+    updates = _timed_bodies(conn, TaskUpdateRow, task_id)
+    checks = _timed_bodies(conn, TaskHealthcheckRow, task_id)
+    if view:
+        # Queued rows will get larger ids: after committed ones of the same timestamp (the sort
+        # is stable).
+        updates = sorted([*updates, *((r["timestamp"], r["body"]) for _, r in view.updates)], key=_first)
+        checks = sorted([*checks, *((r["timestamp"], r["body"]) for _, r in view.checks)], key=_first)
+    return {
+        "task": orjson.loads(body),
+        "taskUpdates": [orjson.loads(update_) for _, update_ in updates],
+        "healthcheckResults": [orjson.loads(check) for _, check in checks],
+        # Not recorded by Sing yet; present because Singularity's clients expect the lists.
+        "loadBalancerUpdates": [],
+        "shellCommandHistory": [],
+        "taskMetadata": [],
+    }
+
+
+
+def _task_ids_query(
+    conn: Connection,
+    committed: int,
+    *,
+    queued: dict[str, PendingTask],
+    equal: dict[str, str],
+    below: dict[str, int | None],
+    above: dict[str, int | None],
+    order_desc: bool,
+    offset: int,
+    count: int,
+) -> list[Doc]:
+    def wanted(task: Row) -> bool:
+        return (
+            all(task[column] == value for column, value in equal.items())
+            and all(task[column] < bound for column, bound in below.items() if bound is not None)
+            and all(task[column] > bound for column, bound in above.items() if bound is not None)
+        )
+
+    views = {task_id: view for task_id, q in queued.items() if (view := q.after(committed))}
+    overlay = [task for task in _tasks_with(conn, views) if wanted(task)]
+    row = TaskHistoryRow
+    stmt = _task_id_history_query().add_columns(row.started_at, row.task_id)
+    for column, value in equal.items():
+        stmt = stmt.where(getattr(row, column) == value)
+    for column, bound in below.items():
+        if bound is not None:
+            stmt = stmt.where(getattr(row, column) < bound)
+    for column, bound in above.items():
+        if bound is not None:
+            stmt = stmt.where(getattr(row, column) > bound)
+    if views:
+        # Their rows, as the queued writes change them, are the overlay's.
+        stmt = stmt.where(row.task_id.not_in(list(views)))
+    order = desc if order_desc else asc
+    stmt = stmt.order_by(order(row.started_at), order(row.task_id))
+    found = [
+        {"task_id_body": body, "updated_at": updated_at, "last_task_status": status, "run_id": run,
+         "started_at": started_at, "task_id": task_id}
+        for body, updated_at, status, run, started_at, task_id in _window(
+            conn, stmt, offset, count, len(overlay)
+        )
+    ]
+    page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_start,
+                           descending=order_desc, offset=offset, count=count)
+    return [
+        _task_id_history(r["task_id_body"], r["updated_at"], r["last_task_status"], r["run_id"])
+        for r in page_rows
+    ]
+
+
 # Row writers (writer task) ---------------------------------------------------------------------------
 
 
@@ -614,10 +686,13 @@ async def _start_writer(url: str, writer_id: str) -> asyncio.subprocess.Process:
     )
     assert process.stdin is not None
     process.stdin.write(frame({
-        "url": url, "writer_id": writer_id, "max_batch_rows": MAX_BATCH_ROWS, "retry_seconds": RETRY_SECONDS,
-        "sqlite_busy_timeout_ms": db.SQLITE_BUSY_TIMEOUT_MS,
+        **_process_config(url, writer_id), "max_batch_rows": MAX_BATCH_ROWS, "retry_seconds": RETRY_SECONDS,
     }))
     return process
+
+
+def _process_config(url: str, writer_id: str) -> dict[str, Any]:
+    return {"url": url, "writer_id": writer_id, "sqlite_busy_timeout_ms": db.SQLITE_BUSY_TIMEOUT_MS}
 
 
 # Helpers ---------------------------------------------------------------------------------------------
