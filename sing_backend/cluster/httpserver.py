@@ -6,16 +6,20 @@ and a 0.5 s shutdown poll per server; one selector over every listening socket c
 
 from __future__ import annotations
 
+import errno
 import logging
 import selectors
 import socket
 import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..wake_pipe import WakePipe
 
 log = logging.getLogger(__name__)
+
+_OUT_OF_FILES_PAUSE = 0.05  # seconds between accept attempts while the process has no file descriptor left
 
 
 class TrackingHTTPServer(ThreadingHTTPServer):
@@ -80,6 +84,7 @@ class Acceptor:
         self._pending_add: list[TrackingHTTPServer] = []
         self._pending_remove: list[tuple[TrackingHTTPServer, threading.Event]] = []
         self._stopping = False
+        self._out_of_files = False
         self._thread = threading.Thread(target=self._run, name="sing-cluster-acceptor", daemon=True)
 
     def start(self) -> None:
@@ -129,20 +134,31 @@ class Acceptor:
                 except (KeyError, ValueError):
                     pass
                 done.set()
+            out_of_files = False
             for key, _ in self._selector.select():
                 server = key.data
                 if server is None:
                     self._wake_pipe.drain()
                     continue
-                self._accept(server)
+                out_of_files |= self._accept(server)
+            if out_of_files:
+                # The connection stays queued and its socket readable: selecting again at once would
+                # spin a core until some other thread closes a file. Wait a little instead.
+                if not self._out_of_files:
+                    log.warning("out of file descriptors: connections wait until some are closed")
+                self._out_of_files = True
+                time.sleep(_OUT_OF_FILES_PAUSE)
+            else:
+                self._out_of_files = False
 
     @staticmethod
-    def _accept(server: TrackingHTTPServer) -> None:
+    def _accept(server: TrackingHTTPServer) -> bool:
+        """Accept and start serving one connection; True if that failed for want of file descriptors."""
         # The public pieces of socketserver's own accept path.
         try:
             request, client_address = server.get_request()
-        except OSError:
-            return
+        except OSError as exc:
+            return exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
         if not server.verify_request(request, client_address):
             server.shutdown_request(request)
             return
@@ -151,3 +167,4 @@ class Acceptor:
         except Exception:
             server.handle_error(request, client_address)
             server.shutdown_request(request)
+        return False
