@@ -515,12 +515,12 @@ class TaskRunner:
         with self._lock:
             self._kill_timer = timer
 
-    def terminate_now(self, sig: signal.Signals) -> None:
+    def terminate_now(self, sig: signal.Signals, snapshot: Snapshot | None = None) -> None:
         """The agent is going away: no grace, no pre-kill command, nothing more to fetch."""
         with self._lock:
             self._kill_requested = True
             self._cancelled = True
-        self.signal_all(sig)
+        self.signal_all(sig, snapshot)
 
     def limit_exceeded(self, kind: str, used: int, limit: int) -> None:
         if kind == "machine-disk":
@@ -537,8 +537,9 @@ class TaskRunner:
         log.warning("task %s: %s", self.task_id, message)
         self.signal_all(signal.SIGKILL)
 
-    def signal_all(self, sig: signal.Signals) -> None:
-        """Signal every process of the task: its group, its cgroup, and whatever carries its marker."""
+    def signal_all(self, sig: signal.Signals, snapshot: Snapshot | None = None) -> None:
+        """Signal every process of the task: its group, its cgroup, and whatever carries its marker (in
+        `snapshot`, or in one taken now)."""
         pgid = self.pgid
         if pgid is None:
             return
@@ -550,7 +551,7 @@ class TaskRunner:
             signal_group(pgid, sig)  # the unreaped leader pins the group id
         if self.cgroup is not None and sig == signal.SIGKILL:
             self.cgroup.kill()
-        signal_procs(self.members(self.host.processes.snapshot(measure=False)), sig)
+        signal_procs(self.members(snapshot or self.host.processes.snapshot(measure=False)), sig)
 
     # -- ending --------------------------------------------------------------------------------
 
@@ -814,8 +815,11 @@ class ExecutorHost:
             runner.set_before_kill(command)
 
     def terminate_all(self, sig: signal.Signals) -> None:
+        # One look at the process table for all of them: one per task made stopping thousands of tasks
+        # take minutes.
+        snapshot = self.processes.snapshot(measure=False)
         for runner in self.runners():
-            runner.terminate_now(sig)
+            runner.terminate_now(sig, snapshot)
 
     def statistics(self) -> dict[str, dict[str, Any]]:
         return {r.task_id: r.statistics() for r in self.runners() if r.is_running()}
