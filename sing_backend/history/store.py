@@ -526,13 +526,8 @@ def _request_history_query(
     if created_after is not None:
         stmt = stmt.where(row.created_at > created_after)
     stmt = stmt.order_by(order(row.created_at), order(row.id))
-    found = [
-        {"key": (created_at, id_, 0), "body": body}
-        for body, created_at, id_ in _window(conn, stmt, offset, count, len(overlay))
-    ]
-    page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=order_desc,
-                           offset=offset, count=count)
-    return [orjson.loads(r["body"]) for r in page_rows]
+    return _documents_page(conn, stmt, overlay, lambda created_at, id_: (created_at, id_, 0),
+                           descending=order_desc, offset=offset, count=count)
 
 
 def _deploy_history_query(
@@ -554,14 +549,26 @@ def _deploy_history_query(
     if overlay:
         stmt = stmt.where(row.deploy_id.not_in([r["key"][1] for r in overlay]))
     stmt = stmt.order_by(row.timestamp.desc(), row.deploy_id.desc())
-    found = [
-        {"key": (timestamp, deploy_id), "body": body}
-        for body, timestamp, deploy_id in _window(conn, stmt, offset, count, len(overlay))
-    ]
-    page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=True,
+    return _documents_page(conn, stmt, overlay, lambda timestamp, deploy_id: (timestamp, deploy_id),
+                           descending=True, offset=offset, count=count)
+
+
+def _documents_page(
+    conn: Connection,
+    stmt: Select[Any],
+    overlay: list[Row],
+    key: Callable[..., tuple[Any, ...]],
+    *,
+    descending: bool,
+    offset: int,
+    count: int,
+) -> list[Doc]:
+    """A page of documents: the database's (`stmt` selects the body, then the columns `key` makes the
+    sort key of) and the queued ones in `overlay` ({"key", "body"}), merged in order."""
+    found = [{"key": key(*rest), "body": body} for body, *rest in _window(conn, stmt, offset, count, len(overlay))]
+    page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_key, descending=descending,
                            offset=offset, count=count)
     return [orjson.loads(r["body"]) for r in page_rows]
-
 
 
 def _get_deploy_query(
@@ -578,7 +585,6 @@ def _get_deploy_query(
     row = DeployHistoryRow
     body = conn.scalar(select(row.body).where(row.request_id == request_id, row.deploy_id == deploy_id))
     return orjson.loads(body) if body is not None else None
-
 
 
 def _task_history_query(
@@ -610,7 +616,6 @@ def _task_history_query(
         "shellCommandHistory": [],
         "taskMetadata": [],
     }
-
 
 
 def _task_ids_query(
