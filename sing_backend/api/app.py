@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ApiError
 from ..runtime import Runtime
 from ..settings import Settings
+from ..state.store import StateUnavailable
 from . import cluster, deploys, history, logs, requests, sandbox, tasks
 from .forwarding import LeaderForwarder
 from .responses import error_response, json_response
@@ -118,6 +119,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def _unexpected(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         try:
             return await call_next(request)
+        except StateUnavailable as exc:
+            # ZooKeeper went away during the call (this backend then stops leading): the caller must
+            # learn that the change may not have been made, and that retrying is the way on.
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return json_response({"code": 503, "message": f"the state store is not answering ({exc}); this change "
+                                  "may or may not have been saved: check, then retry"}, 503)
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.url.path)
             return json_response({"code": 500, "message": f"internal error: {type(exc).__name__}: {exc}"}, 500)

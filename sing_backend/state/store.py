@@ -13,6 +13,11 @@ from typing import Any, Protocol
 Doc = dict[str, Any]
 
 
+class StateUnavailable(TimeoutError):
+    """The state store could not be reached in time. A write that raises this may or may not have been
+    saved (its answer was lost, or it is still queued for a server that comes back)."""
+
+
 class StateStore(Protocol):
     def load(self, collection: str) -> dict[str, Doc]: ...
 

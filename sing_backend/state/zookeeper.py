@@ -31,7 +31,7 @@ from kazoo.exceptions import (
 )
 from kazoo.interfaces import IAsyncResult
 
-from .store import Doc
+from .store import Doc, StateUnavailable
 
 T = TypeVar("T")
 
@@ -154,7 +154,7 @@ class ZkStateStore:
                 if time.monotonic() + delay >= deadline:
                     if isinstance(exc, _LookAgain):
                         raise TimeoutError("other clients kept changing the batch's znodes") from exc
-                    raise
+                    raise StateUnavailable(f"ZooKeeper connection lost ({type(exc).__name__})") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
 
@@ -164,7 +164,7 @@ class ZkStateStore:
         try:
             return result.get(timeout=max(deadline - time.monotonic(), 0.0))
         except self._client.handler.timeout_exception:
-            raise TimeoutError(f"ZooKeeper did not answer within {self._timeout} s") from None
+            raise StateUnavailable(f"ZooKeeper did not answer within {self._timeout} s") from None
 
     def _read(self, parent: str, deadline: float) -> dict[str, Doc]:
         # A standby that has just become leader may be connected to a follower that has not applied the

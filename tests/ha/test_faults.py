@@ -4,6 +4,7 @@ scheduling, keeps reads and refuses writes, and everything resumes when it retur
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,40 @@ def test_zookeeper_outage_stops_scheduling_and_resumes(tmp_path: Path, ha: dict)
                 b.post("/api/requests", {"id": "after", "requestType": "WORKER"})
                 ids = {r["request"]["id"] for r in b.get("/api/requests")}
                 assert ids == {"keep", "after"}
+            finally:
+                b.close()
+    finally:
+        zk.stop()
+
+
+def test_a_write_caught_by_a_silent_zookeeper_answers_503_saying_so(tmp_path: Path, ha: dict):
+    """ZooKeeper stops answering (frozen: the connection stays open) while the leader saves a change: the
+    caller learns that the change may not have been made (503), not of an internal error (500)."""
+    require_zookeeper()
+    (tmp_path / "zk").mkdir()
+    zk = ZooKeeperServer(tmp_path / "zk")
+    zk.start()
+    try:
+        with mysql_database() as db_url:
+            port = free_port()
+            b = Backend(tmp_path / "b", port=port, env={
+                "SING_MODE": "mesos", "SING_MESOS_MASTER": ha["cluster"].address, "SING_ZK_HOSTS": zk.hosts,
+                "SING_DB_URL": db_url, "SING_ZK_SESSION_TIMEOUT": "2", "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}"})
+            try:
+                b.start(wait_connected=False)
+                wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], what="leader")
+                b.post("/api/requests", {"id": "keep", "requestType": "WORKER"})
+                assert zk._process is not None
+                os.kill(zk._process.pid, signal.SIGSTOP)
+                try:
+                    r = b.client.post("/api/requests", json={"id": "frozen", "requestType": "WORKER"}, timeout=30)
+                finally:
+                    os.kill(zk._process.pid, signal.SIGCONT)
+                assert r.status_code == 503, f"{r.status_code} {r.text}"
+                assert "may or may not have been saved" in r.json()["message"]
+                wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], timeout=30, what="leads again")
+                b.post("/api/requests", {"id": "after", "requestType": "WORKER"})
+                assert {"keep", "after"} <= {r["request"]["id"] for r in b.get("/api/requests")}
             finally:
                 b.close()
     finally:
