@@ -20,7 +20,7 @@ import os
 import pickle
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import Connection, select
@@ -49,6 +49,7 @@ class QueryProcesses:
         self._started = 0
         self._waiting: deque[asyncio.Future[asyncio.subprocess.Process]] = deque()
         self._closed = False
+        self._chores: set[asyncio.Task[None]] = set()  # reaping, stopping and starting processes
 
     async def prestart(self) -> None:
         """Start one process now, so that the first query does not wait for it to import."""
@@ -87,6 +88,8 @@ class QueryProcesses:
         processes, self._idle = list(self._idle), deque()
         for process in processes:
             await _stop(process)
+        if self._chores:
+            await asyncio.gather(*self._chores, return_exceptions=True)
 
     async def _acquire(self) -> asyncio.subprocess.Process:
         if self._closed:
@@ -116,18 +119,21 @@ class QueryProcesses:
                 waiter.set_result(process)
                 return
         if self._closed:
-            asyncio.get_running_loop().create_task(_stop(process))
+            self._chore(_stop(process))
         else:
             self._idle.append(process)
 
     def _discard(self, process: asyncio.subprocess.Process) -> None:
         self._started -= 1
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        asyncio.get_running_loop().create_task(process.wait())
+        self._chore(_stop(process))
         if self._waiting and not self._closed:
             # A query waiting for a process gets a new one rather than waiting for a release.
-            asyncio.get_running_loop().create_task(self._start_for_waiter())
+            self._chore(self._start_for_waiter())
+
+    def _chore(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._chores.add(task)  # the loop holds tasks only weakly
+        task.add_done_callback(self._chores.discard)
 
     async def _start_for_waiter(self) -> None:
         if not self._waiting or self._started >= self._size:

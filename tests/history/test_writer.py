@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -95,17 +95,22 @@ async def test_a_locked_database_is_retried(
     path = tmp_path / "history.db"
     store = await HistoryStore.open(history_url(path))
     try:
-        raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        raw = sqlite3.connect(path, isolation_level=None)
         raw.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
-        release = threading.Timer(0.5, lambda: raw.execute("COMMIT"))
-        release.start()
         await store.add_request_event({"request": {"id": "r"}, "eventType": "CREATED", "createdAt": 1})
         assert len(await store.request_history("r")) == 1  # queued, shown while the database is locked
+        # The lock is held until the writer has found it and said it retries (it logs to stderr), however
+        # long the writer process takes to start.
+        logged = ""
+        deadline = time.monotonic() + 60
+        while "retrying" not in logged:
+            assert time.monotonic() < deadline, f"the writer never reported a retry: {logged!r}"
+            await asyncio.sleep(0.05)
+            logged += capfd.readouterr().err
+        raw.execute("COMMIT")
         await store.flush()
         assert len(await store.request_history("r")) == 1
         assert store.dropped_writes == 0
-        assert "retrying" in capfd.readouterr().err  # the writer process logs to stderr
-        release.join()
         raw.close()
     finally:
         await store.close()
