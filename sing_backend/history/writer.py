@@ -307,6 +307,9 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
             "PRIMARY KEY, newest BIGINT NOT NULL, state VARCHAR(32) NOT NULL, first_state VARCHAR(32) NOT NULL) "
             "ENGINE=MEMORY DEFAULT CHARSET=utf8mb4",
         )
+        # Emptied first: a MEMORY table is not transactional, so a batch that failed after filling it
+        # left its rows there for the next batch (or its retry) on this connection.
+        await _execute_text(conn, "DELETE FROM task_status_moves")
         for start in range(0, len(items), _STATEMENT_ROWS * 4):
             values = ",".join(
                 [
@@ -320,7 +323,6 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
             f"UPDATE task_history AS t JOIN task_status_moves AS u ON t.task_id = u.task_id "
             f"SET t.last_task_status = {status}, t.updated_at = {updated_at}",
         )
-        await _execute_text(conn, "DELETE FROM task_status_moves")
         return
     # In the driver's own parameter style: SQLAlchemy parsing a thousand named parameters out of the text
     # cost more than the statement.

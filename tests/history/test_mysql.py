@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from sing_backend.history import HistoryStore, db, upgrade
 from sing_backend.history.models import Base
+from sing_backend.history.writer import _move_task_status
 from tests.servers import mysql_database
 
 from .helpers import make_task, save, update
@@ -238,3 +239,39 @@ async def test_an_unreachable_server_fails_the_open() -> None:
         with pytest.raises(OperationalError):
             await HistoryStore.open(f"mysql://root@127.0.0.1:{port}/sing")
         assert time.monotonic() - started < 10
+
+
+async def test_status_moves_retried_after_a_failed_transaction_are_applied_once(mysql_url: str) -> None:
+    """Status moves go through a temporary MEMORY table, which a rollback does not empty: a batch retried
+    on the same connection (after a lock wait timeout, say) must neither collide with its own earlier
+    rows nor apply stale ones."""
+    store = await HistoryStore.open(mysql_url)
+    try:
+        tids = [await save(store, make_task("r", "v1", 1000 + n)) for n in range(3)]
+        await store.flush()
+    finally:
+        await store.close()
+    moves = [{"task_id": tid, "timestamp": 2000, "task_state": "TASK_RUNNING"} for tid in tids]
+    engine = db.make_engine(mysql_url)
+    blocker = connect(mysql_url)
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+            await conn.commit()
+            with blocker.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute("SELECT * FROM task_history WHERE task_id = %s FOR UPDATE", (tids[1],))
+            with pytest.raises(OperationalError):
+                async with conn.begin():
+                    await _move_task_status(conn, moves)  # the UPDATE waits for the blocker, then fails
+            blocker.rollback()
+            async with conn.begin():
+                await _move_task_status(conn, moves)
+            async with conn.begin():
+                # A later batch on the same connection moves only its own task.
+                await _move_task_status(conn, [{"task_id": tids[0], "timestamp": 3000, "task_state": "TASK_FINISHED"}])
+    finally:
+        blocker.close()
+        await engine.dispose()
+    rows = dict(query(mysql_url, "SELECT task_id, last_task_status FROM task_history"))
+    assert rows == {tids[0]: "TASK_FINISHED", tids[1]: "TASK_RUNNING", tids[2]: "TASK_RUNNING"}
