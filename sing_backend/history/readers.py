@@ -85,11 +85,16 @@ class QueryProcesses:
     async def close(self) -> None:
         """Stop every process (none is answering: the store waits for queries in flight first)."""
         self._closed = True
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("the history store is closed"))
         processes, self._idle = list(self._idle), deque()
         for process in processes:
             await _stop(process)
-        if self._chores:
-            await asyncio.gather(*self._chores, return_exceptions=True)
+        # A chore may leave another behind (a process started for a query is stopped once it is up).
+        while self._chores:
+            await asyncio.gather(*list(self._chores), return_exceptions=True)
 
     async def _acquire(self) -> asyncio.subprocess.Process:
         if self._closed:
@@ -141,9 +146,15 @@ class QueryProcesses:
         self._started += 1
         try:
             process = await self._start()
-        except Exception:
+        except Exception as exc:
             self._started -= 1
             log.exception("history: could not start a query process")
+            # No process is running to be released to it: the query waiting for one fails now.
+            while self._waiting:
+                waiter = self._waiting.popleft()
+                if not waiter.done():
+                    waiter.set_exception(exc)
+                    break
             return
         self._release(process)
 

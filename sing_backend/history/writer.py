@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import pickle
 import struct
@@ -49,7 +50,8 @@ MAX_BATCH_ROWS = 2000  # rows per transaction: bounds how long it holds the writ
 RETRY_SECONDS = 60.0  # how long a batch is retried at shutdown while the database is locked or unreachable
 ID_CHUNK = 500  # ids per IN (…) list, well under every driver's parameter limit
 _STATEMENT_ROWS = 250  # rows per statement: tasks per status update (4 parameters each), rows per insert
-_STATEMENT_BYTES = 1_000_000  # of SQL text per MySQL INSERT, well under the smallest max_allowed_packet (4 MB)
+# Characters of SQL text per MySQL INSERT: at most 2 MB of UTF-8, under the smallest max_allowed_packet (4 MB).
+_STATEMENT_CHARS = 500_000
 _FRAME = struct.Struct(">I")
 _UPDATES_BY_TASK = "ix_task_updates_task_timestamp"
 
@@ -173,7 +175,7 @@ async def _insert(conn: AsyncConnection, model: type[Base], rows: list[dict[str,
         return
     # MySQL drivers in Python escape each value of each row in turn (a function call per value, most of
     # the writer's time); here each row becomes SQL text in a few string operations, and the rows of up
-    # to _STATEMENT_BYTES go in one multi-row INSERT.
+    # to _STATEMENT_CHARS go in one multi-row INSERT.
     columns = [column.name for column in model.__table__.columns if column.name in rows[0]]
     head = f"INSERT INTO {model.__tablename__} ({', '.join(f'`{name}`' for name in columns)}) VALUES "
     literal = await _literal_for(conn)
@@ -183,7 +185,7 @@ async def _insert(conn: AsyncConnection, model: type[Base], rows: list[dict[str,
         text = "(" + ",".join([literal(row[name]) for name in columns]) + ")"
         values.append(text)
         size += len(text)
-        if size >= _STATEMENT_BYTES:
+        if size >= _STATEMENT_CHARS:
             await _execute_text(conn, head + ",".join(values))
             values, size = [], 0
     if values:
@@ -218,9 +220,11 @@ def _literal(value: Any) -> str:
         return "_binary'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0") + "'"
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0") + "'"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    raise TypeError(f"no MySQL literal for {type(value).__name__}")
+    if isinstance(value, int):
+        return str(int(value))  # a bool as 0 or 1
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    raise TypeError(f"no MySQL literal for {value!r}")
 
 
 def _quote_only_literal(value: Any) -> str:
@@ -305,10 +309,10 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
             conn,
             "CREATE TEMPORARY TABLE IF NOT EXISTS task_status_moves (task_id VARCHAR(200) COLLATE utf8mb4_bin "
             "PRIMARY KEY, newest BIGINT NOT NULL, state VARCHAR(32) NOT NULL, first_state VARCHAR(32) NOT NULL) "
-            "ENGINE=MEMORY DEFAULT CHARSET=utf8mb4",
+            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         )
-        # Emptied first: a MEMORY table is not transactional, so a batch that failed after filling it
-        # left its rows there for the next batch (or its retry) on this connection.
+        # Emptied first: rows a committed batch left, or (were the table not transactional) those of a
+        # batch that failed after filling it, must not be applied again.
         await _execute_text(conn, "DELETE FROM task_status_moves")
         for start in range(0, len(items), _STATEMENT_ROWS * 4):
             values = ",".join(

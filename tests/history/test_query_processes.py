@@ -4,12 +4,17 @@ never hands its answer to the next one, and closing the store leaves no process 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
+import time
+from functools import partial
 
 import pytest
 
 from sing_backend.history import HistoryStore
+from sing_backend.history import store as store_module
+from sing_backend.history.readers import QueryProcesses
 
 from .helpers import make_task, save
 
@@ -75,3 +80,36 @@ async def test_closing_stops_the_query_processes(history_db: str) -> None:
     assert not [pid for pid in pids if alive(pid)]
     with pytest.raises(RuntimeError):
         await store.request_history("r")
+
+
+def slow_query(conn: object, committed: int, *, seconds: float) -> int:
+    """A query that holds its process (run in the query process: module-level, so it can be sent)."""
+    time.sleep(seconds)
+    return committed
+
+
+async def test_a_query_waiting_for_a_process_that_cannot_start_fails_at_once(
+    history_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_READERS", 1)
+    store = await HistoryStore.open(history_db)
+    try:
+        await add_events(store, "r", 1)
+        busy = asyncio.create_task(store._read(partial(slow_query, seconds=30)))
+        await asyncio.sleep(0.5)
+        waiting = asyncio.create_task(store.request_history("r"))
+        await asyncio.sleep(0.1)
+        start = QueryProcesses._start
+
+        async def out_of_files(self: QueryProcesses) -> object:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(QueryProcesses, "_start", out_of_files)
+        busy.cancel()  # its process goes with it; the waiting query needs a new one, which cannot start
+        with pytest.raises(OSError) as failed:
+            await asyncio.wait_for(waiting, 10)
+        assert failed.value.errno == errno.EMFILE  # not a TimeoutError (also an OSError): it did not wait
+        monkeypatch.setattr(QueryProcesses, "_start", start)
+        assert len(await store.request_history("r")) == 1
+    finally:
+        await store.close()
