@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sing_backend.local_backend import Backend, free_port, wait_for
@@ -38,7 +40,10 @@ def test_bad_settings_fail_fast_naming_the_setting(tmp_path: Path, ha: dict):
     assert "db_url: cannot open the history database" in out
 
 
-def test_zookeeper_outage_stops_scheduling_and_resumes(tmp_path: Path, ha: dict):
+@contextmanager
+def leader_on_its_own_zookeeper(tmp_path: Path, ha: dict) -> Iterator[tuple[ZooKeeperServer, Backend]]:
+    """A backend in mesos mode, leading, with a ZooKeeper server of the test's own (to stop or freeze)
+    and a 2 s session; it has created the request "keep"."""
     require_zookeeper()
     (tmp_path / "zk").mkdir()
     zk = ZooKeeperServer(tmp_path / "zk")
@@ -53,54 +58,42 @@ def test_zookeeper_outage_stops_scheduling_and_resumes(tmp_path: Path, ha: dict)
                 b.start(wait_connected=False)
                 wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], what="leader")
                 b.post("/api/requests", {"id": "keep", "requestType": "WORKER"})
-                zk.stop()
-                state = wait_for(lambda: (s := b.get("/api/state"))["zookeeperConnected"] is False and s,
-                                 what="ZooKeeper loss reported")
-                assert state["hostStates"][0]["master"] is False
-                r = b.client.get("/api/requests/request/keep")
-                assert r.status_code == 200 and r.headers["x-sing-stale"] == "true"
-                r = b.client.post("/api/requests", json={"id": "lost", "requestType": "WORKER"})
-                assert r.status_code == 503 and "no leader" in r.json()["message"]
-                zk.start(port=zk.port)
-                wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], timeout=30, what="leads again")
-                b.post("/api/requests", {"id": "after", "requestType": "WORKER"})
-                ids = {r["request"]["id"] for r in b.get("/api/requests")}
-                assert ids == {"keep", "after"}
+                yield zk, b
             finally:
                 b.close()
     finally:
         zk.stop()
+
+
+def test_zookeeper_outage_stops_scheduling_and_resumes(tmp_path: Path, ha: dict):
+    with leader_on_its_own_zookeeper(tmp_path, ha) as (zk, b):
+        zk.stop()
+        state = wait_for(lambda: (s := b.get("/api/state"))["zookeeperConnected"] is False and s,
+                         what="ZooKeeper loss reported")
+        assert state["hostStates"][0]["master"] is False
+        r = b.client.get("/api/requests/request/keep")
+        assert r.status_code == 200 and r.headers["x-sing-stale"] == "true"
+        r = b.client.post("/api/requests", json={"id": "lost", "requestType": "WORKER"})
+        assert r.status_code == 503 and "no leader" in r.json()["message"]
+        zk.start(port=zk.port)
+        wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], timeout=30, what="leads again")
+        b.post("/api/requests", {"id": "after", "requestType": "WORKER"})
+        ids = {r["request"]["id"] for r in b.get("/api/requests")}
+        assert ids == {"keep", "after"}
 
 
 def test_a_write_caught_by_a_silent_zookeeper_answers_503_saying_so(tmp_path: Path, ha: dict):
     """ZooKeeper stops answering (frozen: the connection stays open) while the leader saves a change: the
     caller learns that the change may not have been made (503), not of an internal error (500)."""
-    require_zookeeper()
-    (tmp_path / "zk").mkdir()
-    zk = ZooKeeperServer(tmp_path / "zk")
-    zk.start()
-    try:
-        with mysql_database() as db_url:
-            port = free_port()
-            b = Backend(tmp_path / "b", port=port, env={
-                "SING_MODE": "mesos", "SING_MESOS_MASTER": ha["cluster"].address, "SING_ZK_HOSTS": zk.hosts,
-                "SING_DB_URL": db_url, "SING_ZK_SESSION_TIMEOUT": "2", "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}"})
-            try:
-                b.start(wait_connected=False)
-                wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], what="leader")
-                b.post("/api/requests", {"id": "keep", "requestType": "WORKER"})
-                assert zk._process is not None
-                os.kill(zk._process.pid, signal.SIGSTOP)
-                try:
-                    r = b.client.post("/api/requests", json={"id": "frozen", "requestType": "WORKER"}, timeout=30)
-                finally:
-                    os.kill(zk._process.pid, signal.SIGCONT)
-                assert r.status_code == 503, f"{r.status_code} {r.text}"
-                assert "may or may not have been saved" in r.json()["message"]
-                wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], timeout=30, what="leads again")
-                b.post("/api/requests", {"id": "after", "requestType": "WORKER"})
-                assert {"keep", "after"} <= {r["request"]["id"] for r in b.get("/api/requests")}
-            finally:
-                b.close()
-    finally:
-        zk.stop()
+    with leader_on_its_own_zookeeper(tmp_path, ha) as (zk, b):
+        assert zk._process is not None
+        os.kill(zk._process.pid, signal.SIGSTOP)
+        try:
+            r = b.client.post("/api/requests", json={"id": "frozen", "requestType": "WORKER"}, timeout=30)
+        finally:
+            os.kill(zk._process.pid, signal.SIGCONT)
+        assert r.status_code == 503, f"{r.status_code} {r.text}"
+        assert "may or may not have been saved" in r.json()["message"]
+        wait_for(lambda: b.get("/api/state")["hostStates"][0]["master"], timeout=30, what="leads again")
+        b.post("/api/requests", {"id": "after", "requestType": "WORKER"})
+        assert {"keep", "after"} <= {r["request"]["id"] for r in b.get("/api/requests")}
