@@ -6,9 +6,9 @@ updates) a 1 ms history query took 15-25 ms. In a process of its own a query run
 the backend only sends the query (a module-level function and its arguments) and reads back its
 result, both on the event loop.
 
-Protocol, both ways length-prefixed pickles (the peer is always our own parent or child): the store
-sends a config dict, then (query, kwargs) requests; the process answers each with ("ok", result),
-("database", message) for a database error, or ("failed", message) for any other error.
+Protocol, both ways frames.py's messages: the store sends a config dict, then queries (a module-level
+function with its arguments bound); the process answers each with ("ok", result), ("database",
+message) for a database error, or ("failed", message) for any other error.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import pickle
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -27,8 +26,8 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError
 
 from . import db
+from .frames import frame, read_frame, read_frame_blocking
 from .models import HistoryWriterRow
-from .writer import _FRAME, frame, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -190,28 +189,15 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 # The query process ----------------------------------------------------------------------------------
 
 
-def _read_message(stream: BinaryIO) -> Any | None:
-    """The next message, or None at end of input (`stream` is buffered: read(n) returns n bytes but at
-    the end)."""
-    header = stream.read(_FRAME.size)
-    if len(header) < _FRAME.size:
-        return None
-    size = _FRAME.unpack(header)[0]
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return pickle.loads(data)
-
-
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
-    config = _read_message(requests)
+    config = read_frame_blocking(requests)
     if config is None:
         return
     db.SQLITE_BUSY_TIMEOUT_MS = config["sqlite_busy_timeout_ms"]
     engine = db.make_sync_engine(config["url"], pool_size=1)
     committed_seq = select(HistoryWriterRow.committed_seq).where(HistoryWriterRow.writer_id == config["writer_id"])
     try:
-        while (query := _read_message(requests)) is not None:
+        while (query := read_frame_blocking(requests)) is not None:
             try:
                 with engine.connect() as conn:
                     # The first read fixes the snapshot (a transaction on both databases), so the later

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..models.common import TERMINAL_TASK_STATES
 from . import db
 from .db import make_engine, migrate_engine
+from .frames import frame, read_frame
 from .models import (
     DeployHistoryRow,
     HistoryWriterRow,
@@ -47,8 +48,6 @@ from .writer import (
     chunks,
     collect_updates,
     follow_updates,
-    frame,
-    read_frame,
     updates_statements,
 )
 
@@ -669,7 +668,7 @@ def _task_ids_query(
     ]
 
 
-# Row writers (writer task) ---------------------------------------------------------------------------
+# The writer process ----------------------------------------------------------------------------------
 
 
 async def _forget_stale_writers(engine: AsyncEngine, now: int) -> None:

@@ -1,14 +1,13 @@
 """The history writer: a process of its own that commits the history store's writes.
 
-The store (store.py) hands writes over a pipe and answers queries itself; committing them here, on the
-other core, keeps the work of a burst (parameters prepared for thousands of rows, a full garbage
-collection over them) from holding the backend's event loop and GIL, which made every API call wait.
+The store (store.py) hands writes over a pipe; committing them here, on the other core, keeps the work
+of a burst (parameters prepared for thousands of rows, a full garbage collection over them) from holding
+the backend's event loop and GIL, which made every API call wait.
 
-Protocol, both ways length-prefixed pickles (the peer is always our own parent or child): the store
-sends a config dict first, then lists of (seq, kind, rows); the writer answers ("ready", committed_seq)
-once connected, then ("done", seq, dropped, commits) after each batch: every write up to seq is
-committed or dropped. At end of input it commits what is left and exits, so a backend killed with
-SIGKILL loses nothing it had handed over.
+Protocol, both ways frames.py's messages: the store sends a config dict first, then lists of (seq,
+kind, rows); the writer answers ("ready", committed_seq) once connected, then ("done", seq, dropped,
+commits) after each batch: every write up to seq is committed or dropped. At end of input it commits
+what is left and exits, so a backend killed with SIGKILL loses nothing it had handed over.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ import asyncio
 import logging
 import math
 import os
-import pickle
-import struct
 import sys
 import time
 from collections import deque
@@ -33,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from . import db
+from .frames import frame, read_frame
 from .models import (
     Base,
     DeployHistoryRow,
@@ -52,22 +50,7 @@ ID_CHUNK = 500  # ids per IN (…) list, well under every driver's parameter lim
 _STATEMENT_ROWS = 250  # rows per statement: tasks per status update (4 parameters each), rows per insert
 # Characters of SQL text per MySQL INSERT: at most 2 MB of UTF-8, under the smallest max_allowed_packet (4 MB).
 _STATEMENT_CHARS = 500_000
-_FRAME = struct.Struct(">I")
 _UPDATES_BY_TASK = "ix_task_updates_task_timestamp"
-
-
-def frame(message: Any) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _FRAME.pack(len(data)) + data
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Any | None:
-    """The next message, or None at the end of the stream."""
-    try:
-        size = _FRAME.unpack(await reader.readexactly(_FRAME.size))[0]
-        return pickle.loads(await reader.readexactly(size))
-    except asyncio.IncompleteReadError:
-        return None
 
 
 class BatchWriter:
