@@ -158,8 +158,9 @@ def test_demo_ha_elects_one_leader_fails_over_and_stops_cleanly(tmp_path: Path, 
     api_ports = f"{free_port()} {free_port()}"
     env = {**os.environ, "DEMO_HA_DIR": str(tmp_path / "demo"), "DEMO_HA_API_PORTS": api_ports,
            "DEMO_HA_DB": demo_database,
-           # Agents' ports away from a demo or other tests running on this machine.
-           "SING_AGENTS__FIRST_PORT": str(random.randrange(24000, 40000, 100)), "SING_AGENTS__PORTS_PER_AGENT": "100",
+           # Agents' ports away from a demo or other tests running on this machine, and below the ephemeral
+           # range (32768 on): a client socket holding a task's port made the sample service fail to bind.
+           "SING_AGENTS__FIRST_PORT": str(random.randrange(24000, 32400, 100)), "SING_AGENTS__PORTS_PER_AGENT": "100",
            "SING_KILL_GRACE_SECONDS": "2"}
     script = Script(env)
     seen: dict[int, int] = {}
