@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from .cluster import EmbeddedCluster, default_agents
 from .errors import ApiError
 from .history import HistoryStore
+from .history.readers import QueryProcessDied
 from .latency import freeze_heap, tune_interpreter
 from .leader import LeaderElection
 from .loadbalancer import BaragonClient, NginxConfigurator, create_baragon_app
@@ -288,7 +289,7 @@ class Runtime:
             async with asyncio.timeout(self.settings.history_read_timeout_seconds):
                 await self.sink.drain()
                 return await getattr(self.history, name)(*args, **kwargs)
-        except (TimeoutError, DBAPIError):
+        except (TimeoutError, DBAPIError, QueryProcessDied):
             raise ApiError(503, "the history database is not answering; live state is unaffected, history "
                                 "writes are queued and retried") from None
 

@@ -30,7 +30,8 @@ def open_state_store(settings: Settings) -> StateStore:
 
 async def open_history(settings: Settings) -> HistoryStore:
     try:
-        return await HistoryStore.open(settings.history_url)
+        return await HistoryStore.open(settings.history_url,
+                                       query_timeout_seconds=settings.history_read_timeout_seconds)
     except Exception as exc:
         where = "db_url" if settings.db_url else "data_dir"
         safe = re.sub(r"//[^@/]*@", "//***@", settings.history_url)

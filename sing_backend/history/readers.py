@@ -20,9 +20,10 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, BinaryIO, TypeVar
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, event, select
 from sqlalchemy.exc import DBAPIError
 
 from . import db
@@ -195,6 +196,8 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         return
     db.SQLITE_BUSY_TIMEOUT_MS = config["sqlite_busy_timeout_ms"]
     engine = db.make_sync_engine(config["url"], pool_size=1)
+    if config.get("query_timeout_seconds") and engine.dialect.name in ("mysql", "mariadb"):
+        event.listen(engine, "connect", partial(_limit_statement_time, seconds=config["query_timeout_seconds"]))
     committed_seq = select(HistoryWriterRow.committed_seq).where(HistoryWriterRow.writer_id == config["writer_id"])
     try:
         while (query := read_frame_blocking(requests)) is not None:
@@ -215,9 +218,25 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         engine.dispose()
 
 
+def _limit_statement_time(dbapi_connection: Any, _record: Any, *, seconds: float) -> None:
+    """Have the server stop a statement that runs longer than the API waits for its answer: the query
+    process is abandoned then, and the statement would go on loading the server for no one."""
+    mariadb = "MariaDB" in dbapi_connection.get_server_info()
+    cursor = dbapi_connection.cursor()
+    try:
+        if mariadb:
+            cursor.execute(f"SET SESSION max_statement_time = {float(seconds):.3f}")
+        else:  # MySQL: milliseconds, for SELECTs (all a query process runs)
+            cursor.execute(f"SET SESSION max_execution_time = {max(1, round(seconds * 1000))}")
+    finally:
+        cursor.close()
+
+
 def main() -> None:
-    # fd 1 carries the protocol: nothing else may be printed there.
+    # The answers go on a copy of fd 1; fd 1 itself then points at stderr, so that nothing printed (by
+    # Python or by a C library) can slip into the protocol.
     answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
     logging.basicConfig(level=os.environ.get("SING_LOG_LEVEL", "warning").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

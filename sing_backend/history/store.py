@@ -98,9 +98,12 @@ class HistoryStore:
                                                                    name="sing-history-writer")
 
     @classmethod
-    async def open(cls, url: str) -> HistoryStore:
+    async def open(cls, url: str, *, query_timeout_seconds: float | None = None) -> HistoryStore:
         """Connect to `url` and upgrade its schema: ``sqlite+aiosqlite:////abs/history.db`` or
-        ``mysql+aiomysql://user:pw@host/db`` (plain driver names map to the asyncio driver)."""
+        ``mysql+aiomysql://user:pw@host/db`` (plain driver names map to the asyncio driver).
+
+        `query_timeout_seconds`: how long a MySQL server may run one statement of a query. A caller that
+        stops waiting abandons the query process, but not the statement the server is running."""
         engine = make_engine(url)
         writer_id = uuid4().hex
         now = int(time.time() * 1000)
@@ -116,7 +119,9 @@ class HistoryStore:
         except BaseException:
             await engine.dispose()
             raise
-        readers = QueryProcesses(_process_config(url, writer_id), _READERS)
+        readers = QueryProcesses(
+            {**_process_config(url, writer_id), "query_timeout_seconds": query_timeout_seconds}, _READERS
+        )
         try:
             await readers.prestart()
         except BaseException:

@@ -24,7 +24,7 @@ from itertools import count as counter
 from typing import Any
 
 from pymysql.constants import SERVER_STATUS
-from sqlalchemy import Select, bindparam, insert, select, update
+from sqlalchemy import Select, bindparam, event, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
@@ -51,6 +51,32 @@ _STATEMENT_ROWS = 250  # rows per statement: tasks per status update (4 paramete
 # Characters of SQL text per MySQL INSERT: at most 2 MB of UTF-8, under the smallest max_allowed_packet (4 MB).
 _STATEMENT_CHARS = 500_000
 _UPDATES_BY_TASK = "ix_task_updates_task_timestamp"
+
+
+def make_writer_engine(url: str) -> AsyncEngine:
+    """The writer's engine: the store's, with the status-move table made on each MySQL connection."""
+    engine = db.make_engine(url)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        event.listen(engine.sync_engine, "connect", _create_status_moves_table)
+    return engine
+
+
+def _create_status_moves_table(dbapi_connection: Any, _record: Any) -> None:
+    # Once per connection, outside any transaction: MySQL with GTID consistency enforced refuses
+    # CREATE TEMPORARY TABLE inside one (and with autocommit off, every statement is inside one).
+    dbapi_connection.autocommit(True)
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS task_status_moves (task_id VARCHAR(200) COLLATE utf8mb4_bin "
+                "PRIMARY KEY, newest BIGINT NOT NULL, state VARCHAR(32) NOT NULL, "
+                "first_state VARCHAR(32) NOT NULL) ENGINE=MEMORY DEFAULT CHARSET=utf8mb4"
+            )
+        finally:
+            cursor.close()
+    finally:
+        dbapi_connection.autocommit(False)
 
 
 class BatchWriter:
@@ -288,15 +314,10 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
         # The moves go into a temporary table of the connection first: a derived table of a few hundred
         # SELECTs joined by UNION ALL cost the server more than the update itself.
         literal = await _literal_for(conn)
-        await _execute_text(
-            conn,
-            "CREATE TEMPORARY TABLE IF NOT EXISTS task_status_moves (task_id VARCHAR(200) COLLATE utf8mb4_bin "
-            "PRIMARY KEY, newest BIGINT NOT NULL, state VARCHAR(32) NOT NULL, first_state VARCHAR(32) NOT NULL) "
-            "ENGINE=MEMORY DEFAULT CHARSET=utf8mb4",
-        )
-        # Emptied first: a MEMORY table ignores rollbacks, so a batch that failed after filling it left
-        # its rows there for the next batch (or its retry) on this connection. (An InnoDB table would
-        # not, but it doubled the server's work for the whole batch.)
+        # (The connection made the table when it opened: see make_writer_engine.) Emptied first: a MEMORY
+        # table ignores rollbacks, so a batch that failed after filling it left its rows there for the next
+        # batch (or its retry) on this connection. (An InnoDB table would not, but it doubled the server's
+        # work for the whole batch.)
         await _execute_text(conn, "DELETE FROM task_status_moves")
         for start in range(0, len(items), _STATEMENT_ROWS * 4):
             values = ",".join(
@@ -400,7 +421,7 @@ async def serve(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None
     if config is None:
         return
     db.SQLITE_BUSY_TIMEOUT_MS = config["sqlite_busy_timeout_ms"]
-    engine = db.make_engine(config["url"])
+    engine = make_writer_engine(config["url"])
     try:
         writer = BatchWriter(engine, config["writer_id"], config["retry_seconds"])
         # Writes up to here were committed by an earlier writer of this store (it died before saying so):
@@ -452,12 +473,12 @@ async def _committed_seq_when_reachable(writer: BatchWriter) -> int:
     raise AssertionError("unreachable")
 
 
-async def _main() -> None:
+async def _main(answers_fd: int) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**31)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0))
     transport, protocol = await loop.connect_write_pipe(
-        lambda: asyncio.streams.FlowControlMixin(), os.fdopen(1, "wb", buffering=0)
+        lambda: asyncio.streams.FlowControlMixin(), os.fdopen(answers_fd, "wb", buffering=0)
     )
     out = asyncio.StreamWriter(transport, protocol, None, loop)
     await serve(reader, out)
@@ -465,7 +486,11 @@ async def _main() -> None:
 
 
 def main() -> None:
-    sys.stdout = sys.stderr  # fd 1 carries the protocol: nothing else may be printed there
+    # The answers go on a copy of fd 1; fd 1 itself then points at stderr, so that nothing printed (by
+    # Python or by a C library) can slip into the protocol.
+    answers_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     # Background work: when the cores are busy, the backend's API and scheduler go first. And one core
     # at most (the last): the writer cannot use more, and moving between cores it competed for every
     # one of them with the backend's threads (a history query during a burst waited 10x longer).
@@ -475,5 +500,5 @@ def main() -> None:
         os.sched_setaffinity(0, {cpus[-1]})
     logging.basicConfig(level=os.environ.get("SING_LOG_LEVEL", "warning").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_main())
+    asyncio.run(_main(answers_fd))
 

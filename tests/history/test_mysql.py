@@ -13,12 +13,13 @@ import pymysql
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sing_backend.history import HistoryStore, db, upgrade
 from sing_backend.history.models import Base
-from sing_backend.history.writer import _move_task_status
+from sing_backend.history.writer import _move_task_status, make_writer_engine
 from tests.servers import mysql_database
 
 from .helpers import make_task, save, update
@@ -219,7 +220,9 @@ async def test_connections_killed_by_the_server_are_replaced(mysql_url: str) -> 
     store = await HistoryStore.open(mysql_url)
     try:
         await store.add_request_event({"request": {"id": "r"}, "eventType": "CREATED", "createdAt": 1})
+        tid = await save(store, make_task("r", "v1", 1000))
         assert len(await store.request_history("r")) == 1
+        await store.flush()
         # As a server restart, a fail-over or wait_timeout would: the pooled connections die.
         database = make_url(mysql_url).database
         for (connection_id,) in query(
@@ -227,7 +230,12 @@ async def test_connections_killed_by_the_server_are_replaced(mysql_url: str) -> 
         ):
             query(mysql_url, f"KILL {int(str(connection_id))}")
         await store.add_request_event({"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": 2})
+        # A status move of a task written before: it goes through a table each new connection makes.
+        await store.add_task_updates([update(tid, 2000, "TASK_RUNNING")])
+        await store.flush()
         assert len(await store.request_history("r")) == 2
+        status = query(mysql_url, "SELECT last_task_status FROM task_history WHERE task_id = %s", tid)
+        assert status == [("TASK_RUNNING",)]
         assert store.dropped_writes == 0
     finally:
         await store.close()
@@ -252,7 +260,7 @@ async def test_status_moves_retried_after_a_failed_transaction_are_applied_once(
     finally:
         await store.close()
     moves = [{"task_id": tid, "timestamp": 2000, "task_state": "TASK_RUNNING"} for tid in tids]
-    engine = db.make_engine(mysql_url)
+    engine = make_writer_engine(mysql_url)
     blocker = connect(mysql_url)
     try:
         async with engine.connect() as conn:
@@ -275,3 +283,24 @@ async def test_status_moves_retried_after_a_failed_transaction_are_applied_once(
         await engine.dispose()
     rows = dict(query(mysql_url, "SELECT task_id, last_task_status FROM task_history"))
     assert rows == {tids[0]: "TASK_FINISHED", tids[1]: "TASK_RUNNING", tids[2]: "TASK_RUNNING"}
+
+
+def sleeping_query(conn: Connection, _committed: int) -> object:
+    """A history query that runs on the server for 5 s (module-level: query processes import it)."""
+    return conn.exec_driver_sql("SELECT SLEEP(5)").scalar()
+
+
+async def test_the_server_stops_a_query_running_past_the_query_timeout(mysql_url: str) -> None:
+    """The API gives up on a history query after its timeout; the server must not go on running it."""
+    store = await HistoryStore.open(mysql_url, query_timeout_seconds=0.5)
+    try:
+        await store.add_request_event({"request": {"id": "r"}, "eventType": "CREATED", "createdAt": 1})
+        started = time.monotonic()
+        with pytest.raises(DBAPIError, match="max_statement_time"):
+            await store._read(sleeping_query)
+        assert time.monotonic() - started < 4
+        assert query(mysql_url, "SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP%%'") == []
+        # The query process and its connection serve the next query.
+        assert len(await store.request_history("r")) == 1
+    finally:
+        await store.close()

@@ -113,3 +113,17 @@ async def test_a_query_waiting_for_a_process_that_cannot_start_fails_at_once(
         assert len(await store.request_history("r")) == 1
     finally:
         await store.close()
+
+
+def noisy_query(conn: object, committed: int) -> str:
+    """A query whose code writes to fd 1, as a C library printing a warning would."""
+    os.write(1, b"a warning printed by a library\n")
+    print("and one by Python")
+    return "the answer"
+
+
+async def test_output_printed_by_a_query_does_not_garble_the_answers(store: HistoryStore) -> None:
+    await add_events(store, "r", 2)
+    assert await store._read(noisy_query) == "the answer"
+    assert len(await store.request_history("r")) == 2
+    assert await store._read(noisy_query) == "the answer"
