@@ -7,6 +7,7 @@ writes and the pure merge of a database page with them; the store does the SQL.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -120,15 +121,50 @@ class PendingWrites:
         task = self._tasks.get(task_id)
         return task.after(-1) if task else None
 
-    def tasks(self, request_id: str | None) -> dict[str, PendingTask]:
-        """Queued writes of the tasks of a request (every task with None). A task known only by its id
-        (an update without its taskId object) is included in every request's, to be sorted out against
-        its database row."""
+    def tasks(
+        self,
+        request_id: str | None,
+        *,
+        first: int | None = None,
+        descending: bool = True,
+        listed: Callable[[Row], bool] | None = None,
+    ) -> dict[str, PendingTask]:
+        """Queued saves and updates of the tasks of a request (every task with None) for a task listing,
+        each row cut to what a listing reads: they are sent to a query process, and the documents were
+        most of the bytes. A task known only by its id (an update without its taskId object) is included
+        in every request's, to be sorted out against its database row.
+
+        With `first`, of the tasks with a queued save only the first `first` (by startedAt, then id) whose
+        last save passes `listed` are included: the listing's page ends before the others. That holds
+        only when the listing does not filter on status or updatedAt, which the saves do not give."""
         if request_id is None:
             chosen: Iterable[str] = self._tasks
         else:
             chosen = [*self._tasks_by_request.get(request_id, ()), *self._unknown_request]
-        return {task_id: view for task_id in chosen if (view := self._tasks[task_id].after(-1))}
+        saved = [task_id for task_id in chosen if self._tasks[task_id].saves]
+        if first is not None and len(saved) > first:
+            rows = ((self._tasks[task_id].saves[-1][1], task_id) for task_id in saved)
+            passing = [pair for pair in rows if listed is None or listed(pair[0])]
+            pick = heapq.nlargest if descending else heapq.nsmallest
+            saved = [task_id for _, task_id in pick(first, passing, key=_save_order)]
+        unsaved = [task_id for task_id in chosen if not self._tasks[task_id].saves and self._tasks[task_id].updates]
+        views = {}
+        for task_id in [*saved, *unsaved]:
+            task = self._tasks[task_id]
+            views[task_id] = PendingTask(
+                task.request_id,
+                [(seq, {key: row[key] for key in _LISTED_SAVE}) for seq, row in task.saves],
+                [(seq, {key: row[key] for key in _LISTED_UPDATE}) for seq, row in task.updates],
+            )
+        return views
+
+
+_LISTED_SAVE = ("task_id", "request_id", "deploy_id", "run_id", "host", "started_at", "task_id_body")
+_LISTED_UPDATE = ("task_id", "timestamp", "task_state")
+
+
+def _save_order(pair: tuple[Row, str]) -> tuple[int, str]:
+    return pair[0]["started_at"], pair[1]
 
 
 def _pop_first(index: dict[Any, list[tuple[int, Row]]], key: Any) -> None:

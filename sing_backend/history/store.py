@@ -320,11 +320,20 @@ class HistoryStore:
         offset, count = _page(count, page)
         equal = {"request_id": request_id, "deploy_id": deploy_id, "run_id": run_id, "host": host,
                  "last_task_status": last_task_status}
+        equal = {column: value for column, value in equal.items() if value is not None}
+        below = {"started_at": started_before, "updated_at": updated_before}
+        above = {"started_at": started_after, "updated_at": updated_after}
+        first = None
+        if last_task_status is None and updated_before is None and updated_after is None:
+            # Only a task's status and updatedAt depend on writes other than its save: with no filter
+            # on them, the queued saves alone tell which tasks are listed and where.
+            first = offset + count
+        listed = None
+        if equal or started_before is not None or started_after is not None:
+            listed = partial(_listed, equal=equal, below=below, above=above)
+        queued = self._pending.tasks(request_id, first=first, descending=order_desc, listed=listed)
         return await self._read(partial(
-            _task_ids_query, queued=self._pending.tasks(request_id),
-            equal={column: value for column, value in equal.items() if value is not None},
-            below={"started_at": started_before, "updated_at": updated_before},
-            above={"started_at": started_after, "updated_at": updated_after},
+            _task_ids_query, queued=queued, equal=equal, below=below, above=above,
             order_desc=order_desc, offset=offset, count=count,
         ))
 
@@ -622,6 +631,17 @@ def _task_history_query(
     }
 
 
+def _listed(
+    task: Row, *, equal: dict[str, str], below: dict[str, int | None], above: dict[str, int | None]
+) -> bool:
+    """Whether a task_history row passes a listing's filters (those on columns the row has)."""
+    return (
+        all(task[column] == value for column, value in equal.items() if column in task)
+        and all(task[column] < bound for column, bound in below.items() if bound is not None and column in task)
+        and all(task[column] > bound for column, bound in above.items() if bound is not None and column in task)
+    )
+
+
 def _task_ids_query(
     conn: Connection,
     committed: int,
@@ -634,15 +654,11 @@ def _task_ids_query(
     offset: int,
     count: int,
 ) -> list[Doc]:
-    def wanted(task: Row) -> bool:
-        return (
-            all(task[column] == value for column, value in equal.items())
-            and all(task[column] < bound for column, bound in below.items() if bound is not None)
-            and all(task[column] > bound for column, bound in above.items() if bound is not None)
-        )
-
+    wanted = partial(_listed, equal=equal, below=below, above=above)
     views = {task_id: view for task_id, q in queued.items() if (view := q.after(committed))}
-    overlay = [task for task in _tasks_with(conn, views) if wanted(task)]
+    # Overlay rows after the first offset + count cannot reach the page: as many rows precede each.
+    overlay = sorted((task for task in _tasks_with(conn, views) if wanted(task)), key=_by_start,
+                     reverse=order_desc)[: offset + count]
     row = TaskHistoryRow
     stmt = _task_id_history_query().add_columns(row.started_at, row.task_id)
     for column, value in equal.items():
