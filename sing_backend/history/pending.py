@@ -67,38 +67,36 @@ class PendingWrites:
         self._unknown_request: set[str] = set()  # tasks known so far only by updates without a taskId object
 
     def add(self, write: Write) -> None:
+        kind, seq = write.kind, write.seq
         for row in write.rows:
-            entry = (write.seq, row)
-            if write.kind is Kind.REQUEST_EVENT:
+            entry = (seq, row)
+            if kind is Kind.REQUEST_EVENT:
                 self._events.setdefault(row["request_id"], []).append(entry)
-            elif write.kind is Kind.DEPLOY:
+            elif kind is Kind.DEPLOY:
                 self._deploys.setdefault((row["request_id"], row["deploy_id"]), []).append(entry)
             else:
-                task = self._tasks.get(row["task_id"])
+                task_id = row["task_id"]
+                task = self._tasks.get(task_id)
                 if task is None:
-                    task = self._tasks[row["task_id"]] = PendingTask()
-                    self._unknown_request.add(row["task_id"])
-                request_id = row.get("request_id")
-                if request_id is not None and task.request_id is None:
+                    task = self._tasks[task_id] = PendingTask()
+                    self._unknown_request.add(task_id)
+                if task.request_id is None and (request_id := row.get("request_id")) is not None:
                     task.request_id = request_id
-                    self._tasks_by_request.setdefault(request_id, set()).add(row["task_id"])
-                    self._unknown_request.discard(row["task_id"])
-                {Kind.TASK: task.saves, Kind.TASK_UPDATE: task.updates, Kind.HEALTHCHECK: task.checks}[
-                    write.kind
-                ].append(entry)
+                    self._tasks_by_request.setdefault(request_id, set()).add(task_id)
+                    self._unknown_request.discard(task_id)
+                _entries(task, kind).append(entry)
 
     def forget(self, write: Write) -> None:
         """Drop a committed (or dropped) write. Writes leave in the order they came."""
+        kind = write.kind
         for row in write.rows:
-            if write.kind is Kind.REQUEST_EVENT:
+            if kind is Kind.REQUEST_EVENT:
                 _pop_first(self._events, row["request_id"])
-            elif write.kind is Kind.DEPLOY:
+            elif kind is Kind.DEPLOY:
                 _pop_first(self._deploys, (row["request_id"], row["deploy_id"]))
             else:
                 task = self._tasks[row["task_id"]]
-                {Kind.TASK: task.saves, Kind.TASK_UPDATE: task.updates, Kind.HEALTHCHECK: task.checks}[
-                    write.kind
-                ].pop(0)
+                _entries(task, kind).pop(0)
                 if not (task.saves or task.updates or task.checks):
                     del self._tasks[row["task_id"]]
                     self._unknown_request.discard(row["task_id"])
@@ -161,6 +159,12 @@ class PendingWrites:
 
 _LISTED_SAVE = ("task_id", "request_id", "deploy_id", "run_id", "host", "started_at", "task_id_body")
 _LISTED_UPDATE = ("task_id", "timestamp", "task_state")
+
+
+def _entries(task: PendingTask, kind: Kind) -> list[tuple[int, Row]]:
+    if kind is Kind.TASK_UPDATE:
+        return task.updates
+    return task.saves if kind is Kind.TASK else task.checks
 
 
 def _save_order(pair: tuple[Row, str]) -> tuple[int, str]:
