@@ -29,7 +29,7 @@ from .scheduler.healthchecker import HealthChecker
 from .scheduler.history_sink import HistorySink
 from .scheduler.lb_driver import LbDriver
 from .scheduler.views_cache import ListCache
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .startup import open_history, open_state_store, resolve_mesos_master
 from .state.store import StateStore
 from .state.zookeeper import ZkStateStore
@@ -143,6 +143,7 @@ class Runtime:
                 # A new leader starts from what the previous one persisted.
                 self.scheduler = await asyncio.to_thread(self._new_scheduler)
             st = self.settings
+            await self._find_master()
             self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
                                          framework_name=st.framework_name, role=st.framework_role,
                                          principal=st.framework_principal, secret=st.framework_secret,
@@ -197,6 +198,7 @@ class Runtime:
             log.warning("no word from the Mesos master for %.0f s: re-subscribing", gateway.silent_for())
             self.scheduler.on_disconnected()
             await asyncio.to_thread(gateway.stop)
+            await self._find_master()
             self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
                                          framework_name=self.settings.framework_name,
                                          role=self.settings.framework_role,
@@ -208,6 +210,20 @@ class Runtime:
             # Off the event loop: against a master that is still silent, pymesos' start() blocks in
             # its /version request, and the API must keep answering meanwhile.
             await asyncio.to_thread(self.gateway.start)
+
+    async def _find_master(self) -> None:
+        """Pick the master to subscribe to from the configured list again: the one picked before may
+        have died or gone silent. If none answers now, the last one is tried again."""
+        if self.settings.mode == "local":
+            return
+        try:
+            address = await asyncio.to_thread(resolve_mesos_master, self.settings.mesos_master or "")
+        except SettingsError as exc:
+            log.warning("%s; subscribing to %s again", exc, self.master_address)
+            return
+        if address != self.master_address:
+            log.warning("Mesos master: %s now, was %s", address, self.master_address)
+            self.master_address = address
 
     async def _stop_scheduling(self) -> None:
         if self._watchdog is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-import socket
+from http.client import HTTPConnection
 from urllib.parse import urlparse
 
 from .history import HistoryStore
@@ -42,8 +42,10 @@ def resolve_mesos_master(text: str, probe_timeout: float = 3.0) -> str:
     """Turn what an operator writes into what pymesos accepts.
 
     pymesos takes `zk://hosts/path` or one `host:port`; it crashes on comma lists and `http://` URLs. A
-    list becomes its first master that accepts a connection (a non-leading Mesos master redirects
-    pymesos to the leader).
+    list becomes its first master that answers `GET /version` (a non-leading Mesos master redirects
+    pymesos to the leader). Asked over HTTP, not just connected to: a hung master still accepts
+    connections. Called again for each subscription, so that a master that died or went silent is
+    left for the next one in the list.
     """
     text = text.strip()
     if text.startswith(("zk://", "zoo://")):
@@ -62,9 +64,13 @@ def resolve_mesos_master(text: str, probe_timeout: float = 3.0) -> str:
         candidates.append(item if ":" in item else f"{item}:5050")
     for candidate in candidates:
         host, port = candidate.rsplit(":", 1)
+        conn = HTTPConnection(host, int(port), timeout=probe_timeout)
         try:
-            with socket.create_connection((host, int(port)), timeout=probe_timeout):
+            conn.request("GET", "/version")
+            if conn.getresponse().status == 200:
                 return candidate
         except OSError:
             continue
+        finally:
+            conn.close()
     raise SettingsError(f"mesos_master: no Mesos master answers at {', '.join(candidates)}")

@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from sing_backend.local_backend import Backend, wait_for
+from sing_backend.local_backend import Backend, free_port, wait_for
+from tests.servers import ZooKeeperServer, mysql_database
+
+from .conftest import SharedCluster
 
 RES = {"cpus": 0.01, "memoryMb": 8}
 # The shared cluster sends a heartbeat every second; three silent seconds is clearly "gone quiet"
@@ -90,3 +94,51 @@ def test_silent_master_is_detected_resubscribed_and_reconciled(ha: dict, monkeyp
     history = b.get("/api/history/request/svc/tasks", params={"count": 50})
     assert {t["taskId"]["id"] for t in history} == after, "a task was lost or launched twice"
     assert [f["tasks"] for f in frameworks(cluster.address)] == [3]
+
+
+def test_a_master_list_moves_on_to_the_next_master(
+    tmp_path: Path, zookeeper: ZooKeeperServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `--master A,B`, a master that goes silent is left for the next one in the list: the watchdog
+    asks the list again instead of re-subscribing to the same address for ever. (A and B are two
+    clusters here, so the tasks A ran are unknown to B: B reports them lost and they run again on B.)"""
+    monkeypatch.setenv("SING_MESOS_HEARTBEAT_TIMEOUT_SECONDS", str(HEARTBEAT_TIMEOUT))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = SharedCluster(tmp_path / "a"), SharedCluster(tmp_path / "b")
+    try:
+        with mysql_database() as db_url:
+            port = free_port()
+            b = Backend(tmp_path / "backend", port=port, env={
+                "SING_MODE": "mesos", "SING_MESOS_MASTER": f"{first.address},{second.address}",
+                "SING_ZK_HOSTS": zookeeper.hosts, "SING_ZK_ROOT": f"/sing-list-{port}", "SING_DB_URL": db_url,
+                "SING_ZK_SESSION_TIMEOUT": "2", "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}"})
+            try:
+                b.start(wait_connected=False)
+                wait_for(lambda: host_state(b)["master"] and host_state(b)["mesosConnected"], timeout=30,
+                         what="leader connected to the first master")
+                b.create({"id": "svc", "requestType": "WORKER", "instances": 2},
+                         {"id": "v1", "command": "sleep 1000", "resources": RES,
+                          "considerHealthyAfterRunningForSeconds": 0})
+                before = wait_for(lambda: len(ids := running_ids(b, "svc")) == 2 and ids, timeout=30,
+                                  what="2 tasks running")
+                [framework] = frameworks(first.address)
+                assert framework["tasks"] == 2 and frameworks(second.address) == []
+
+                os.kill(first.proc.pid, signal.SIGSTOP)  # still accepts connections, answers nothing
+                try:
+                    wait_for(lambda: [(f["id"], f["active"]) for f in frameworks(second.address)]
+                             == [(framework["id"], True)], timeout=HEARTBEAT_TIMEOUT + 30,
+                             what="the same framework subscribed to the second master")
+                    after = wait_for(lambda: len(ids := running_ids(b, "svc")) == 2 and ids, timeout=60,
+                                     what="2 tasks running on the second master")
+                    assert not after & before
+                    assert [f["tasks"] for f in frameworks(second.address)] == [2]
+                    assert host_state(b)["mesosConnected"] is True
+                finally:
+                    os.kill(first.proc.pid, signal.SIGCONT)
+            finally:
+                b.close()
+    finally:
+        first.stop()
+        second.stop()
