@@ -35,15 +35,23 @@ test: setup
 	$(BIN)/python -m ruff check sing_backend sing_tui tests bench
 	$(BIN)/python -m pytest -q
 
+# Every benchmark of the README's table, one after the other (about half an hour here).
 bench: setup
+	bash scripts/ensure-services.sh
 	$(BIN)/python -m bench.launch_latency
 	$(BIN)/python -m bench.api_latency
 	$(BIN)/python -m bench.deploy_turnover
 	$(BIN)/python -m bench.healthcheck_load
 	$(BIN)/python -m bench.schedules
 	$(BIN)/python -m bench.state_write
+	$(BIN)/python -m bench.failover
+	$(BIN)/python -m bench.history_offload --runs 3
+	$(BIN)/python -m bench.history_backlog
+	$(BIN)/python -m bench.mesos_scale
 	$(BIN)/python -m bench.executor_artifacts
 	$(BIN)/python -m bench.executor_logs
+	$(BIN)/python -m bench.tui_scale
+	$(BIN)/python -m bench.tui_log_latency
 
 clean:
 	rm -rf $(VENV)
