@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from http.client import HTTPConnection
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection, HTTPException
 from urllib.parse import urlparse
 
 from .history import HistoryStore
@@ -62,15 +64,33 @@ def resolve_mesos_master(text: str, probe_timeout: float = 3.0) -> str:
         if not _HOST_PORT.match(item):
             raise SettingsError(f"mesos_master: '{item}' is not host:port, http://host:port or zk://hosts/path")
         candidates.append(item if ":" in item else f"{item}:5050")
-    for candidate in candidates:
-        host, port = candidate.rsplit(":", 1)
-        conn = HTTPConnection(host, int(port), timeout=probe_timeout)
+    if len(candidates) == 1:
+        if _answers(candidates[0], probe_timeout):
+            return candidates[0]
+    else:
+        # All asked at once: a dead or hung master early in the list costs one timeout, not one each.
+        pool = ThreadPoolExecutor(len(candidates), thread_name_prefix="sing-master-probe")
         try:
-            conn.request("GET", "/version")
-            if conn.getresponse().status == 200:
-                return candidate
-        except OSError:
-            continue
+            probes = [pool.submit(_answers, candidate, probe_timeout) for candidate in candidates]
+            for candidate, probe in zip(candidates, probes, strict=True):
+                if probe.result():
+                    return candidate
         finally:
-            conn.close()
+            pool.shutdown(wait=False)
     raise SettingsError(f"mesos_master: no Mesos master answers at {', '.join(candidates)}")
+
+
+def _answers(address: str, timeout: float) -> bool:
+    """Whether a Mesos master answers GET /version at `address` within `timeout` (connect and answer)."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    conn = HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.connect()
+        conn.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        conn.request("GET", "/version")
+        return conn.getresponse().status == 200
+    except (OSError, HTTPException):  # refused, timed out, or something that does not speak HTTP
+        return False
+    finally:
+        conn.close()

@@ -126,7 +126,7 @@ class PendingWrites:
         first: int | None = None,
         descending: bool = True,
         listed: Callable[[Row], bool] | None = None,
-    ) -> dict[str, PendingTask]:
+    ) -> tuple[dict[str, PendingTask], list[str]]:
         """Queued saves and updates of the tasks of a request (every task with None) for a task listing,
         each row cut to what a listing reads: they are sent to a query process, and the documents were
         most of the bytes. A task known only by its id (an update without its taskId object) is included
@@ -134,17 +134,23 @@ class PendingWrites:
 
         With `first`, of the tasks with a queued save only the first `first` (by startedAt, then id) whose
         last save passes `listed` are included: the listing's page ends before the others. That holds
-        only when the listing does not filter on status or updatedAt, which the saves do not give."""
+        only when the listing does not filter on status or updatedAt, which the saves do not give. The
+        ids of the others come second: their rows in the database may be out of date (a save can change
+        any column), so the listing leaves those rows out."""
         if request_id is None:
             chosen: Iterable[str] = self._tasks
         else:
             chosen = [*self._tasks_by_request.get(request_id, ()), *self._unknown_request]
         saved = [task_id for task_id in chosen if self._tasks[task_id].saves]
+        left_out: list[str] = []
         if first is not None and len(saved) > first:
             rows = ((self._tasks[task_id].saves[-1][1], task_id) for task_id in saved)
             passing = [pair for pair in rows if listed is None or listed(pair[0])]
             pick = heapq.nlargest if descending else heapq.nsmallest
-            saved = [task_id for _, task_id in pick(first, passing, key=_save_order)]
+            picked = [task_id for _, task_id in pick(first, passing, key=_save_order)]
+            kept = set(picked)
+            left_out = [task_id for task_id in saved if task_id not in kept]
+            saved = picked
         unsaved = [task_id for task_id in chosen if not self._tasks[task_id].saves and self._tasks[task_id].updates]
         views = {}
         for task_id in [*saved, *unsaved]:
@@ -154,7 +160,7 @@ class PendingWrites:
                 [(seq, {key: row[key] for key in _LISTED_SAVE}) for seq, row in task.saves],
                 [(seq, {key: row[key] for key in _LISTED_UPDATE}) for seq, row in task.updates],
             )
-        return views
+        return views, left_out
 
 
 _LISTED_SAVE = ("task_id", "request_id", "deploy_id", "run_id", "host", "started_at", "task_id_body")

@@ -331,9 +331,9 @@ class HistoryStore:
         listed = None
         if equal or started_before is not None or started_after is not None:
             listed = partial(_listed, equal=equal, below=below, above=above)
-        queued = self._pending.tasks(request_id, first=first, descending=order_desc, listed=listed)
+        queued, left_out = self._pending.tasks(request_id, first=first, descending=order_desc, listed=listed)
         return await self._read(partial(
-            _task_ids_query, queued=queued, equal=equal, below=below, above=above,
+            _task_ids_query, queued=queued, left_out=left_out, equal=equal, below=below, above=above,
             order_desc=order_desc, offset=offset, count=count,
         ))
 
@@ -647,6 +647,7 @@ def _task_ids_query(
     committed: int,
     *,
     queued: dict[str, PendingTask],
+    left_out: list[str],
     equal: dict[str, str],
     below: dict[str, int | None],
     above: dict[str, int | None],
@@ -654,6 +655,8 @@ def _task_ids_query(
     offset: int,
     count: int,
 ) -> list[Doc]:
+    """A page of task listing. `queued` are the queued writes of the tasks that can reach the page;
+    `left_out` the tasks with a queued save that cannot, which are neither in `queued` nor in the page."""
     wanted = partial(_listed, equal=equal, below=below, above=above)
     views = {task_id: view for task_id, q in queued.items() if (view := q.after(committed))}
     # Overlay rows after the first offset + count cannot reach the page: as many rows precede each.
@@ -669,9 +672,9 @@ def _task_ids_query(
     for column, bound in above.items():
         if bound is not None:
             stmt = stmt.where(getattr(row, column) > bound)
-    if views:
-        # Their rows, as the queued writes change them, are the overlay's.
-        stmt = stmt.where(row.task_id.not_in(list(views)))
+    if views or left_out:
+        # Their rows, as the queued writes change them, are the overlay's (or beyond the page).
+        stmt = stmt.where(row.task_id.not_in([*views, *left_out]))
     order = desc if order_desc else asc
     stmt = stmt.order_by(order(row.started_at), order(row.task_id))
     found = [

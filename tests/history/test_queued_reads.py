@@ -187,6 +187,35 @@ async def test_request_and_deploy_history_with_queued_writes_equal_the_committed
     assert [await query() for query in queries] == while_queued
 
 
+async def test_a_task_saved_again_with_other_columns_is_listed_as_saved_last(
+    store: HistoryStore, history_db: str
+) -> None:
+    """Saving a task again replaces every column. While the new save is queued, the task's committed row
+    is out of date, also when the task lies beyond the page of a listing that looks at few queued tasks."""
+    async def save_as(task_id: str, host: str, started_at: int) -> None:
+        task = make_task("r", "v1", started_at, host=host)
+        await store.save_task(task, task_id=task_id, request_id="r", deploy_id="v1", run_id=None, host=host,
+                              started_at=started_at)
+
+    moved = await save(store, make_task("r", "v1", 250, host="a"))
+    await store.flush()
+    listings: list[Query] = [
+        lambda: store.request_task_ids("r", host="a", count=2),
+        lambda: store.request_task_ids("r", count=1, page=2),
+        lambda: store.request_task_ids(None, count=1),
+        lambda: store.request_task_ids("r", count=2, order_desc=False),
+    ]
+    async with queued(store, history_db):
+        others = [await save(store, make_task("r", "v1", started_at, host="a")) for started_at in (300, 200, 150)]
+        await save_as(moved, "b", 100)  # another host, and now the oldest
+        while_queued = [await timed(listing()) for listing in listings]
+    committed = [await listing() for listing in listings]
+    assert committed == while_queued
+    assert [t["taskId"]["id"] for t in committed[0]] == others[:2]  # host a: no longer the moved task
+    # The oldest now: listed first from the oldest, with what its last save says.
+    assert [(t["taskId"]["startedAt"], t["taskId"]["host"]) for t in committed[3]] == [(100, "b"), (150, "a")]
+
+
 async def test_queries_racing_commits_see_each_write_once(store: HistoryStore) -> None:
     # Commits land between a query's look at the queue and its database snapshot: each write must come
     # from exactly one of the two.
