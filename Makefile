@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python -m bench.failover
 	$(BIN)/python -m bench.history_offload --runs 3
 	$(BIN)/python -m bench.history_backlog
+	$(BIN)/python -m bench.history_scale
 	$(BIN)/python -m bench.mesos_scale
 	$(BIN)/python -m bench.executor_artifacts
 	$(BIN)/python -m bench.executor_logs
