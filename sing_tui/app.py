@@ -27,6 +27,7 @@ from .client import ApiError, SingClient, Unreachable
 from .config import TuiConfig
 from .connection import Connection, backoff
 from .messages import BackendStatus
+from .model import Problem, cluster_problems
 from .query import CommandError, Filter, parse_command
 from .screens.agents import AgentsScreen
 from .screens.base import SingScreen
@@ -60,6 +61,8 @@ class SingApp(App[None]):
     ]
 
     connection: reactive[Connection] = reactive(Connection(""), init=False, always_update=True)
+    # What the backend says is wrong with its own connections (ZooKeeper, leader, Mesos): every screen shows it.
+    problems: reactive[tuple[Problem, ...]] = reactive((), init=False)
 
     def __init__(self, config: TuiConfig | None = None, *, client: SingClient | None = None,
                  start_view: str = "dashboard", clock: Callable[[], float] = time.time) -> None:
@@ -148,8 +151,22 @@ class SingApp(App[None]):
             return
         if isinstance(screen, SingScreen) and not isinstance(screen, ModalScreen):
             screen.poll()
+            self._check_problems()
         delay = backoff(self.connection.failures, self.config.refresh_seconds, self.config.max_backoff_seconds)
         self._poll_timer = self.set_timer(delay, self._tick)
+
+    @work(group="problems", exclusive=True, exit_on_error=False)
+    async def _check_problems(self) -> None:
+        try:
+            state, stale = await self.client.state_and_staleness()
+        except (Unreachable, ApiError):
+            return  # the screen's own poll reports an unreachable backend
+        problems = cluster_problems(state, stale=stale)
+        if problems != self.problems:
+            gone = {p.badge for p in self.problems} - {p.badge for p in problems}
+            if gone:
+                self.notify(f"Cleared: {', '.join(sorted(gone))}", title="Backend", timeout=4)
+            self.problems = problems
 
     def on_backend_status(self, message: BackendStatus) -> None:
         conn = self.connection

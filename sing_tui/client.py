@@ -119,6 +119,11 @@ class SingClient:
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                    body: Json = None, cache: bool = False) -> Json:
         """One API call. `cache=True` sends the last ETag so an unchanged list costs a 304, not a body."""
+        data, _ = await self._call(method, path, params=params, body=body, cache=cache)
+        return data
+
+    async def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                    body: Json = None, cache: bool = False) -> tuple[Json, httpx.Headers]:
         headers: dict[str, str] = {}
         key = f"{path}?{sorted((params or {}).items())}"
         if cache and key in self._etags:
@@ -138,11 +143,11 @@ class SingClient:
         except httpx.HTTPError as exc:
             raise Unreachable(self.base_url, _reason(exc)) from exc
         if resp.status_code == 304 and key in self._etags:
-            return self._etags[key][1]
+            return self._etags[key][1], resp.headers
         if cache and resp.status_code == 200 and key in self._bodies and self._bodies[key][0] == raw:
             # The backend serves an unchanged list as the very same bytes: skip the parse, and hand back
             # the same object so the caller can tell nothing changed (`is`).
-            return self._bodies[key][1]
+            return self._bodies[key][1], resp.headers
         if len(raw) > _OFF_LOOP_BYTES:
             data = await asyncio.to_thread(_decode, raw, encoding)
         else:
@@ -154,7 +159,7 @@ class SingClient:
             if etag:
                 self._etags[key] = (etag, data)
             self._bodies[key] = (raw, data)
-        return data
+        return data, resp.headers
 
     async def get(self, route: str, /, **params: Any) -> Json:
         return await self.call("GET", route, params=params)
@@ -162,6 +167,12 @@ class SingClient:
     # ---- cluster
     async def state(self) -> Json:
         return await self.get("/state")
+
+    async def state_and_staleness(self) -> tuple[Json, bool]:
+        """/api/state, and whether it is a standby's last snapshot: with no leader reachable, a standby
+        answers reads itself and marks them stale (X-Sing-Stale)."""
+        data, headers = await self._call("GET", "/state")
+        return data, headers.get("x-sing-stale") == "true"
 
     async def agents(self) -> list[Json]:
         return await self.get("/agents")

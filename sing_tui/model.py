@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 Json = Any
@@ -356,9 +357,39 @@ def leader_line(state: Json, now: int) -> str:
     for h in hosts:
         role = "leader" if h.get("master") else "standby"
         mesos = "mesos connected" if h.get("mesosConnected") else "MESOS DISCONNECTED"
-        parts.append(f"{h.get('hostname', '?')} ({role}, {h.get('driverStatus', '?')}, {mesos}, "
+        zookeeper = ""
+        if "zookeeperConnected" in state:  # production mode only
+            zookeeper = "ZooKeeper connected, " if state["zookeeperConnected"] else "ZOOKEEPER DISCONNECTED, "
+        parts.append(f"{h.get('hostname', '?')} ({role}, {h.get('driverStatus', '?')}, {mesos}, {zookeeper}"
                      f"up {fmt_secs(int(h.get('uptime', 0)) // 1000)})")
+    leader = state.get("leader")
+    if leader and all(h.get("hostname") != leader for h in hosts):
+        parts.append(f"leader: {leader}")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong on the backend's side that every screen shows: a short badge, and what it means."""
+
+    badge: str
+    meaning: str
+
+
+def cluster_problems(state: Json, *, stale: bool) -> tuple[Problem, ...]:
+    """What /api/state (and whether it came stale) says is wrong with the backend's own connections."""
+    problems = []
+    if state.get("zookeeperConnected") is False:
+        problems.append(Problem("ZOOKEEPER DOWN", "the backend cannot reach ZooKeeper: nothing is scheduled, "
+                                                  "changes are refused until it is back"))
+    if stale:
+        problems.append(Problem("NO LEADER", "no leader is reachable: this is the backend's last snapshot, "
+                                             "and changes are refused"))
+    hosts = state.get("hostStates") or []
+    if hosts and hosts[0].get("master") and hosts[0].get("mesosConnected") is False:
+        problems.append(Problem("MESOS DOWN", "the leader has lost the Mesos master: tasks keep running, new "
+                                              "ones wait until it is back"))
+    return tuple(problems)
 
 
 PENDING_COLUMNS = ("PENDING TASK", "WAITING", "WHY NOT PLACED")

@@ -76,12 +76,17 @@ class SingScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.watch(self.app, "connection", self._show_connection)
+        self.watch(self.app, "problems", self._show_problems)
 
     def _show_connection(self, connection: Connection) -> None:
+        problems = self.sing.problems
         for bar in self.query(TopBar):
-            bar.show(connection, self.read_only)
+            bar.show(connection, self.read_only, problems)
         for banner in self.query(Banner):
-            banner.show(connection)
+            banner.show(connection, problems)
+
+    def _show_problems(self, _problems: object) -> None:
+        self._show_connection(self.sing.connection)
 
     def on_screen_resume(self) -> None:
         self._show_connection(self.sing.connection)

@@ -11,6 +11,7 @@ from textual.containers import Horizontal
 from textual.widgets import Label, Static
 
 from ..connection import Connection
+from ..model import Problem
 
 
 class TopBar(Horizontal):
@@ -39,11 +40,15 @@ class TopBar(Horizontal):
         self.crumbs = crumbs
         self.query_one("#crumbs", Label).update(self._crumbs_text())
 
-    def show(self, connection: Connection, read_only: bool) -> None:
+    def show(self, connection: Connection, read_only: bool, problems: tuple[Problem, ...] = ()) -> None:
         right = Text()
         if read_only:
             right.append(" READ-ONLY ", style="bold reverse")
             right.append(" ")
+        if connection.ok:  # from a backend that does not answer, they would be stale news
+            for problem in problems:
+                right.append(f" {problem.badge} ", style="bold white on red")
+                right.append(" ")
         right.append(connection.url.removeprefix("http://").removeprefix("https://") + " ")
         if connection.ok:
             right.append("● live", style="bold green")
@@ -55,15 +60,20 @@ class TopBar(Horizontal):
 
 
 class Banner(Static):
-    """Shown only while the backend is unreachable: what failed, what the data is, when we retry."""
+    """Shown while the backend is unreachable (what failed, what the data is, when we retry), or while
+    it reports a problem of its own (ZooKeeper or the leader away: what that means for what you see)."""
 
     DEFAULT_CSS = """
     Banner { height: auto; max-height: 3; background: $error 30%; color: $text; padding: 0 1; display: none; }
-    Banner.-down { display: block; }
+    Banner.-down, Banner.-problem { display: block; }
     """
 
-    def show(self, connection: Connection) -> None:
+    def show(self, connection: Connection, problems: tuple[Problem, ...] = ()) -> None:
         self.set_class(connection.ok is False, "-down")
+        self.set_class(bool(connection.ok and problems), "-problem")
+        if connection.ok and problems:
+            self.update(Text.assemble(("⚠ ", "bold"), "; ".join(p.meaning for p in problems)))
+            return
         if connection.ok is not False:
             return
         if connection.last_ok_at is None:

@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sing_backend.local_backend import Backend, free_port, wait_for
+from sing_tui.app import SingApp
+from sing_tui.config import TuiConfig
 from tests.servers import ZooKeeperServer, mysql_database, require_zookeeper
+from tests.tui.conftest import screen_text, until
 
 
 def _start_fails(tmp_path: Path, *args: str) -> str:
@@ -80,6 +83,21 @@ def test_zookeeper_outage_stops_scheduling_and_resumes(tmp_path: Path, ha: dict)
         b.post("/api/requests", {"id": "after", "requestType": "WORKER"})
         ids = {r["request"]["id"] for r in b.get("/api/requests")}
         assert ids == {"keep", "after"}
+
+
+async def test_the_tui_says_when_zookeeper_is_away_and_when_it_is_back(tmp_path: Path, ha: dict) -> None:
+    with leader_on_its_own_zookeeper(tmp_path, ha) as (zk, b):
+        app = SingApp(TuiConfig(url=b.url, refresh_seconds=0.3), start_view="requests")
+        async with app.run_test(size=(110, 24)) as pilot:
+            await until(pilot, lambda: "keep" in screen_text(pilot), what="the request listed")
+            assert "ZOOKEEPER DOWN" not in screen_text(pilot)
+            zk.stop()
+            await until(pilot, lambda: "ZOOKEEPER DOWN" in screen_text(pilot) and "NO LEADER" in screen_text(pilot),
+                        timeout=30, what="the outage shown")
+            assert "keep" in screen_text(pilot)  # what the backend last knew is still shown
+            zk.start(port=zk.port)
+            await until(pilot, lambda: "ZOOKEEPER DOWN" not in screen_text(pilot)
+                        and "NO LEADER" not in screen_text(pilot), timeout=30, what="the outage over")
 
 
 def test_a_write_caught_by_a_silent_zookeeper_answers_503_saying_so(tmp_path: Path, ha: dict):

@@ -287,3 +287,36 @@ async def test_dashboard_keeps_going_while_the_history_is_away() -> None:
         assert "The backend refused" not in screen_text(pilot)
         away["on"] = False
         await until(pilot, lambda: "(failed, lost or errored tasks)" in screen_text(pilot), what="recovered")
+
+
+async def test_every_screen_says_when_the_backend_has_lost_zookeeper() -> None:
+    """The backend reaches the TUI but not ZooKeeper (so no leader either): each screen says so at the
+    top and what it means, until it is over."""
+    fake = FakeSingApi()
+    handle = fake.handle
+    away = {"on": False}
+
+    def zookeeper_away(request: httpx.Request) -> httpx.Response:
+        if away["on"] and request.url.path == "/api/state":
+            state = dict(fake.routes["/api/state"])
+            state["zookeeperConnected"] = False
+            state["hostStates"] = [{**state["hostStates"][0], "master": False, "mesosConnected": False}]
+            return httpx.Response(200, json=state, headers={"X-Sing-Stale": "true"})
+        return handle(request)
+    client = SingClient(FAKE_URL, transport=httpx.MockTransport(zookeeper_away))
+    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=0.2), client=client, start_view="requests",
+                  clock=fake.clock)
+    async with app.run_test(size=(110, 24), notifications=True) as pilot:
+        await until(pilot, lambda: "● live" in screen_text(pilot), what="the backend live")
+        await pilot.pause(0.5)
+        assert "DOWN" not in screen_text(pilot) and "NO LEADER" not in screen_text(pilot)
+        away["on"] = True
+        await until(pilot, lambda: "ZOOKEEPER DOWN" in screen_text(pilot) and "NO LEADER" in screen_text(pilot),
+                    what="the badges on the requests screen")
+        assert "the backend cannot reach ZooKeeper" in screen_text(pilot)  # what it means, in the banner
+        await pilot.press("1")
+        await until(pilot, lambda: "ZOOKEEPER DISCONNECTED" in screen_text(pilot), what="the dashboard's line")
+        assert "ZOOKEEPER DOWN" in screen_text(pilot)
+        away["on"] = False
+        await until(pilot, lambda: "ZOOKEEPER DOWN" not in screen_text(pilot), what="the badge gone")
+        assert "cannot reach ZooKeeper" not in screen_text(pilot)

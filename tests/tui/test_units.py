@@ -10,11 +10,13 @@ from sing_tui.config import ConfigError, load_config
 from sing_tui.connection import Connection, backoff
 from sing_tui.logtail import LogTail
 from sing_tui.model import (
+    cluster_problems,
     describe,
     fmt_age,
     fmt_countdown,
     fmt_local,
     fmt_until,
+    leader_line,
     next_run_cell,
     next_run_line,
     pending_reason,
@@ -171,3 +173,27 @@ def test_next_run_of_scheduled_requests(monkeypatch: pytest.MonkeyPatch) -> None
     entry = {"notPlacedReason": f"scheduled to run at {now + 200_000} (epoch ms)"}
     assert pending_reason(entry, now) == "scheduled in 3m 20s (03:03:20 EST)"
     assert pending_reason({"notPlacedReason": "no agent with enough memory"}, now) == "no agent with enough memory"
+
+
+def test_cluster_problems_from_the_state_and_its_staleness() -> None:
+    healthy = {"zookeeperConnected": True, "hostStates": [{"master": True, "mesosConnected": True}]}
+    assert cluster_problems(healthy, stale=False) == ()
+    assert cluster_problems({"hostStates": [{"master": True, "mesosConnected": True}]}, stale=False) == ()  # local
+    zk_down = {"zookeeperConnected": False, "hostStates": [{"master": False, "mesosConnected": False}]}
+    assert [p.badge for p in cluster_problems(zk_down, stale=True)] == ["ZOOKEEPER DOWN", "NO LEADER"]
+    mesos_down = {"zookeeperConnected": True, "hostStates": [{"master": True, "mesosConnected": False}]}
+    [problem] = cluster_problems(mesos_down, stale=False)
+    assert problem.badge == "MESOS DOWN" and "tasks keep running" in problem.meaning
+    # A standby is not connected to Mesos by design: nothing wrong.
+    standby = {"zookeeperConnected": True, "hostStates": [{"master": False, "mesosConnected": False}]}
+    assert cluster_problems(standby, stale=False) == ()
+
+
+def test_leader_line_names_zookeeper_and_another_leader() -> None:
+    host = {"hostname": "http://b:7099", "master": False, "driverStatus": "DRIVER_NOT_STARTED", "mesosConnected": False,
+            "uptime": 65_000}
+    line = leader_line({"hostStates": [host], "zookeeperConnected": True, "leader": "http://a:7099"}, 0)
+    assert line == ("http://b:7099 (standby, DRIVER_NOT_STARTED, MESOS DISCONNECTED, ZooKeeper connected, up 1m); "
+                    "leader: http://a:7099")
+    assert "ZOOKEEPER DISCONNECTED" in leader_line({"hostStates": [host], "zookeeperConnected": False}, 0)
+    assert "ZooKeeper" not in leader_line({"hostStates": [host]}, 0)  # local mode says nothing of it
