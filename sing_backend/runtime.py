@@ -181,8 +181,8 @@ class Runtime:
                     if removed:
                         log.info("history: purged %d finished tasks", removed)
                 except Exception:
-                    log.exception("history purge failed; retrying in an hour")
-            await asyncio.sleep(3600)
+                    log.exception("history purge failed; retrying in %g s", s.history_purge_interval_seconds)
+            await asyncio.sleep(s.history_purge_interval_seconds)
 
     async def _watch_master(self) -> None:
         """pymesos never notices a master that went silent (half-open connection): re-subscribe then.
