@@ -31,8 +31,8 @@ REQUESTS = 100
 SIZED_SERVER = ("--innodb-buffer-pool-size=1G", "--innodb-log-file-size=512M")
 
 
-def task_doc(i: int, now: int) -> tuple[dict, dict]:
-    rid = f"req-{i % REQUESTS}"
+def task_doc(i: int, now: int, requests: int = REQUESTS) -> tuple[dict, dict]:
+    rid = f"req-{i % requests}"
     tid = {"id": f"{rid}-v1-{now + i}-1-host-rack", "requestId": rid, "deployId": "v1", "startedAt": now + i,
            "instanceNo": 1, "host": "host", "sanitizedHost": "host", "rackId": "rack", "sanitizedRackId": "rack"}
     return tid, {"taskId": tid, "taskRequest": {"request": {"id": rid, "requestType": "WORKER"},

@@ -27,7 +27,7 @@ from sing_backend.history import HistoryStore
 from sing_backend.latency import freeze_heap, tune_interpreter
 from tests.servers import MariaDBServer, mysql_database
 
-from .history_offload import SIZED_SERVER
+from .history_offload import SIZED_SERVER, task_doc
 from .stats import percentile
 
 REQUESTS = 200
@@ -37,19 +37,10 @@ LISTING = ("SELECT task_id_body, updated_at, last_task_status, run_id, started_a
            "WHERE {where} ORDER BY started_at DESC, task_id DESC LIMIT {count} OFFSET {offset}")
 
 
-def task_doc(i: int, now: int) -> tuple[dict, dict]:
-    rid = f"req-{i % REQUESTS:03d}"
-    tid = {"id": f"{rid}-v1-{now + i}-1-host-rack", "requestId": rid, "deployId": "v1", "startedAt": now + i,
-           "instanceNo": 1, "host": "host", "sanitizedHost": "host", "rackId": "rack", "sanitizedRackId": "rack"}
-    return tid, {"taskId": tid, "taskRequest": {"request": {"id": rid, "requestType": "WORKER"},
-                                                "deploy": {"requestId": rid, "id": "v1", "command": "true"},
-                                                "pendingTask": {"pendingTaskId": {"requestId": rid}}}}
-
-
 async def fill(store: HistoryStore, tasks: int, now: int) -> float:
     start = time.perf_counter()
     for i in range(tasks):
-        tid, task = task_doc(i, now)
+        tid, task = task_doc(i, now, REQUESTS)
         await store.save_task(task, task_id=tid["id"], request_id=tid["requestId"], deploy_id="v1", run_id=None,
                               host="host", started_at=tid["startedAt"])
         state = "TASK_FAILED" if i % 20 == 7 else "TASK_FINISHED"
@@ -101,13 +92,13 @@ async def run(url: str, tasks: int, repeat: int) -> None:
         raw, close_raw = raw_runner(url)
         try:
             cases: list[tuple[str, dict[str, Any], str, tuple[Any, ...]]] = [
-                (f"request, page {page:3d}", {"request_id": "req-007", "page": page},
-                 LISTING.format(where="request_id = ?", count=PAGE, offset=(page - 1) * PAGE), ("req-007",))
+                (f"request, page {page:3d}", {"request_id": "req-7", "page": page},
+                 LISTING.format(where="request_id = ?", count=PAGE, offset=(page - 1) * PAGE), ("req-7",))
                 for page in (1, 10, 100)
             ]
-            cases.append(("request, TASK_FAILED", {"request_id": "req-007", "last_task_status": "TASK_FAILED"},
+            cases.append(("request, TASK_FAILED", {"request_id": "req-7", "last_task_status": "TASK_FAILED"},
                           LISTING.format(where="request_id = ? AND last_task_status = ?", count=PAGE, offset=0),
-                          ("req-007", "TASK_FAILED")))
+                          ("req-7", "TASK_FAILED")))
             cases += [
                 (f"all tasks, page {page:3d}", {"request_id": None, "page": page},
                  LISTING.format(where="1 = 1", count=PAGE, offset=(page - 1) * PAGE), ())
