@@ -61,18 +61,21 @@ def make_writer_engine(url: str) -> AsyncEngine:
     return engine
 
 
+# Made once per connection, outside any transaction: MySQL with GTID consistency enforced refuses
+# CREATE TEMPORARY TABLE inside one (and with autocommit off, every statement is inside one).
+STATUS_MOVES_TABLE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS task_status_moves (task_id VARCHAR(200) COLLATE utf8mb4_bin "
+    "PRIMARY KEY, newest BIGINT NOT NULL, state VARCHAR(32) NOT NULL, first_state VARCHAR(32) NOT NULL) "
+    "ENGINE=MEMORY DEFAULT CHARSET=utf8mb4"
+)
+
+
 def _create_status_moves_table(dbapi_connection: Any, _record: Any) -> None:
-    # Once per connection, outside any transaction: MySQL with GTID consistency enforced refuses
-    # CREATE TEMPORARY TABLE inside one (and with autocommit off, every statement is inside one).
     dbapi_connection.autocommit(True)
     try:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS task_status_moves (task_id VARCHAR(200) COLLATE utf8mb4_bin "
-                "PRIMARY KEY, newest BIGINT NOT NULL, state VARCHAR(32) NOT NULL, "
-                "first_state VARCHAR(32) NOT NULL) ENGINE=MEMORY DEFAULT CHARSET=utf8mb4"
-            )
+            cursor.execute(STATUS_MOVES_TABLE)
         finally:
             cursor.close()
     finally:

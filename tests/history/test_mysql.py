@@ -304,3 +304,22 @@ async def test_the_server_stops_a_query_running_past_the_query_timeout(mysql_url
         assert len(await store.request_history("r")) == 1
     finally:
         await store.close()
+
+
+async def test_a_user_who_may_not_make_temporary_tables_fails_the_open(mysql_url: str) -> None:
+    """The writer moves task statuses through a temporary table: without that privilege the store must
+    not start (and then drop every status change), but say why."""
+    parsed = make_url(mysql_url)
+    user = f"sing_limited_{parsed.database[-8:]}"
+    query(mysql_url, f"CREATE USER '{user}'@'%%' IDENTIFIED BY 'pw'")
+    try:
+        query(mysql_url, f"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP, REFERENCES "
+                         f"ON `{parsed.database}`.* TO '{user}'@'%%'")
+        limited = parsed.set(username=user, password="pw").render_as_string(hide_password=False)
+        with pytest.raises(OperationalError, match="(?i)access denied"):
+            await HistoryStore.open(limited)
+        query(mysql_url, f"GRANT CREATE TEMPORARY TABLES ON `{parsed.database}`.* TO '{user}'@'%%'")
+        store = await HistoryStore.open(limited)
+        await store.close()
+    finally:
+        query(mysql_url, f"DROP USER '{user}'@'%%'")
