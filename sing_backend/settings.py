@@ -108,7 +108,7 @@ class Settings(BaseModel):
     # this many days, and/or beyond the newest N per request. Checked every history_purge_interval_seconds.
     history_purge_after_days: float | None = Field(None, gt=0)
     history_keep_per_request: int | None = Field(None, ge=1)
-    history_purge_interval_seconds: float = Field(3600.0, gt=0)
+    history_purge_interval_seconds: float = Field(3600.0, ge=1.0)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     max_sandbox_read_bytes: int = Field(1024 * 1024, ge=1024)
     common_hostname_suffix_to_omit: str = ""

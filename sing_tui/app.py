@@ -75,6 +75,7 @@ class SingApp(App[None]):
         self.suggester = CommandSuggester()
         self.set_reactive(SingApp.connection, Connection(self.client.base_url))
         self._poll_timer: Timer | None = None
+        self._checking_problems = False
         self._had_tty = False
         self._gc_was_enabled = True
         if self.config.theme:
@@ -155,12 +156,22 @@ class SingApp(App[None]):
         delay = backoff(self.connection.failures, self.config.refresh_seconds, self.config.max_backoff_seconds)
         self._poll_timer = self.set_timer(delay, self._tick)
 
-    @work(group="problems", exclusive=True, exit_on_error=False)
-    async def _check_problems(self) -> None:
+    def _check_problems(self) -> None:
+        # Skipped while the last check is still out (a slow backend must not pile up requests, and
+        # cancelling it each tick would never let one finish).
+        if not self._checking_problems:
+            self._checking_problems = True
+            self._problems_worker()
+
+    @work(group="problems", exit_on_error=False)
+    async def _problems_worker(self) -> None:
         try:
             state, stale = await self.client.state_and_staleness()
         except (Unreachable, ApiError):
-            return  # the screen's own poll reports an unreachable backend
+            self.problems = ()  # nothing known: the screen's own poll reports an unreachable backend
+            return
+        finally:
+            self._checking_problems = False
         problems = cluster_problems(state, stale=stale)
         if problems != self.problems:
             gone = {p.badge for p in self.problems} - {p.badge for p in problems}
@@ -176,6 +187,7 @@ class SingApp(App[None]):
                     self.notify("Backend reachable again", title="Reconnected", timeout=3)
             self.connection = conn.up(self.clock())
         else:
+            self.problems = ()  # what the backend said of itself is old news once it does not answer
             self.connection = conn.down(message.error, self.config.refresh_seconds, self.config.max_backoff_seconds)
 
     # ---- navigation

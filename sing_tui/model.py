@@ -378,12 +378,14 @@ class Problem:
 
 def cluster_problems(state: Json, *, stale: bool) -> tuple[Problem, ...]:
     """What /api/state (and whether it came stale) says is wrong with the backend's own connections."""
+    # Said of "this backend": a standby that lost ZooKeeper (or its leader) says so while the leader,
+    # elsewhere, may be scheduling as usual.
     problems = []
     if state.get("zookeeperConnected") is False:
-        problems.append(Problem("ZOOKEEPER DOWN", "the backend cannot reach ZooKeeper: nothing is scheduled, "
-                                                  "changes are refused until it is back"))
+        problems.append(Problem("ZOOKEEPER DOWN", "this backend cannot reach ZooKeeper: it does not schedule, "
+                                                  "and shows what it last knew"))
     if stale:
-        problems.append(Problem("NO LEADER", "no leader is reachable: this is the backend's last snapshot, "
+        problems.append(Problem("NO LEADER", "this backend reaches no leader: the data is its last snapshot, "
                                              "and changes are refused"))
     hosts = state.get("hostStates") or []
     if hosts and hosts[0].get("master") and hosts[0].get("mesosConnected") is False:

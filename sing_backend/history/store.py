@@ -110,16 +110,16 @@ class HistoryStore:
         now = int(time.time() * 1000)
         try:
             await migrate_engine(engine)
-            async with db.writer(engine).begin() as conn:
-                mine = {"writer_id": writer_id, "committed_seq": 0, "updated_at": now}
-                await conn.execute(insert(HistoryWriterRow).values(mine))
-            await _forget_stale_writers(engine, now)
             if engine.dialect.name in ("mysql", "mariadb"):
                 # What the writer does on each connection, tried now: a user without the CREATE TEMPORARY
                 # TABLES privilege fails the start, not every batch that moves a task's status.
                 async with engine.connect() as conn:
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     await conn.exec_driver_sql(STATUS_MOVES_TABLE)
+            async with db.writer(engine).begin() as conn:
+                mine = {"writer_id": writer_id, "committed_seq": 0, "updated_at": now}
+                await conn.execute(insert(HistoryWriterRow).values(mine))
+            await _forget_stale_writers(engine, now)
             # Started here rather than by a task of the store: a start cancelled half-way (the backend
             # failing to start for another reason) would leave asyncio waiting for it at shutdown.
             process = await _start_writer(url, writer_id)

@@ -5,9 +5,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from textual.app import App
 from textual.pilot import Pilot
+from textual.widgets import Label
 
 from sing_backend.local_backend import Backend
+from sing_tui.widgets.top_bar import TopBar
 
 
 @pytest.fixture(autouse=True)
@@ -73,3 +76,8 @@ async def fill_and_submit(pilot: Pilot, selector: str, value: str) -> None:
     box.value = value
     box.focus()
     await pilot.press("enter")
+
+
+def top_right(app: App[None]) -> str:
+    """The top bar's right-hand side on the screen shown: badges, backend, live or stale."""
+    return str(app.screen.query_one(TopBar).query_one("#conn", Label).content).strip()
