@@ -9,12 +9,16 @@ import os
 import signal
 import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 
+from sing_backend.errors import ApiError
 from sing_backend.history import HistoryStore
 from sing_backend.history import store as store_module
 from sing_backend.history.readers import QueryProcesses
+from sing_backend.runtime import Runtime
+from sing_backend.settings import Settings
 
 from .helpers import make_task, save
 
@@ -127,3 +131,22 @@ async def test_output_printed_by_a_query_does_not_garble_the_answers(store: Hist
     assert await store._read(noisy_query) == "the answer"
     assert len(await store.request_history("r")) == 2
     assert await store._read(noisy_query) == "the answer"
+
+
+def exits_at_once(conn: object, committed: int) -> None:
+    """A query whose process dies under it (as one killed by the OOM killer would)."""
+    os._exit(3)
+
+
+async def test_a_query_whose_process_dies_each_time_answers_503(history_db: str, tmp_path: Path) -> None:
+    runtime = Runtime(Settings(data_dir=tmp_path))
+    runtime.history = await HistoryStore.open(history_db)
+    try:
+        with pytest.raises(ApiError) as refused:
+            await runtime.history_call("_read", exits_at_once)
+        assert refused.value.status == 503 and "history database is not answering" in refused.value.message
+        await add_events(runtime.history, "r", 2)
+        assert len(await runtime.history_call("request_history", "r")) == 2  # new processes serve the rest
+    finally:
+        await runtime.history.close()
+        await runtime.http.aclose()
