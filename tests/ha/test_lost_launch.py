@@ -1,4 +1,4 @@
-"""A launch whose call to the master fails (here: the master hangs and the call times out) leaves Sing not
+"""A launch whose call to the master fails leaves Sing not
 knowing whether the master took it: Sing asks the master, and the task ends up running exactly once,
 whichever way the master went (this master reads the request once it resumes; one that never got it
 answers TASK_LOST and the task is replaced)."""
@@ -13,6 +13,7 @@ import httpx
 
 from sing_backend.local_backend import Backend, free_port, wait_for
 
+from .refusing_proxy import RefusingProxy
 from .test_failover import RES, one_leader, running_ids
 
 
@@ -57,3 +58,39 @@ def test_a_launch_lost_to_a_hung_master_ends_up_running_once(tmp_path: Path, ha:
         assert len(leader.active_tasks("w", state=None)) == 2
     finally:
         b.close()
+
+
+def test_a_launch_the_master_never_received_is_replaced(tmp_path: Path, ha: dict):
+    """The ACCEPT call fails and the master never hears of it: asked, the master answers TASK_LOST, and
+    Sing launches a replacement. Without that reconciliation the task would stay "launched" for ever."""
+    cluster = ha["cluster"]
+    proxy = RefusingProxy(cluster.address)
+    port = free_port()
+    b = Backend(tmp_path / "b", port=port, env={
+        "SING_MODE": "mesos", "SING_MESOS_MASTER": proxy.address, "SING_ZK_HOSTS": ha["zookeeper"].hosts,
+        "SING_ZK_ROOT": f"/sing-refused-{port}", "SING_DB_URL": ha["db_url"], "SING_ZK_SESSION_TIMEOUT": "2",
+        "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}", "SING_LAUNCH_CONFIRM_TIMEOUT_SECONDS": "2",
+        "SING_MESOS_HEARTBEAT_TIMEOUT_SECONDS": "600"})
+    try:
+        b.start(wait_connected=False)
+        leader = one_leader([b])
+        leader.create({"id": "w", "requestType": "WORKER", "instances": 1},
+                      {"id": "v1", "command": "sleep 1000", "resources": RES,
+                       "considerHealthyAfterRunningForSeconds": 0})
+        first = wait_for(lambda: len(ids := running_ids(leader, "w")) == 1 and ids, timeout=30, what="1 task")
+
+        proxy.refuse_next("ACCEPT")
+        leader.put("/api/requests/request/w/scale", {"instances": 2})
+        wait_for(lambda: proxy.refused, timeout=20, what="the launch refused on its way to the master")
+        [operation] = proxy.refused[0]["accept"]["operations"]
+        [lost] = [info["task_id"]["value"] for info in operation["launch"]["task_infos"]]
+
+        both = wait_for(lambda: len(ids := running_ids(leader, "w")) == 2 and ids, timeout=40,
+                        what="2 tasks running, the lost launch replaced")
+        assert first < both and lost not in both
+        assert master_task_count(cluster.address) == 2
+        history = wait_for(lambda: leader.get(f"/api/history/task/{lost}"), what="the lost task's history")
+        assert history["taskUpdates"][-1]["taskState"] == "TASK_LOST"
+    finally:
+        b.close()
+        proxy.close()
