@@ -35,7 +35,7 @@ test: setup
 	$(BIN)/python -m ruff check sing_backend sing_tui tests bench
 	$(BIN)/python -m pytest -q
 
-# Every benchmark of the README's table, one after the other (about half an hour here).
+# Every benchmark of the README's table, one after the other (about 45 minutes here).
 bench: setup
 	bash scripts/ensure-services.sh
 	$(BIN)/python -m bench.launch_latency
