@@ -152,7 +152,8 @@ class SingApp(App[None]):
             return
         if isinstance(screen, SingScreen) and not isinstance(screen, ModalScreen):
             screen.poll()
-            self._check_problems()
+            if not screen.REPORTS_PROBLEMS:
+                self._check_problems()
         delay = backoff(self.connection.failures, self.config.refresh_seconds, self.config.max_backoff_seconds)
         self._poll_timer = self.set_timer(delay, self._tick)
 
@@ -172,7 +173,10 @@ class SingApp(App[None]):
             return
         finally:
             self._checking_problems = False
-        problems = cluster_problems(state, stale=stale)
+        self.report_problems(cluster_problems(state, stale=stale))
+
+    def report_problems(self, problems: tuple[Problem, ...]) -> None:
+        """What the backend says is wrong with its own connections, as last read from /api/state."""
         if problems != self.problems:
             gone = {p.badge for p in self.problems} - {p.badge for p in problems}
             if gone:

@@ -43,6 +43,9 @@ class SingScreen(Screen[None]):
     # Leave this screen when its object is deleted on the backend (a 404 on poll).
     GONE_ON_404: ClassVar[bool] = False
     FILTERABLE: ClassVar[bool] = False
+    # Reads /api/state itself and hands the app what it says of the backend's outages (report_problems),
+    # so the app need not ask again.
+    REPORTS_PROBLEMS: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -19,6 +19,8 @@ from ..model import (
     FAILURE_COLUMNS,
     PENDING_COLUMNS,
     Json,
+    Problem,
+    cluster_problems,
     failure_row,
     leader_line,
     now_ms,
@@ -42,9 +44,11 @@ class DashboardData:
     failures: list[Json]
     failures_note: str
     failures_stale: bool = False
+    problems: tuple[Problem, ...] = ()
 
 
 class DashboardScreen(SingScreen):
+    REPORTS_PROBLEMS = True
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("tab", "switch_table", "Pending/failures", id="dashboard.switch"),
         Binding("l", "logs", "Logs", id="dashboard.logs"),
@@ -84,14 +88,16 @@ class DashboardScreen(SingScreen):
 
     async def fetch(self) -> DashboardData:
         c = self.client
-        state, pending = await asyncio.gather(c.state(), c.scheduled_tasks())
+        (state, stale), pending = await asyncio.gather(c.state_and_staleness(), c.scheduled_tasks())
+        problems = cluster_problems(state, stale=stale)
         try:
             failures = await c.recent_failures(count=FAILURES_SHOWN)
         except ApiError as exc:
             # The history can be away (a database outage answers 503) while the scheduler is fine: keep
             # the rest of the dashboard, and the failures last seen, and say why they may be stale.
             last = self.data.failures if self.data else []
-            return DashboardData(state, pending, last, f" — not updated: {exc.message}", failures_stale=True)
+            return DashboardData(state, pending, last, f" — not updated: {exc.message}", failures_stale=True,
+                                 problems=problems)
         note = ""
         if failures is None:
             # No global task search on this backend: look at the requests most likely to be failing.
@@ -104,10 +110,11 @@ class DashboardScreen(SingScreen):
             found = await asyncio.gather(*(c.last_failed_task(rid) for rid in suspects))
             failures = sorted((f for f in found if f), key=lambda f: f.get("updatedAt", 0), reverse=True)
             note = " (of requests in cool-down or under-provisioned)"
-        return DashboardData(state, pending, failures, note)
+        return DashboardData(state, pending, failures, note, problems=problems)
 
     def show(self, data: DashboardData) -> None:
         self.data = data
+        self.sing.report_problems(data.problems)
         now = now_ms(self.sing.clock)
         text = Text()
         for i, (group, items) in enumerate(state_counts(data.state).items()):

@@ -298,6 +298,7 @@ async def test_every_screen_says_when_the_backend_has_lost_zookeeper() -> None:
 
     def zookeeper_away(request: httpx.Request) -> httpx.Response:
         if away["on"] and request.url.path == "/api/state":
+            fake.calls.append("GET /api/state")
             state = dict(fake.routes["/api/state"])
             state["zookeeperConnected"] = False
             state["hostStates"] = [{**state["hostStates"][0], "master": False, "mesosConnected": False}]
@@ -316,6 +317,12 @@ async def test_every_screen_says_when_the_backend_has_lost_zookeeper() -> None:
         await pilot.press("1")
         await until(pilot, lambda: "ZOOKEEPER DISCONNECTED" in screen_text(pilot), what="the dashboard's line")
         assert "ZOOKEEPER DOWN" in top_right(app)
+        # The dashboard reads /api/state anyway: the app does not ask a second time.
+        before = fake.calls.count("GET /api/state"), fake.calls.count("GET /api/tasks/scheduled")
+        await pilot.pause(1.0)
+        after = fake.calls.count("GET /api/state"), fake.calls.count("GET /api/tasks/scheduled")
+        polls = after[1] - before[1]
+        assert polls >= 2 and abs((after[0] - before[0]) - polls) <= 1
         away["on"] = False
         await until(pilot, lambda: top_right(app).endswith("● live") and "DOWN" not in top_right(app)
                     and "NO LEADER" not in top_right(app), what="the badges gone, the backend live")
