@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import httpx
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
 from sing_tui.app import SingApp
+from sing_tui.client import SingClient
 from sing_tui.config import TuiConfig
 from sing_tui.widgets.log_view import LogView
 from sing_tui.widgets.resource_table import ResourceTable
 
-from .conftest import until
+from .conftest import top_right, until
 from .fake_api import FAKE_URL, FakeSingApi
 
 Steps = Callable[[Pilot], Awaitable[None]]
@@ -85,3 +87,25 @@ def test_screen(snap_compare: Callable[..., bool], name: str) -> None:
 
 def test_read_only_requests(snap_compare: Callable[..., bool]) -> None:
     assert snap_compare(fake_app("requests", read_only=True), terminal_size=(80, 24), run_before=steps())
+
+
+def test_requests_while_the_backend_has_lost_zookeeper(snap_compare: Callable[..., bool]) -> None:
+    """The badges in the top bar and the banner saying what they mean."""
+    fake = FakeSingApi()
+    state = fake.routes["/api/state"]
+    state["zookeeperConnected"] = False
+    state["hostStates"] = [{**state["hostStates"][0], "master": False, "mesosConnected": False}]
+
+    def stale_state(request: httpx.Request) -> httpx.Response:
+        response = fake.handle(request)
+        if request.url.path == "/api/state":
+            response.headers["X-Sing-Stale"] = "true"
+        return response
+    client = SingClient(FAKE_URL, transport=httpx.MockTransport(stale_state))
+    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=0.2), client=client, start_view="requests",
+                  clock=fake.clock)
+
+    async def run_before(pilot: Pilot) -> None:
+        await until(pilot, lambda: "NO LEADER" in top_right(pilot.app), what="the badges")
+        await steps()(pilot)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
