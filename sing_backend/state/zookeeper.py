@@ -13,6 +13,7 @@ two apart without a flag of their own.
 from __future__ import annotations
 
 import gzip
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,8 +70,9 @@ class ZkStateStore:
         # create; the other follows if it fails), so it may go stale without harm.
         self._known: set[str] = set()
         # The open batch's writes, the last one per znode (only the final state of each is committed),
-        # or None outside a batch.
-        self._pending: dict[str, bytes | None] | None = None
+        # or None outside a batch. Per thread: a write made on another thread while a batch is open
+        # must go to ZooKeeper itself, not ride along with a batch that may never commit.
+        self._batches = threading.local()
         self._client = KazooClient(hosts=hosts, timeout=timeout)
         self._client.start(timeout=timeout)
         try:
@@ -78,6 +80,15 @@ class ZkStateStore:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def _pending(self) -> dict[str, bytes | None] | None:
+        pending: dict[str, bytes | None] | None = getattr(self._batches, "pending", None)
+        return pending
+
+    @_pending.setter
+    def _pending(self, pending: dict[str, bytes | None] | None) -> None:
+        self._batches.pending = pending
 
     def load(self, collection: str) -> dict[str, Doc]:
         parent = self._collection_path(collection)

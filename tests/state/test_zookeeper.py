@@ -214,3 +214,18 @@ def test_a_write_with_no_server_fails_within_the_timeout(tmp_path: Path) -> None
             store.close()
     finally:
         server.stop()
+
+
+def test_a_write_from_another_thread_does_not_join_an_open_batch(
+    store: ZkStateStore, raw: KazooClient, root: str
+) -> None:
+    """A batch belongs to the thread that opened it: a write made meanwhile on another thread is saved
+    (and acknowledged) on its own, not held back with a batch that may still fail."""
+    with store.batch():
+        store.put("requests", "batched", {})
+        other = threading.Thread(target=store.put, args=("requests", "alone", {}))
+        other.start()
+        other.join(10)
+        # In ZooKeeper already, while the batch is still open; the batch's own write is not.
+        assert raw.get_children(f"{root}/requests") == ["alone"]
+    assert set(store.load("requests")) == {"batched", "alone"}
