@@ -77,6 +77,11 @@ def make_engine(url: str | URL) -> AsyncEngine:
     return engine
 
 
+def is_mysql(bind: Any) -> bool:
+    """Whether an engine or connection (synchronous or asyncio) talks to MySQL or MariaDB."""
+    return bind.dialect.name in ("mysql", "mariadb")
+
+
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """`engine` for transactions that write (same pool)."""
     return engine.execution_options(**{WRITE_OPTION: True})
@@ -144,7 +149,7 @@ def migrate(connection: Connection) -> None:
     config.attributes["connection"] = connection
     # MySQL commits each DDL statement at once, so the transaction does not keep two backends starting
     # on an empty database from creating the same tables; a named lock does.
-    locked = connection.dialect.name in ("mysql", "mariadb")
+    locked = is_mysql(connection)
     if locked and connection.exec_driver_sql(f"SELECT GET_LOCK('{MIGRATION_LOCK}', 60)").scalar() != 1:
         raise TimeoutError("another process has been upgrading the history schema for 60 s")
     try:

@@ -196,7 +196,7 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         return
     db.SQLITE_BUSY_TIMEOUT_MS = config["sqlite_busy_timeout_ms"]
     engine = db.make_sync_engine(config["url"], pool_size=1)
-    if config.get("query_timeout_seconds") and engine.dialect.name in ("mysql", "mariadb"):
+    if config.get("query_timeout_seconds") and db.is_mysql(engine):
         event.listen(engine, "connect", partial(_limit_statement_time, seconds=config["query_timeout_seconds"]))
     committed_seq = select(HistoryWriterRow.committed_seq).where(HistoryWriterRow.writer_id == config["writer_id"])
     try:

@@ -110,7 +110,7 @@ class HistoryStore:
         now = int(time.time() * 1000)
         try:
             await migrate_engine(engine)
-            if engine.dialect.name in ("mysql", "mariadb"):
+            if db.is_mysql(engine):
                 # What the writer does on each connection, tried now: a user without the CREATE TEMPORARY
                 # TABLES privilege fails the start, not every batch that moves a task's status.
                 async with engine.connect() as conn:

@@ -56,7 +56,7 @@ _UPDATES_BY_TASK = "ix_task_updates_task_timestamp"
 def make_writer_engine(url: str) -> AsyncEngine:
     """The writer's engine: the store's, with the status-move table made on each MySQL connection."""
     engine = db.make_engine(url)
-    if engine.dialect.name in ("mysql", "mariadb"):
+    if db.is_mysql(engine):
         event.listen(engine.sync_engine, "connect", _create_status_moves_table)
     return engine
 
@@ -182,7 +182,7 @@ async def _execute_chunked(conn: AsyncConnection, stmt: Executable, rows: list[d
 
 async def _insert(conn: AsyncConnection, model: type[Base], rows: list[dict[str, Any]]) -> None:
     """INSERT `rows` (dicts with the same keys; keys that are not columns are left out)."""
-    if not _is_mysql(conn):
+    if not db.is_mysql(conn):
         await _execute_chunked(conn, insert(model), rows)
         return
     # MySQL drivers in Python escape each value of each row in turn (a function call per value, most of
@@ -202,10 +202,6 @@ async def _insert(conn: AsyncConnection, model: type[Base], rows: list[dict[str,
             values, size = [], 0
     if values:
         await _execute_text(conn, head + ",".join(values))
-
-
-def _is_mysql(conn: AsyncConnection) -> bool:
-    return conn.dialect.name in ("mysql", "mariadb")
 
 
 async def _execute_text(conn: AsyncConnection, sql: str) -> None:
@@ -313,7 +309,7 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
     )
     updated_at = "CASE WHEN t.updated_at > u.newest THEN t.updated_at ELSE u.newest END"
     items = list(folded.items())
-    if _is_mysql(conn):
+    if db.is_mysql(conn):
         # The moves go into a temporary table of the connection first: a derived table of a few hundred
         # SELECTs joined by UNION ALL cost the server more than the update itself.
         literal = await _literal_for(conn)
