@@ -141,7 +141,14 @@ class PendingWrites:
             chosen: Iterable[str] = self._tasks
         else:
             chosen = [*self._tasks_by_request.get(request_id, ()), *self._unknown_request]
-        saved = [task_id for task_id in chosen if self._tasks[task_id].saves]
+        saved: list[str] = []
+        unsaved: list[str] = []
+        for task_id in chosen:
+            task = self._tasks[task_id]
+            if task.saves:
+                saved.append(task_id)
+            elif task.updates:
+                unsaved.append(task_id)
         left_out: list[str] = []
         if first is not None and len(saved) > first:
             rows = ((self._tasks[task_id].saves[-1][1], task_id) for task_id in saved)
@@ -151,7 +158,6 @@ class PendingWrites:
             kept = set(picked)
             left_out = [task_id for task_id in saved if task_id not in kept]
             saved = picked
-        unsaved = [task_id for task_id in chosen if not self._tasks[task_id].saves and self._tasks[task_id].updates]
         views = {}
         for task_id in [*saved, *unsaved]:
             task = self._tasks[task_id]
