@@ -76,6 +76,10 @@ class LeaderElection:
         if self._thread is not None:
             self._thread.join(5)
 
+    def resign(self) -> None:
+        """Stop leading (the scheduler is stopped and reloaded from ZooKeeper) and stand again."""
+        self._released.set()
+
     def _campaign(self) -> None:
         while not self._stopping:
             try:

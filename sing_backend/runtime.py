@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import uvicorn
 from sqlalchemy.exc import DBAPIError
 
+from .api.queued_writes import QueuedWriteApplier
 from .cluster import EmbeddedCluster, default_agents
 from .errors import ApiError
 from .history import HistoryStore
@@ -31,15 +33,21 @@ from .scheduler.lb_driver import LbDriver
 from .scheduler.views_cache import ListCache
 from .settings import Settings, SettingsError
 from .startup import open_history, open_state_store, resolve_mesos_master
-from .state.store import StateStore
+from .state.store import Gone, StateStore, StateUnavailable
+from .state.write_queue import APPLYING, QUEUE, WriteQueue
 from .state.zookeeper import ZkStateStore
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Runtime:
     """One backend process. In local mode it leads at once over its embedded cluster; in mesos mode it
-    joins the leader election and schedules only while elected (standbys forward API calls)."""
+    joins the leader election and schedules only while elected (standbys forward reads to the leader
+    and queue writes for it in ZooKeeper)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -51,6 +59,11 @@ class Runtime:
         self.health: HealthChecker | None = None
         self.nginx: NginxConfigurator | None = None
         self.election: LeaderElection | None = None
+        self.app: FastAPI | None = None  # this backend's API, through which the leader applies queued writes
+        self.write_queue: WriteQueue | None = None
+        self.write_queue_changed = asyncio.Event()
+        self.queued_writes = 0
+        self._applier: QueuedWriteApplier | None = None
         self._baragon_server: uvicorn.Server | None = None
         self._baragon_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,6 +108,8 @@ class Runtime:
         else:
             self.master_address = await asyncio.to_thread(resolve_mesos_master, s.mesos_master or "")
             assert isinstance(self.store, ZkStateStore)
+            self.write_queue = WriteQueue(self.store.client, s.zk_root, timeout=s.zk_session_timeout)
+            await asyncio.to_thread(self.write_queue.watch, self._write_queue_changed_from_thread)
             self.election = LeaderElection(self.store.client, f"{s.zk_root.rstrip('/')}/leader", self.advertise_url,
                                            self._elected_from_thread, self._demoted_from_thread)
             self.election.start()
@@ -126,6 +141,11 @@ class Runtime:
     def _elected_from_thread(self) -> None:
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._lead(), self._loop)
+
+    def _write_queue_changed_from_thread(self, count: int) -> None:
+        self.queued_writes = count
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.write_queue_changed.set)
 
     def _demoted_from_thread(self) -> None:
         # Stop talking to the cluster at once, from the election thread, before anything else happens.
@@ -159,6 +179,9 @@ class Runtime:
             await asyncio.to_thread(self.gateway.start)
             self._watchdog = self._loop.create_task(self._watch_master())
             self.leading = True
+            if self.write_queue is not None and self.app is not None:
+                self._applier = QueuedWriteApplier(self, self.app)
+                self._applier.start()
             log.info("scheduling as leader (%s)", self.advertise_url)
 
     async def _step_down(self) -> None:
@@ -225,7 +248,40 @@ class Runtime:
             log.warning("Mesos master: %s now, was %s", address, self.master_address)
             self.master_address = address
 
+    def change(self, action: Callable[[], T]) -> T:
+        """Make one change asked for through the API. A change asked for on a standby (a queued write,
+        see api/queued_writes.py) commits in one batch with the queued write's removal, so that it is
+        applied once even if this leader dies half-way or another leader got to it first."""
+        applying = APPLYING.get()
+        if applying is None:
+            return action()
+        assert self.store is not None
+        if not self.leading:
+            applying.abandoned = True
+            raise ApiError(503, "this backend stopped leading while applying a queued write; the next leader "
+                                "applies it")
+        try:
+            with self.store.batch():
+                out = action()
+                self.store.take(QUEUE, applying.name)
+        except (StateUnavailable, Gone) as exc:
+            # Whether the change landed is unknown (or another leader applied the write): the scheduler's
+            # memory may hold a change ZooKeeper does not, so step down and start again from ZooKeeper.
+            applying.abandoned = True
+            self._resign()
+            raise StateUnavailable(f"queued write {applying.name}: {type(exc).__name__} {exc}") from exc
+        applying.changed = True
+        return out
+
+    def _resign(self) -> None:
+        if self.election is not None:
+            log.warning("giving up the lead to start again from ZooKeeper's state")
+            self.election.resign()
+
     async def _stop_scheduling(self) -> None:
+        if self._applier is not None:
+            await self._applier.stop()
+            self._applier = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

@@ -62,8 +62,11 @@ class Settings(BaseModel):
     # Seconds without ZooKeeper before a session (and leadership) is lost; a standby takes over after it.
     zk_session_timeout: float = Field(5.0, ge=1.0, le=600.0)
     db_url: str | None = None  # history database, e.g. "mysql://user:pass@host:3306/sing"
-    # The URL other backends use to reach this one's API (standbys forward calls to the leader's).
+    # The URL other backends use to reach this one's API (standbys forward reads to the leader's).
     advertise_url: str | None = None
+    # A standby queues each write in ZooKeeper for the leader and waits this long for the leader's answer;
+    # after that it answers 202 (queued: the leader applies it once, when there is one).
+    standby_write_wait_seconds: float = Field(10.0, gt=0, le=600.0)
     framework_name: str = "Sing"
     framework_role: str = "*"
     framework_principal: str | None = None

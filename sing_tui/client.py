@@ -40,6 +40,15 @@ class Unreachable(ClientError):
         self.reason = reason
 
 
+class Queued(ClientError):
+    """A standby queued the write for the leader (202: no leader applied it in time); the next leader
+    applies it once. Not an error, and not to be sent again."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 class ApiError(ClientError):
     """The backend answered with an error; `message` is the server's own message."""
 
@@ -154,6 +163,9 @@ class SingClient:
             data = _decode(raw, encoding)
         if resp.status_code >= 400:
             raise ApiError(resp.status_code, _error_message(resp.status_code, data), method, path)
+        if resp.status_code == 202 and isinstance(data, dict) and "queuedWrite" in data:
+            raise Queued(data["queuedWrite"], f"queued for the leader as {data['queuedWrite']} (no leader right now); "
+                                              "it is applied once a leader is elected")
         if cache:
             etag = resp.headers.get("etag")
             if etag:

@@ -91,6 +91,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                   docs_url="/api/docs", redoc_url=None,
                   description="Singularity-compatible API for requests, deploys, tasks and their history.")
     app.state.runtime = rt
+    rt.app = app
     router = api_router()
     app.include_router(router, prefix="/api")
     if settings.base_path:

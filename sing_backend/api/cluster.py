@@ -1,16 +1,18 @@
-"""/api/state, /api/agents and /api/racks."""
+"""/api/state, /api/agents, /api/racks, and /api/queued-writes (writes made on standbys)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Response
 
 from ..errors import bad_request, not_found
 from ..models.actions import MachineChangeRequest
 from ..runtime import Runtime
 from .deps import runtime
+from .queued_writes import ANSWER_KEEP_SECONDS
 from .responses import json_response
 from .views import racks, state
 
@@ -32,6 +34,8 @@ async def get_state(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
     out["mode"] = rt.settings.mode
     if rt.election is not None:
         out["zookeeperConnected"] = rt.election.connected
+        # Writes made on standbys that no leader has applied yet.
+        out["queuedWrites"] = rt.queued_writes
     out["hostStates"][0]["hostname"] = rt.advertise_url
     out["hostStates"][0]["master"] = rt.leading
     return json_response(out)
@@ -72,7 +76,7 @@ async def rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Respons
 
 def _change(rt: Runtime, kind: str, machine_id: str, action: str, body: MachineChangeRequest | None) -> None:
     body = body or MachineChangeRequest()
-    rt.scheduler.change_machine(kind, machine_id, action, body.user, body.message)
+    rt.change(lambda: rt.scheduler.change_machine(kind, machine_id, action, body.user, body.message))
 
 
 @router.post("/agents/agent/{agentId}/{action}", summary="Freeze, activate or decommission an agent")
@@ -98,3 +102,25 @@ async def lose_agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> 
         raise not_found(f"Couldn't find agent {agentId}")
     await asyncio.to_thread(rt.cluster.remove_agent, agentId)
     return json_response({"agentId": agentId, "lost": True})
+
+
+@router.get("/queued-writes/{name}", summary="Sing: a write queued on a standby, and the leader's answer once applied")
+async def queued_write(rt: Annotated[Runtime, Depends(runtime)], name: str) -> Response:
+    queue = rt.write_queue
+    if queue is not None:
+        answer = await asyncio.to_thread(queue.answer, name)
+        if answer is not None:
+            return json_response({"name": name, "state": "ANSWERED", "status": answer["status"],
+                                  "response": _parsed(answer["body"]), "leader": answer["leader"],
+                                  "answeredAt": answer["answeredAt"]})
+        if await asyncio.to_thread(queue.is_queued, name):
+            return json_response({"name": name, "state": "QUEUED"})
+    raise not_found(f"Couldn't find queued write {name}: not queued, and no answer is kept for it (answers are "
+                    f"kept {ANSWER_KEEP_SECONDS / 3600:g} h)")
+
+
+def _parsed(body: str) -> Any:
+    try:
+        return orjson.loads(body.encode("latin-1"))
+    except orjson.JSONDecodeError:
+        return body

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/deploys", tags=["deploys"])
 
 @router.post("", summary="Deploy a new version of a request")
 async def deploy(rt: Annotated[Runtime, Depends(runtime)], body: DeployRequest) -> Response:
-    entry = rt.scheduler.deploy(body)
+    entry = rt.change(lambda: rt.scheduler.deploy(body))
     return json_response(request_parent(rt.scheduler, entry))
 
 
@@ -38,11 +38,11 @@ async def pending(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
 
 @router.delete("/deploy/{deployId}/request/{requestId}", summary="Cancel a pending deploy")
 async def cancel(rt: Annotated[Runtime, Depends(runtime)], deployId: str, requestId: str) -> Response:
-    entry = rt.scheduler.cancel_deploy(requestId, deployId)
+    entry = rt.change(lambda: rt.scheduler.cancel_deploy(requestId, deployId))
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/update", summary="Advance (or hold) a deploy's steps: run targetActiveInstances new tasks")
 async def update(rt: Annotated[Runtime, Depends(runtime)], body: DeployUpdate) -> Response:
-    entry = rt.scheduler.update_deploy(body)
+    entry = rt.change(lambda: rt.scheduler.update_deploy(body))
     return json_response(request_parent(rt.scheduler, entry))

@@ -1,5 +1,5 @@
-"""Standbys serve the API by forwarding each call to the leader; without a leader they answer reads
-from their last snapshot (marked stale) and refuse writes with 503."""
+"""Standbys serve reads by forwarding them to the leader, and queue writes for it in ZooKeeper (see
+queued_writes.py); without a leader they answer reads from their last snapshot, marked stale."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from collections.abc import Awaitable, Callable
 import httpx
 from fastapi import Request, Response
 
-from ..errors import ApiError
-from .responses import error_response
+from ..state.write_queue import APPLYING
+from .queued_writes import SKIP_HEADERS, queue_for_leader
 
-# Hop-by-hop headers, and those httpx recomputes, are not copied across.
-_SKIP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding"}
 _LEADER_CACHE_SECONDS = 0.5
+_READS = ("GET", "HEAD")
 
 
 class LeaderForwarder:
@@ -32,23 +31,24 @@ class LeaderForwarder:
         runtime = request.app.state.runtime
         path = request.url.path
         if runtime.settings.mode == "local" or runtime.leading or "/api/" not in path \
-                or path.endswith(("/openapi.json", "/docs")):
+                or path.endswith(("/openapi.json", "/docs")) or APPLYING.get() is not None:
+            # (A queued write being applied is for this backend itself, even if it has just stopped
+            # leading: Runtime.change then refuses it, and it stays queued.)
             return await call_next(request)
+        if request.method not in _READS:
+            return await queue_for_leader(runtime, request)
         leader = self.leader(runtime)
         if leader and leader != runtime.advertise_url:
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_HEADERS}
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in SKIP_HEADERS}
             try:
                 upstream = await runtime.http.request(request.method, f"{leader}{path}", params=request.query_params,
-                                                      content=await request.body(), headers=headers)
+                                                      headers=headers)
             except httpx.HTTPError:
                 self._looked_at = 0.0  # the leader may have changed: look again next time
             else:
-                out = {k: v for k, v in upstream.headers.items() if k.lower() not in _SKIP_HEADERS}
+                out = {k: v for k, v in upstream.headers.items() if k.lower() not in SKIP_HEADERS}
                 out["X-Sing-Leader"] = leader
                 return Response(upstream.content, status_code=upstream.status_code, headers=out)
-        if request.method == "GET":
-            response = await call_next(request)
-            response.headers["X-Sing-Stale"] = "true"  # no leader reachable: this backend's last snapshot
-            return response
-        return error_response(ApiError(503, "no leader is reachable right now (ZooKeeper or the leader is down); "
-                                            "nothing was changed, retry shortly"))
+        response = await call_next(request)
+        response.headers["X-Sing-Stale"] = "true"  # no leader reachable: this backend's last snapshot
+        return response

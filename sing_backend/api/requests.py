@@ -80,7 +80,7 @@ async def list_cleanup(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
 
 @router.post("", summary="Create or update a request")
 async def save_request(rt: Annotated[Runtime, Depends(runtime)], request: SingularityRequest) -> Response:
-    entry = rt.scheduler.save_request(request)
+    entry = rt.change(lambda: rt.scheduler.save_request(request))
     return json_response(request_parent(rt.scheduler, entry))
 
 
@@ -97,49 +97,49 @@ async def get_request_simple(rt: Annotated[Runtime, Depends(runtime)], requestId
 @router.delete("/request/{requestId}", summary="Delete a request (its tasks are killed first)")
 async def delete_request(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                          body: Annotated[DeleteRequest | None, Body()] = None) -> Response:
-    entry = rt.scheduler.delete_request(requestId, body or DeleteRequest())
+    entry = rt.change(lambda: rt.scheduler.delete_request(requestId, body or DeleteRequest()))
     return json_response(entry.request.wire())
 
 
 @router.put("/request/{requestId}/scale", summary="Change the number of instances")
 async def scale(rt: Annotated[Runtime, Depends(runtime)], requestId: str, body: ScaleRequest,
                 largeScaleDownAcknowledged: bool = Query(False)) -> Response:
-    entry = rt.scheduler.scale(requestId, body, largeScaleDownAcknowledged)
+    entry = rt.change(lambda: rt.scheduler.scale(requestId, body, largeScaleDownAcknowledged))
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/pause", summary="Pause (killTasks defaults to true)")
 async def pause(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                 body: Annotated[PauseRequest | None, Body()] = None) -> Response:
-    entry = rt.scheduler.pause(requestId, body or PauseRequest())
+    entry = rt.change(lambda: rt.scheduler.pause(requestId, body or PauseRequest()))
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/unpause", summary="Unpause")
 async def unpause(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                   body: Annotated[UnpauseRequest | None, Body()] = None) -> Response:
-    entry = rt.scheduler.unpause(requestId, body or UnpauseRequest())
+    entry = rt.change(lambda: rt.scheduler.unpause(requestId, body or UnpauseRequest()))
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/bounce", summary="Restart every task (replacements first)")
 async def bounce(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                  body: Annotated[BounceRequest | None, Body()] = None) -> Response:
-    entry = rt.scheduler.bounce(requestId, body or BounceRequest())
+    entry = rt.change(lambda: rt.scheduler.bounce(requestId, body or BounceRequest()))
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/exit-cooldown", summary="Leave system cooldown now")
 async def exit_cooldown(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                         body: Annotated[ExitCooldownRequest | None, Body()] = None) -> Response:
-    entry = rt.scheduler.exit_cooldown(requestId, body or ExitCooldownRequest())
+    entry = rt.change(lambda: rt.scheduler.exit_cooldown(requestId, body or ExitCooldownRequest()))
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.post("/request/{requestId}/run", summary="Run an ON_DEMAND (or SCHEDULED) request now")
 async def run_now(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                   body: Annotated[RunNowRequest | None, Body()] = None) -> Response:
-    entry, pending = rt.scheduler.run_now(requestId, body or RunNowRequest())
+    entry, pending = rt.change(lambda: rt.scheduler.run_now(requestId, body or RunNowRequest()))
     p = pending.wire()
     pending_request = {"requestId": entry.id, "deployId": pending.pid.deployId, "timestamp": pending.pid.createdAt,
                        "pendingType": pending.pid.pendingType,
@@ -152,30 +152,33 @@ async def run_now(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
 
 @router.delete("/request/{requestId}/pause", summary="Make a timed pause permanent (cancel its expiry)")
 async def cancel_pause_expiry(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
-    return json_response(request_parent(rt.scheduler, rt.scheduler.cancel_expiring(requestId, "pause")))
+    entry = rt.change(lambda: rt.scheduler.cancel_expiring(requestId, "pause"))
+    return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.delete("/request/{requestId}/scale", summary="Make a timed scale permanent (cancel its expiry)")
 async def cancel_scale_expiry(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
-    return json_response(request_parent(rt.scheduler, rt.scheduler.cancel_expiring(requestId, "scale")))
+    entry = rt.change(lambda: rt.scheduler.cancel_expiring(requestId, "scale"))
+    return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.delete("/request/{requestId}/bounce", summary="Cancel a bounce in progress")
 async def cancel_bounce(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
-    return json_response(request_parent(rt.scheduler, rt.scheduler.cancel_expiring(requestId, "bounce")))
+    entry = rt.change(lambda: rt.scheduler.cancel_expiring(requestId, "bounce"))
+    return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.put("/request/{requestId}/skip-healthchecks", summary="Skip (or stop skipping) health checks")
 @router.put("/request/{requestId}/skipHealthchecks", include_in_schema=False)
 async def skip_healthchecks(rt: Annotated[Runtime, Depends(runtime)], requestId: str,
                             body: SkipHealthchecksRequest) -> Response:
-    entry = rt.scheduler.skip_healthchecks(requestId, body.skipHealthchecks, body.durationMillis, body.user,
-                                           body.message)
+    entry = rt.change(lambda: rt.scheduler.skip_healthchecks(requestId, body.skipHealthchecks, body.durationMillis,
+                                                             body.user, body.message))
     return json_response(request_parent(rt.scheduler, entry))
 
 
 @router.delete("/request/{requestId}/skip-healthchecks", summary="Make a timed skip-healthchecks permanent")
 @router.delete("/request/{requestId}/skipHealthchecks", include_in_schema=False)
 async def cancel_skip_expiry(rt: Annotated[Runtime, Depends(runtime)], requestId: str) -> Response:
-    entry = rt.scheduler.cancel_expiring(requestId, "skipHealthchecks")
+    entry = rt.change(lambda: rt.scheduler.cancel_expiring(requestId, "skipHealthchecks"))
     return json_response(request_parent(rt.scheduler, entry))

@@ -72,7 +72,7 @@ async def scheduled_task(rt: Annotated[Runtime, Depends(runtime)], pendingTaskId
 
 @router.delete("/tasks/scheduled/task/{pendingTaskId}", summary="Remove a pending one-off run")
 async def delete_scheduled(rt: Annotated[Runtime, Depends(runtime)], pendingTaskId: str) -> Response:
-    p = rt.scheduler.delete_pending(pendingTaskId)
+    p = rt.change(lambda: rt.scheduler.delete_pending(pendingTaskId))
     return json_response(p.wire())
 
 
@@ -102,7 +102,7 @@ async def get_task(rt: Annotated[Runtime, Depends(runtime)], taskId: str) -> Res
 @router.delete("/tasks/task/{taskId}", summary="Kill a task (SIGTERM, then SIGKILL after the grace period)")
 async def kill(rt: Annotated[Runtime, Depends(runtime)], taskId: str,
                body: Annotated[KillTaskRequest | None, Body()] = None) -> Response:
-    task = rt.scheduler.kill_task(taskId, body or KillTaskRequest())
+    task = rt.change(lambda: rt.scheduler.kill_task(taskId, body or KillTaskRequest()))
     return json_response(task.cleanup)
 
 

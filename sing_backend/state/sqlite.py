@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from .store import Doc
+from .store import Doc, Gone
 
 
 class SqliteStateStore:
@@ -37,6 +37,12 @@ class SqliteStateStore:
 
     def delete(self, collection: str, key: str) -> None:
         self._db.execute("DELETE FROM state WHERE collection = ? AND key = ?", (collection, key))
+
+    def take(self, collection: str, key: str) -> None:
+        # Inside a batch the exception rolls the whole batch back as it leaves it.
+        cursor = self._db.execute("DELETE FROM state WHERE collection = ? AND key = ?", (collection, key))
+        if cursor.rowcount == 0:
+            raise Gone(f"{collection}/{key}")
 
     @contextmanager
     def batch(self) -> Iterator[None]:

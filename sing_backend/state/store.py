@@ -18,12 +18,21 @@ class StateUnavailable(TimeoutError):
     saved (its answer was lost, or it is still queued for a server that comes back)."""
 
 
+class Gone(LookupError):
+    """`take` found no document to remove: another writer removed it first."""
+
+
 class StateStore(Protocol):
     def load(self, collection: str) -> dict[str, Doc]: ...
 
     def put(self, collection: str, key: str, doc: Doc) -> None: ...
 
     def delete(self, collection: str, key: str) -> None: ...
+
+    def take(self, collection: str, key: str) -> None:
+        """Delete a document that must be there: if it is gone, raise Gone, and a batch that took it
+        writes nothing. Two writers that each take the same document in a batch never both commit."""
+        ...
 
     @contextmanager
     def batch(self) -> Iterator[None]: ...

@@ -32,7 +32,7 @@ from kazoo.exceptions import (
 )
 from kazoo.interfaces import IAsyncResult
 
-from .store import Doc, StateUnavailable
+from .store import Doc, Gone, StateUnavailable
 
 T = TypeVar("T")
 
@@ -90,6 +90,14 @@ class ZkStateStore:
     def _pending(self, pending: dict[str, bytes | None] | None) -> None:
         self._batches.pending = pending
 
+    @property
+    def _takes(self) -> set[str]:
+        """The open batch's deletes of znodes that must still be there when it commits (see `take`)."""
+        takes: set[str] | None = getattr(self._batches, "takes", None)
+        if takes is None:
+            takes = self._batches.takes = set()
+        return takes
+
     def load(self, collection: str) -> dict[str, Doc]:
         parent = self._collection_path(collection)
         docs = self._call(lambda deadline: self._read(parent, deadline))
@@ -102,16 +110,17 @@ class ZkStateStore:
                     if data is None:
                         docs.pop(key, None)
                     else:
-                        docs[key] = _decode(data)
+                        docs[key] = decode_doc(data)
         return docs
 
     def put(self, collection: str, key: str, doc: Doc) -> None:
         path = self._path(collection, key)
-        data = _encode(doc)
+        data = encode_doc(doc)
         if len(path) + len(data) + _OP_OVERHEAD > MAX_REQUEST_BYTES:
             raise ValueError(f"{collection}/{key}: {len(data)} bytes is more than ZooKeeper takes in one znode")
         if self._pending is not None:
             self._pending[path] = data
+            self._takes.discard(path)
         else:
             self._call(lambda deadline: self._upsert(path, data, deadline))
 
@@ -119,8 +128,17 @@ class ZkStateStore:
         path = self._path(collection, key)
         if self._pending is not None:
             self._pending[path] = None
+            self._takes.discard(path)
         else:
             self._call(lambda deadline: self._delete(path, deadline))
+
+    def take(self, collection: str, key: str) -> None:
+        path = self._path(collection, key)
+        if self._pending is not None:
+            self._pending[path] = None
+            self._takes.add(path)
+        else:
+            self._call(lambda deadline: self._commit({path: None}, {path}, deadline))
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -129,17 +147,19 @@ class ZkStateStore:
             yield
             return
         self._pending = {}
+        self._takes.clear()
         try:
             yield
-            pending = self._pending
+            pending, takes = self._pending, set(self._takes)
         finally:
             self._pending = None
+            self._takes.clear()
         if not pending:
             return
         size = sum(len(path) + len(data or b"") + _OP_OVERHEAD for path, data in pending.items())
         if size > MAX_REQUEST_BYTES:
             raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
-        self._call(lambda deadline: self._commit(pending, deadline))
+        self._call(lambda deadline: self._commit(pending, takes, deadline))
 
     @property
     def client(self) -> KazooClient:
@@ -194,7 +214,7 @@ class ZkStateStore:
             except NoNodeError:
                 continue  # deleted since it was listed
             try:
-                docs[unquote(name)] = _decode(data)
+                docs[unquote(name)] = decode_doc(data)
             except ValueError as exc:
                 # Never overwrite what is not ours: refuse to go on, naming the node.
                 raise ValueError(f"ZooKeeper node {parent}/{name} does not hold Sing's data ({exc}); "
@@ -225,11 +245,15 @@ class ZkStateStore:
             pass
         self._known.discard(path)
 
-    def _commit(self, pending: dict[str, bytes | None], deadline: float) -> None:
+    def _commit(self, pending: dict[str, bytes | None], takes: set[str], deadline: float) -> None:
         """Commit a batch as one multi. A multi cannot say "create or replace" nor "delete if present",
         so each write becomes the operation that its znode's state needs. The state this store knows
         is tried first (one round trip); if another client has changed it, the multi fails whole, and
-        the znodes are looked at before trying again."""
+        the znodes are looked at before trying again. A taken znode is always deleted, so the multi
+        fails while it is missing; found missing, the batch is given up (Gone).
+
+        After a lost connection the whole commit is tried again, and a take that did land the first
+        time then finds its znode gone: Gone, after a lost answer, may mean "done by this batch"."""
         parents = {path.rsplit("/", 1)[0] for path, data in pending.items() if data is not None}
         for parent in parents - self._collections:
             self._wait(self._client.ensure_path_async(parent), deadline)
@@ -242,6 +266,8 @@ class ZkStateStore:
             return
         looks = [(path, self._client.exists_async(path)) for path in pending]
         exists = {path: self._wait(look, deadline) is not None for path, look in looks}
+        if missing := sorted(path for path in takes if not exists[path]):
+            raise Gone(", ".join(missing))
         if self._try_commit(pending, exists, deadline):
             return
         # Changed again between the look and the commit.
@@ -296,7 +322,7 @@ def _node_name(name: str) -> str:
     return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
 
 
-def _encode(doc: Doc) -> bytes:
+def encode_doc(doc: Doc) -> bytes:
     data = orjson.dumps(doc)
     if len(data) > COMPRESS_OVER:
         # mtime=0: the same document always gives the same bytes.
@@ -304,7 +330,7 @@ def _encode(doc: Doc) -> bytes:
     return data
 
 
-def _decode(data: bytes) -> Doc:
+def decode_doc(data: bytes) -> Doc:
     if data.startswith(_GZIP_MAGIC):
         data = gzip.decompress(data)
     doc: Doc = orjson.loads(data)

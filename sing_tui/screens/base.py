@@ -16,7 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
-from ..client import ApiError, ClientError, SingClient, Unreachable
+from ..client import ApiError, ClientError, Queued, SingClient, Unreachable
 from ..connection import Connection
 from ..messages import BackendStatus, Gone, Loaded
 from ..query import Filter
@@ -309,17 +309,24 @@ class SingScreen(Screen[None]):
 async def for_each(targets: Sequence[str], verb: str, call: Callable[[str], Awaitable[Any]]) -> str:
     """Run one action per target; all failed -> raise (the form shows why), some failed -> say which."""
     failures: list[str] = []
+    queued: list[str] = []
     for target in targets:
         try:
             await call(target)
+        except Queued:
+            queued.append(target)
         except ApiError as exc:
             failures.append(f"{target}: {exc.message}")
         except Unreachable:
             raise
     if failures and len(failures) == len(targets):
         raise ClientError("; ".join(failures))
-    done = len(targets) - len(failures)
-    summary = f"{verb} {targets[0]}" if len(targets) == 1 else f"{verb} {done} of {len(targets)}"
+    done = len(targets) - len(failures) - len(queued)
+    summary = f"{verb} {targets[0]}" if len(targets) == 1 and done else f"{verb} {done} of {len(targets)}"
+    if queued and not done:
+        summary = f"{', '.join(queued)}: queued for the leader (none right now), applied once one is elected"
+    elif queued:
+        summary += f" — queued for the leader (none right now): {', '.join(queued)}"
     if failures:
         summary += " — failed: " + "; ".join(failures)
     return summary

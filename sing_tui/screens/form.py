@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from ..client import ClientError
+from ..client import ClientError, Queued
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,9 @@ class FormScreen(ModalScreen[str | None]):
     async def _run(self, values: dict[str, Any]) -> None:
         try:
             summary = await self.submit(values)
+        except Queued as exc:
+            self.dismiss(str(exc))  # accepted: sending it again would apply it twice
+            return
         except (ClientError, ValueError, OSError) as exc:
             self.show_error(str(exc))
             self.query_one("#submit", Button).disabled = False

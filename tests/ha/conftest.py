@@ -42,17 +42,17 @@ def ha(tmp_path: Path, zookeeper: ZooKeeperServer) -> Iterator[dict]:
         root = f"/sing-ha-{uuid4().hex[:8]}"
         made: list[Backend] = []
 
-        def backend(name: str) -> Backend:
+        def backend(name: str, **env: str) -> Backend:
             port = free_port()
             b = Backend(tmp_path / name, port=port, env={
                 "SING_MODE": "mesos", "SING_MESOS_MASTER": cluster.address, "SING_ZK_HOSTS": zookeeper.hosts,
                 "SING_ZK_ROOT": root, "SING_DB_URL": db_url, "SING_ZK_SESSION_TIMEOUT": "2",
-                "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}"})
+                "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}", **env})
             made.append(b)
             return b.start(wait_connected=False)
 
         try:
-            yield {"backend": backend, "cluster": cluster, "zookeeper": zookeeper, "db_url": db_url}
+            yield {"backend": backend, "cluster": cluster, "zookeeper": zookeeper, "db_url": db_url, "root": root}
         finally:
             for b in made:
                 b.close()

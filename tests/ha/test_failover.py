@@ -64,30 +64,49 @@ def test_one_leader_standbys_forward_and_failover_keeps_tasks(ha: dict):
 
 @pytest.mark.timeout(600)
 def test_repeated_leader_kills_lose_no_write_and_no_task(ha: dict):
+    """20 times: create and deploy a request through a standby, kill the leader (SIGKILL), and at once,
+    during the fail-over, scale it and run an on-demand job through a standby (those writes are queued
+    until the new leader applies them). Every acknowledged write lands, once."""
     names = iter(f"n{i}" for i in range(100))
     backends = [ha["backend"](next(names)) for _ in range(3)]
+    first = one_leader(backends)
+    first.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
+    first.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 1000", "resources": RES}})
+    wait_for(lambda: first.get("/api/requests/request/job")["activeDeploy"], what="job deployed")
     acknowledged: list[str] = []
+    run_ids: list[str] = []
     for round_no in range(20):
         leader = one_leader(backends)
         survivors = [b for b in backends if b is not leader]
         rid = f"r{round_no}"
-        for b in survivors[:1]:
-            r = b.client.post("/api/requests", json={"id": rid, "requestType": "WORKER", "instances": 1})
-            assert r.status_code == 200, r.text
-            acknowledged.append(rid)
-            r = b.client.post("/api/deploys", json={"deploy": {"requestId": rid, "id": "v1", "command": "sleep 1000",
-                                                               "resources": RES,
-                                                               "considerHealthyAfterRunningForSeconds": 0}})
-            assert r.status_code == 200, r.text
+        b = survivors[round_no % 2]
+        r = b.client.post("/api/requests", json={"id": rid, "requestType": "WORKER", "instances": 1})
+        assert r.status_code == 200, r.text
+        acknowledged.append(rid)
+        r = b.client.post("/api/deploys", json={"deploy": {"requestId": rid, "id": "v1", "command": "sleep 1000",
+                                                           "resources": RES,
+                                                           "considerHealthyAfterRunningForSeconds": 0}})
+        assert r.status_code == 200, r.text
         leader.stop(signal.SIGKILL)
+        # No leader now: answered by the next one once elected (200), or acknowledged as queued (202).
+        r = b.client.put(f"/api/requests/request/{rid}/scale", json={"instances": 2})
+        assert r.status_code in (200, 202), r.text
+        r = b.client.post("/api/requests/request/job/run", json={"runId": f"run{round_no}"})
+        assert r.status_code in (200, 202), r.text
+        run_ids.append(f"run{round_no}")
         backends = survivors + [ha["backend"](next(names))]
     final = one_leader(backends)
     ids = {r["request"]["id"] for r in final.get("/api/requests")}
     assert set(acknowledged) <= ids, f"lost writes: {set(acknowledged) - ids}"
     for rid in acknowledged:
-        wait_for(lambda rid=rid: len(final.active_tasks(rid)) == 1, timeout=30, what=f"{rid} running")
+        wait_for(lambda rid=rid: len(final.active_tasks(rid)) == 2, timeout=30, what=f"{rid} scaled to 2, running")
+    wait_for(lambda: len(final.active_tasks("job")) == len(run_ids), timeout=30, what="every run running")
     tasks = final.get("/api/tasks/active")
     per_request: dict[str, int] = {}
     for t in tasks:
         per_request[t["taskId"]["requestId"]] = per_request.get(t["taskId"]["requestId"], 0) + 1
-    assert all(n == 1 for n in per_request.values()), f"tasks launched twice: {per_request}"
+    expected = {**{rid: 2 for rid in acknowledged}, "job": len(run_ids)}
+    assert per_request == expected, f"tasks launched twice: {per_request}"
+    runs = sorted(t["taskRequest"]["pendingTask"].get("runId") for t in tasks if t["taskId"]["requestId"] == "job")
+    assert runs == sorted(run_ids), "a run-now applied twice or lost"
+    assert final.get("/api/state")["queuedWrites"] == 0

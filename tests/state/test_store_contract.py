@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sing_backend.state.store import StateStore
+from sing_backend.state.store import Gone, StateStore
 
 from .conftest import OpenStore
 
@@ -265,3 +265,46 @@ def test_many_documents(store: StateStore) -> None:
     for n in range(0, 300, 2):
         store.delete("tasks", f"task-{n}")
     assert store.load("tasks") == {f"task-{n}": {"n": n} for n in range(1, 300, 2)}
+
+
+def test_take_removes_the_document(store: StateStore) -> None:
+    store.put("writeQueue", "w-1", {"v": 1})
+    store.take("writeQueue", "w-1")
+    assert store.load("writeQueue") == {}
+    with store.batch():
+        store.put("writeQueue", "w-2", {"v": 1})
+    with store.batch():
+        store.put("requests", "r", {"v": 1})
+        store.take("writeQueue", "w-2")
+    assert store.load("writeQueue") == {} and store.load("requests") == {"r": {"v": 1}}
+
+
+def test_take_of_a_missing_document_fails_the_batch_whole(store: StateStore) -> None:
+    store.put("requests", "kept", {"v": 1})
+    with pytest.raises(Gone):
+        store.take("writeQueue", "never-there")
+    with pytest.raises(Gone), store.batch():
+        store.put("requests", "kept", {"v": 2})
+        store.put("requests", "new", {"v": 1})
+        store.delete("requests", "other")
+        store.take("writeQueue", "never-there")
+    assert store.load("requests") == {"kept": {"v": 1}}
+    # The store goes on working after it.
+    store.put("requests", "after", {"v": 1})
+    assert set(store.load("requests")) == {"kept", "after"}
+
+
+def test_two_writers_taking_one_document_never_both_commit(open_store: OpenStore) -> None:
+    """What makes a write queued on a standby land once: each leader that applies it takes it in the
+    batch that makes its change, so a second leader's change is refused whole."""
+    first, second = open_store(), open_store()
+    first.put("writeQueue", "w-7", {"run": "once"})
+    assert second.load("writeQueue") == {"w-7": {"run": "once"}}  # both have seen it queued
+    with first.batch():
+        first.put("pendingTasks", "run-by-first", {})
+        first.take("writeQueue", "w-7")
+    with pytest.raises(Gone), second.batch():
+        second.put("pendingTasks", "run-by-second", {})
+        second.take("writeQueue", "w-7")
+    assert first.load("pendingTasks") == {"run-by-first": {}}
+    assert second.load("writeQueue") == {}

@@ -327,3 +327,29 @@ async def test_every_screen_says_when_the_backend_has_lost_zookeeper() -> None:
         await until(pilot, lambda: top_right(app).endswith("● live") and "DOWN" not in top_right(app)
                     and "NO LEADER" not in top_right(app), what="the badges gone, the backend live")
         assert "cannot reach ZooKeeper" not in screen_text(pilot)
+
+
+async def test_a_write_queued_by_a_standby_closes_the_form_saying_so() -> None:
+    """A standby with no leader queues a write and answers 202: the form closes (sending it again would
+    apply it twice) and the notice says it is queued, not done and not failed."""
+    fake = FakeSingApi()
+    writes: list[str] = []
+
+    def standby_without_leader(request: httpx.Request) -> httpx.Response:
+        if request.method != "GET":
+            writes.append(f"{request.method} {request.url.path}")
+            return httpx.Response(202, json={"code": 202, "queuedWrite": "w-0000000042",
+                                             "message": "queued for the leader as w-0000000042"})
+        return fake.handle(request)
+    client = SingClient(FAKE_URL, transport=httpx.MockTransport(standby_without_leader))
+    app = SingApp(TuiConfig(url=FAKE_URL), client=client, start_view="requests", clock=fake.clock)
+    async with app.run_test(size=(110, 24), notifications=True) as pilot:
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
+        requests_table(app).move_to("demo-worker")
+        await pilot.press("s")
+        assert isinstance(app.screen, FormScreen)
+        await fill_and_submit(pilot, "#field-instances", "3")
+        await pilot.press("enter")  # past the message box: submitted
+        await until(pilot, lambda: not isinstance(app.screen, FormScreen), what="the form closed")
+        await until(pilot, lambda: "queued for the leader" in screen_text(pilot), what="the queued notice")
+        assert writes == ["PUT /api/requests/request/demo-worker/scale"]

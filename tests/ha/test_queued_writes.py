@@ -1,0 +1,111 @@
+"""Writes sent to a standby are queued in ZooKeeper and applied by the leader, once: the caller gets
+the leader's own answer, or 202 while no leader can apply it, and nothing is applied twice when the
+leader changes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from kazoo.client import KazooClient
+
+from sing_backend.local_backend import Backend, wait_for
+from tests.ha.test_failover import one_leader
+
+RES = {"cpus": 0.01, "memoryMb": 8}
+
+
+def queued(ha: dict) -> list[str]:
+    """The writes waiting in ZooKeeper, read by a client of the test's own."""
+    client = KazooClient(hosts=ha["zookeeper"].hosts)
+    client.start(timeout=10)
+    try:
+        return client.get_children(f"{ha['root']}/writeQueue") if client.exists(f"{ha['root']}/writeQueue") else []
+    finally:
+        client.stop()
+        client.close()
+
+
+def runs(b: Backend, request_id: str) -> list[str]:
+    """The runIds of a request's tasks, active and pending (one entry per task)."""
+    active = [t["taskRequest"]["pendingTask"].get("runId") for t in b.get("/api/tasks/active")
+              if t["taskId"]["requestId"] == request_id]
+    pending = [p["pendingTask"].get("runId") for p in b.get("/api/tasks/scheduled")
+               if p["pendingTask"]["pendingTaskId"]["requestId"] == request_id]
+    return active + pending
+
+
+def test_a_standby_queues_writes_and_answers_with_the_leaders_answer(ha: dict):
+    leader = ha["backend"]("a")
+    one_leader([leader])
+    standby = ha["backend"]("b")
+    one_leader([leader, standby])
+
+    r = standby.client.post("/api/requests", json={"id": "svc", "requestType": "WORKER", "instances": 1})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-sing-leader"] == leader.url and r.headers["x-sing-queued-write"]
+    assert r.json()["request"]["id"] == "svc"
+    assert [x["request"]["id"] for x in leader.get("/api/requests")] == ["svc"]
+
+    # The leader's checks, and its messages naming the field, reach the caller unchanged.
+    r = standby.client.put("/api/requests/request/svc/scale", json={"instances": -1})
+    assert r.status_code == 400 and "instances" in r.json()["message"], r.text
+    r = standby.client.post("/api/requests/request/nope/run", json={})
+    assert r.status_code == 404 and "nope" in r.json()["message"], r.text
+    r = standby.client.post("/api/requests", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "malformed JSON" in r.json()["message"], r.text
+
+    # A run-now through the standby: the leader's answer names the pending run.
+    standby.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
+    standby.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 1000",
+                                             "resources": RES}})
+    r = standby.client.post("/api/requests/request/job/run", json={"runId": "first"})
+    assert r.status_code == 200 and r.json()["pendingRequest"]["runId"] == "first", r.text
+    name = r.headers["x-sing-queued-write"]
+    # The answer is kept, and asked for on either backend.
+    for b in (standby, leader):
+        kept = b.get(f"/api/queued-writes/{name}")
+        assert kept["state"] == "ANSWERED" and kept["status"] == 200 and kept["leader"] == leader.url
+        assert kept["response"]["pendingRequest"]["runId"] == "first"
+    assert standby.client.get("/api/queued-writes/w-9999999999").status_code == 404
+
+    # Nothing is left queued, and the leader applied each write once.
+    assert queued(ha) == [] and leader.get("/api/state")["queuedWrites"] == 0
+    wait_for(lambda: runs(leader, "job") == ["first"], what="one task for the one run")
+
+
+def test_writes_queued_while_the_leader_is_frozen_are_applied_once_by_the_next(ha: dict):
+    """The leader stops answering (SIGSTOP): a write sent to the standby is acknowledged as queued (202),
+    the standby takes over once the leader's session has expired, applies it, and the old leader, when
+    it wakes up, applies nothing again."""
+    old = ha["backend"]("a")
+    one_leader([old])
+    standby = ha["backend"]("b", SING_STANDBY_WRITE_WAIT_SECONDS="0.5")
+    one_leader([old, standby])
+    old.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
+    old.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 1000", "resources": RES}})
+    wait_for(lambda: old.get("/api/requests/request/job")["activeDeploy"], what="deploy active")
+
+    assert old.proc is not None
+    os.kill(old.proc.pid, signal.SIGSTOP)
+    try:
+        r = standby.client.post("/api/requests/request/job/run", json={"runId": "during"})
+        assert r.status_code == 202, r.text
+        name = r.json()["queuedWrite"]
+        assert name in r.json()["message"] and name in queued(ha)
+        # The session of the frozen leader expires (2 s) and the standby leads, then applies the write.
+        wait_for(lambda: standby.get(f"/api/queued-writes/{name}")["state"] == "ANSWERED", timeout=30,
+                 what="the queued write applied by the new leader")
+        answer = standby.get(f"/api/queued-writes/{name}")
+        assert answer["status"] == 200 and answer["leader"] == standby.url
+        assert answer["response"]["pendingRequest"]["runId"] == "during"
+    finally:
+        os.kill(old.proc.pid, signal.SIGCONT)
+    # The old leader wakes up, finds its session gone, and stands by.
+    wait_for(lambda: old.client.get("/api/state").headers.get("x-sing-leader") == standby.url, timeout=30,
+             what="the old leader standing by")
+    # A second write through the old leader, now a standby, goes through the new leader.
+    r = old.client.post("/api/requests/request/job/run", json={"runId": "after"})
+    assert r.status_code == 200 and r.headers["x-sing-leader"] == standby.url, r.text
+    wait_for(lambda: sorted(runs(standby, "job")) == ["after", "during"], what="each run once")
+    assert queued(ha) == []
