@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python -m bench.schedules
 	$(BIN)/python -m bench.state_write
 	$(BIN)/python -m bench.failover
+	$(BIN)/python -m bench.standby_writes
 	$(BIN)/python -m bench.history_offload --runs 3
 	$(BIN)/python -m bench.history_backlog
 	$(BIN)/python -m bench.history_scale

@@ -49,11 +49,17 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     if len(encode_doc(write)) > MAX_REQUEST_BYTES - 1024:
         return error_response(ApiError(413, "body: too large to queue for the leader (ZooKeeper takes about "
                                             "1 MB per write, after compression); send it to the leader"))
+    if not rt.write_queue.connected:
+        # Checked first: kazoo keeps a call made while it is disconnected and sends it once it is back,
+        # so a write tried now could land after its caller was told it had not.
+        return error_response(ApiError(503, "no leader, and this backend has lost ZooKeeper: it cannot queue the "
+                                            "write for a leader; nothing was changed, retry shortly"))
     try:
         name = await asyncio.to_thread(rt.write_queue.put, write)
     except (StateUnavailable, KazooException) as exc:
-        return error_response(ApiError(503, f"no leader, and ZooKeeper is not answering ({exc}): this backend "
-                                            "cannot queue the write for a leader; nothing was changed, retry shortly"))
+        return error_response(ApiError(503, f"ZooKeeper stopped answering while this standby queued the write "
+                                            f"({exc}): it may or may not have been queued for the leader; check, "
+                                            "then retry"))
     wait = rt.settings.standby_write_wait_seconds
     try:
         answer = await asyncio.to_thread(rt.write_queue.wait_answer, name, wait)

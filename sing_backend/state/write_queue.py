@@ -69,6 +69,10 @@ class WriteQueue:
 
     # Standby side ---------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.connected)
+
     def put(self, write: Doc) -> str:
         """Queue a write; its name once ZooKeeper has it (a quorum has logged it)."""
         path = self._get(self._client.create_async(f"{self._queue}/{_PREFIX}", encode_doc(write), sequence=True,
