@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import httpx
@@ -144,7 +145,7 @@ class QueuedWriteApplier:
         answer = {"status": response.status_code, "contentType": response.headers.get("content-type"),
                   "body": response.content.decode("latin-1"), "leader": rt.advertise_url,
                   "answeredAt": int(time.time() * 1000)}
-        await asyncio.to_thread(rt.write_queue.finish, name, answer)
+        await asyncio.to_thread(partial(rt.write_queue.finish, name, answer, removed=applying.changed))
         log.info("queued write %s from %s applied: %s %s → %d", name, write.get("queuedBy"), write["method"],
                  write["path"], response.status_code)
         return True

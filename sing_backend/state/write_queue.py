@@ -59,6 +59,7 @@ class WriteQueue:
         self._queue = f"{root.rstrip('/')}/{QUEUE}"
         self._answers = f"{root.rstrip('/')}/{ANSWERS}"
         self._timeout = timeout
+        self._parents_made = False
 
     def _get(self, result: Any) -> Any:
         # kazoo's blocking calls wait for as long as ZooKeeper is away; these wait at most the timeout.
@@ -105,7 +106,7 @@ class WriteQueue:
 
     def watch(self, changed: Callable[[int], None]) -> None:
         """Call `changed(number queued)` now and on every change of the queue (on kazoo's thread)."""
-        self._client.ensure_path(self._queue)
+        self._ensure_parents()
         ChildrenWatch(self._client, self._queue, lambda children: changed(len(children)))
 
     def names(self) -> list[str]:
@@ -122,16 +123,35 @@ class WriteQueue:
             return None  # applied meanwhile
         return decode_doc(data)
 
-    def finish(self, name: str, answer: Doc) -> None:
-        """Store a queued write's answer, then remove the write if its change has not removed it."""
+    def finish(self, name: str, answer: Doc, *, removed: bool = False) -> None:
+        """Store a queued write's answer and remove the write, unless its change `removed` it already:
+        one multi, so that neither is done without the other."""
+        answer_path, write_path = f"{self._answers}/{name}", f"{self._queue}/{name}"
+        self._ensure_parents()
+        transaction = self._client.transaction()
+        transaction.create(answer_path, encode_doc(answer))
+        if not removed:
+            transaction.delete(write_path)
+        results = self._get(transaction.commit_async())
+        if isinstance(results[0], NodeExistsError):
+            # Answered before a crash that left the write queued: the first answer stands.
+            self._ignore(NoNodeError, self._client.delete_async(write_path))
+        elif len(results) > 1 and isinstance(results[1], NoNodeError):
+            self._ignore(NodeExistsError, self._client.create_async(answer_path, encode_doc(answer)))
+        elif failed := [r for r in results if isinstance(r, Exception)]:
+            raise failed[0]
+
+    def _ignore(self, error: type[Exception], result: Any) -> None:
         try:
-            self._get(self._client.create_async(f"{self._answers}/{name}", encode_doc(answer), makepath=True))
-        except NodeExistsError:
-            pass  # answered before a crash that left the write queued: the first answer stands
-        try:
-            self._get(self._client.delete_async(f"{self._queue}/{name}"))
-        except NoNodeError:
+            self._get(result)
+        except error:
             pass
+
+    def _ensure_parents(self) -> None:
+        if not self._parents_made:
+            for path in (self._queue, self._answers):
+                self._get(self._client.ensure_path_async(path))
+            self._parents_made = True
 
     def forget_answers(self, older_than_seconds: float) -> int:
         """Remove answers stored more than `older_than_seconds` ago; how many were removed."""

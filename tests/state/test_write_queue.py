@@ -46,6 +46,21 @@ def test_writes_come_out_in_the_order_queued_and_are_answered(queue: WriteQueue)
     assert queue.names() == names[1:]
 
 
+def test_a_write_answered_before_a_crash_keeps_its_first_answer(queue: WriteQueue, store: ZkStateStore) -> None:
+    """A leader stored the answer and died before the write left the queue: the next one applies it
+    (a refused write changes nothing) and finishes it without replacing the answer the caller may have."""
+    name = queue.put({"method": "POST"})
+    queue.finish(name, {"status": 400, "by": "first"})
+    store.client.create(f"{store._root}/writeQueue/{name}", b"{}")  # as the crash left it
+    queue.finish(name, {"status": 400, "by": "second"})
+    assert queue.answer(name) == {"status": 400, "by": "first"} and not queue.is_queued(name)
+    # And a write its change already removed gets its answer all the same.
+    other = queue.put({"method": "POST"})
+    store.client.delete(f"{store._root}/writeQueue/{other}")
+    queue.finish(other, {"status": 200})
+    assert queue.answer(other) == {"status": 200}
+
+
 def test_a_waiting_standby_gets_the_answer_as_soon_as_it_is_stored(queue: WriteQueue) -> None:
     name = queue.put({"method": "POST"})
     assert queue.wait_answer(name, 0.2) is None  # nobody answers: it gives up after the wait
