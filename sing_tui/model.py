@@ -365,6 +365,9 @@ def leader_line(state: Json, now: int) -> str:
     leader = state.get("leader")
     if leader and all(h.get("hostname") != leader for h in hosts):
         parts.append(f"leader: {leader}")
+    queued = state.get("queuedWrites") or 0
+    if queued:  # writes made on standbys that no leader has applied yet
+        parts.append(f"{queued} write{'s' if queued != 1 else ''} queued for the leader")
     return "; ".join(parts)
 
 

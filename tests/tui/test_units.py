@@ -197,3 +197,6 @@ def test_leader_line_names_zookeeper_and_another_leader() -> None:
                     "leader: http://a:7099")
     assert "ZOOKEEPER DISCONNECTED" in leader_line({"hostStates": [host], "zookeeperConnected": False}, 0)
     assert "ZooKeeper" not in leader_line({"hostStates": [host]}, 0)  # local mode says nothing of it
+    assert leader_line({"hostStates": [host], "zookeeperConnected": True, "queuedWrites": 3}, 0).endswith(
+        "; 3 writes queued for the leader")
+    assert "queued" not in leader_line({"hostStates": [host], "zookeeperConnected": True, "queuedWrites": 0}, 0)
