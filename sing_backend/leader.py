@@ -76,6 +76,11 @@ class LeaderElection:
         if self._thread is not None:
             self._thread.join(5)
 
+    def lock_path(self) -> str | None:
+        """This backend's election znode while it leads: an ephemeral that lives as long as its session."""
+        lock = self._election.lock
+        return f"{lock.path}/{lock.node}" if self._leading.is_set() and lock.node else None
+
     def resign(self) -> None:
         """Stop leading (the scheduler is stopped and reloaded from ZooKeeper) and stand again."""
         self._released.set()

@@ -34,7 +34,7 @@ from .scheduler.views_cache import ListCache
 from .settings import Settings, SettingsError
 from .startup import open_history, open_state_store, resolve_mesos_master
 from .state.store import Gone, StateStore, StateUnavailable
-from .state.write_queue import APPLYING, QUEUE, WriteQueue
+from .state.write_queue import ANSWERS, APPLYING, QUEUE, Applying, WriteQueue, provisional_answer
 from .state.zookeeper import ZkStateStore
 
 if TYPE_CHECKING:
@@ -139,6 +139,10 @@ class Runtime:
     # ---- leadership
 
     def _elected_from_thread(self) -> None:
+        # Before anything is written under this leadership: every write from now on holds only while
+        # this backend's election node (and so its session) does.
+        if isinstance(self.store, ZkStateStore) and self.election is not None:
+            self.store.fence(self.election.lock_path())
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._lead(), self._loop)
 
@@ -249,29 +253,51 @@ class Runtime:
             self.master_address = address
 
     def change(self, action: Callable[[], T]) -> T:
-        """Make one change asked for through the API. A change asked for on a standby (a queued write,
-        see api/queued_writes.py) commits in one batch with the queued write's removal, so that it is
-        applied once even if this leader dies half-way or another leader got to it first."""
+        """Make one change asked for through the API.
+
+        Its calls to the cluster and the load balancer go out once its writes are saved. A change asked
+        for on a standby (a queued write, see api/queued_writes.py) commits in one batch with the queued
+        write's removal and a provisional answer, so that it is applied once even if this leader dies
+        half-way or another leader got to it first. A change that fails other than by the scheduler's
+        checks (which refuse before changing anything) may have left the scheduler's memory ahead of
+        what is saved: this backend then gives up the lead, to start again from what is saved."""
         applying = APPLYING.get()
-        if applying is None:
-            return action()
         assert self.store is not None
-        if not self.leading:
+        if applying is not None and not self.leading:
             applying.abandoned = True
             raise ApiError(503, "this backend stopped leading while applying a queued write; the next leader "
                                 "applies it")
         try:
-            with self.store.batch():
-                out = action()
-                self.store.take(QUEUE, applying.name)
+            with self.scheduler.effects_after_commit():
+                if applying is None:
+                    return action()
+                try:
+                    with self.store.batch():
+                        out = action()
+                        self.store.take(QUEUE, applying.name)
+                        self.store.put(ANSWERS, applying.name, provisional_answer(applying, self.advertise_url))
+                except Gone:
+                    # Retried after a lost connection, the commit may find its own take done.
+                    if not self._landed(applying):
+                        raise
+                applying.changed = True
+                return out
+        except ApiError:
+            raise
         except (StateUnavailable, Gone) as exc:
-            # Whether the change landed is unknown (or another leader applied the write): the scheduler's
-            # memory may hold a change ZooKeeper does not, so step down and start again from ZooKeeper.
-            applying.abandoned = True
             self._resign()
+            if applying is None:
+                raise
+            applying.abandoned = True  # whether it landed is not known: it stays queued, taken once
             raise StateUnavailable(f"queued write {applying.name}: {type(exc).__name__} {exc}") from exc
-        applying.changed = True
-        return out
+        except Exception:
+            self._resign()
+            raise
+
+    def _landed(self, applying: Applying) -> bool:
+        assert self.write_queue is not None
+        answer = self.write_queue.provisional_answer_of(applying.name)
+        return answer is not None and answer.get("token") == applying.token
 
     def _resign(self) -> None:
         if self.election is not None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import orjson
 from fastapi import APIRouter, Body, Depends, Response
 
 from ..errors import bad_request, not_found
 from ..models.actions import MachineChangeRequest
 from ..runtime import Runtime
 from .deps import runtime
-from .queued_writes import ANSWER_KEEP_SECONDS
+from .queued_writes import ANSWER_KEEP_SECONDS, describe
 from .responses import json_response
 from .views import racks, state
 
@@ -104,23 +103,10 @@ async def lose_agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> 
     return json_response({"agentId": agentId, "lost": True})
 
 
-@router.get("/queued-writes/{name}", summary="Sing: a write queued on a standby, and the leader's answer once applied")
-async def queued_write(rt: Annotated[Runtime, Depends(runtime)], name: str) -> Response:
-    queue = rt.write_queue
-    if queue is not None:
-        answer = await asyncio.to_thread(queue.answer, name)
-        if answer is not None:
-            return json_response({"name": name, "state": "ANSWERED", "status": answer["status"],
-                                  "response": _parsed(answer["body"]), "leader": answer["leader"],
-                                  "answeredAt": answer["answeredAt"]})
-        if await asyncio.to_thread(queue.is_queued, name):
-            return json_response({"name": name, "state": "QUEUED"})
-    raise not_found(f"Couldn't find queued write {name}: not queued, and no answer is kept for it (answers are "
-                    f"kept {ANSWER_KEEP_SECONDS / 3600:g} h)")
-
-
-def _parsed(body: str) -> Any:
-    try:
-        return orjson.loads(body.encode("latin-1"))
-    except orjson.JSONDecodeError:
-        return body
+@router.get("/queued-writes/{ref}", summary="Sing: a write queued on a standby (name or id), and the answer")
+async def queued_write(rt: Annotated[Runtime, Depends(runtime)], ref: str) -> Response:
+    found = await describe(rt, ref)
+    if found is None:
+        raise not_found(f"Couldn't find queued write {ref}: not queued, and no answer is kept for it (answers are "
+                        f"kept {ANSWER_KEEP_SECONDS / 3600:g} h)")
+    return json_response(found)

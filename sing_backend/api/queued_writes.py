@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 from fastapi import Request, Response
 from kazoo.exceptions import KazooException
 
 from ..errors import ApiError
 from ..state.store import StateUnavailable
-from ..state.write_queue import APPLYING, Applying
+from ..state.write_queue import APPLYING, PROVISIONAL, Applying, new_write_id
 from ..state.zookeeper import MAX_REQUEST_BYTES, encode_doc
 from .responses import error_response, json_response
 
@@ -38,15 +38,23 @@ ANSWER_KEEP_SECONDS = 3600.0
 _FORGET_EVERY_SECONDS = 60.0
 
 
+def _text(raw: bytes) -> str:
+    # latin-1 maps every byte to one character and back: bytes reach the leader unchanged.
+    return raw.decode("latin-1")
+
+
 # Standby side --------------------------------------------------------------------------------------
 
 async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     assert rt.write_queue is not None
     body = await request.body()
-    write = {"method": request.method, "path": request.url.path, "query": request.url.query,
-             "headers": {k: v for k, v in request.headers.items() if k.lower() not in SKIP_HEADERS},
-             # latin-1 maps every byte to one character and back: the body reaches the leader unchanged.
-             "body": body.decode("latin-1"), "queuedAt": int(time.time() * 1000), "queuedBy": rt.advertise_url}
+    scope = request.scope
+    write_id = new_write_id()
+    write = {"method": request.method,
+             # The path as sent (percent-escapes included) and every header, repeated ones too.
+             "path": _text(scope.get("raw_path") or scope["path"].encode()), "query": _text(scope["query_string"]),
+             "headers": [[_text(k), _text(v)] for k, v in scope["headers"] if _text(k).lower() not in SKIP_HEADERS],
+             "body": _text(body), "queuedAt": int(time.time() * 1000), "queuedBy": rt.advertise_url}
     if len(encode_doc(write)) > MAX_REQUEST_BYTES - 1024:
         return error_response(ApiError(413, "body: too large to queue for the leader (ZooKeeper takes about "
                                             "1 MB per write, after compression); send it to the leader"))
@@ -56,26 +64,60 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
         return error_response(ApiError(503, "no leader, and this backend has lost ZooKeeper: it cannot queue the "
                                             "write for a leader; nothing was changed, retry shortly"))
     try:
-        name = await asyncio.to_thread(rt.write_queue.put, write)
+        name = await rt.write_queue.put(write_id, write)
     except (StateUnavailable, KazooException) as exc:
-        return error_response(ApiError(503, f"ZooKeeper stopped answering while this standby queued the write "
-                                            f"({exc}): it may or may not have been queued for the leader; check, "
-                                            "then retry"))
+        return json_response({"code": 503, "queuedWrite": write_id, "message": (
+            f"ZooKeeper stopped answering while this standby queued the write ({exc}): it may or may not have "
+            f"been queued. GET /api/queued-writes/{write_id} tells whether it was (404: it was not); "
+            "retry only then")}, 503)
     wait = rt.settings.standby_write_wait_seconds
     try:
-        answer = await asyncio.to_thread(rt.write_queue.wait_answer, name, wait)
+        answer = await rt.write_queue.wait_answer(name, wait)
     except (StateUnavailable, KazooException):
         answer = None
+    if answer is not None and answer.get("state") != PROVISIONAL:
+        return Response(answer["body"].encode("latin-1"), status_code=answer["status"],
+                        headers={**answer["headers"], "X-Sing-Leader": answer["leader"], "X-Sing-Queued-Write": name})
+    if answer is not None:
+        message = (f"applied by the leader as queued write {name}, but its answer was lost (that leader stopped); "
+                   "read the object to see its state; do not send it again")
+    else:
+        message = (f"queued for the leader as {name}, which has not applied it within {wait:g} s (no leader, or a "
+                   f"fail-over in progress); the next leader applies it once. GET /api/queued-writes/{name} tells "
+                   "when it is done and what it answered; do not send it again")
+    return json_response({"code": 202, "queuedWrite": name, "applied": answer is not None, "message": message}, 202)
+
+
+async def describe(rt: Runtime, ref: str) -> dict[str, Any] | None:
+    """GET /api/queued-writes/{ref}: a write by its name or its id, and the leader's answer if any."""
+    if rt.write_queue is None:
+        return None
+    name, queued = await rt.write_queue.find(ref)
+    if name is None:
+        return None
+    if queued:
+        return {"name": name, "state": "QUEUED"}
+    answer = await rt.write_queue.answer(name)
     if answer is None:
-        return json_response({"code": 202, "queuedWrite": name, "message": (
-            f"queued for the leader as {name}, which has not applied it within {wait:g} s (no leader, or a "
-            f"fail-over in progress); the next leader applies it once. GET /api/queued-writes/{name} "
-            "tells when it is done and what it answered; do not send it again")}, 202)
-    return Response(answer["body"].encode("latin-1"), status_code=answer["status"], media_type=answer["contentType"],
-                    headers={"X-Sing-Leader": answer["leader"], "X-Sing-Queued-Write": name})
+        return None  # forgotten since it was found
+    if answer.get("state") == PROVISIONAL:
+        return {"name": name, "state": PROVISIONAL, "leader": answer["leader"], "answeredAt": answer["answeredAt"]}
+    return {"name": name, "state": "ANSWERED", "status": answer["status"], "response": _parsed(answer["body"]),
+            "leader": answer["leader"], "answeredAt": answer["answeredAt"]}
+
+
+def _parsed(body: str) -> Any:
+    try:
+        return orjson.loads(body.encode("latin-1"))
+    except orjson.JSONDecodeError:
+        return body
 
 
 # Leader side ---------------------------------------------------------------------------------------
+
+# The leader's answer headers worth passing on (the others are the standby's own to set).
+_ANSWER_HEADERS = ("content-type", "etag", "location", "cache-control")
+
 
 class QueuedWriteApplier:
     """Applies the queued writes while this backend leads: started when elected, stopped when not."""
@@ -95,6 +137,8 @@ class QueuedWriteApplier:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # already logged by _run; stepping down must go on
+                pass
             self._task = None
 
     async def _run(self) -> None:
@@ -106,14 +150,18 @@ class QueuedWriteApplier:
             while rt.leading:
                 rt.write_queue_changed.clear()
                 try:
-                    for name in await asyncio.to_thread(rt.write_queue.names):
+                    for name in await rt.write_queue.names():
                         if not await self._apply(client, name):
                             return  # stepping down: the rest waits for the next leader
                     if time.monotonic() - forgotten_at > _FORGET_EVERY_SECONDS:
-                        await asyncio.to_thread(rt.write_queue.forget_answers, ANSWER_KEEP_SECONDS)
+                        await rt.write_queue.forget_answers(ANSWER_KEEP_SECONDS)
                         forgotten_at = time.monotonic()
                 except (StateUnavailable, KazooException) as exc:
                     log.warning("queued writes: ZooKeeper is not answering (%s); trying again", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                except Exception:
+                    log.exception("queued writes: unexpected error; trying again")
                     await asyncio.sleep(1.0)
                     continue
                 try:
@@ -125,27 +173,43 @@ class QueuedWriteApplier:
     async def _apply(self, client: httpx.AsyncClient, name: str) -> bool:
         rt = self._rt
         assert rt.write_queue is not None
-        write = await asyncio.to_thread(rt.write_queue.read, name)
+        write = await rt.write_queue.read(name)
         if write is None:
             return True  # applied meanwhile
         applying = Applying(name)
         token = APPLYING.set(applying)
         try:
-            response = await client.request(write["method"], write["path"], params=write["query"],
-                                            content=write["body"].encode("latin-1"), headers=write["headers"])
+            url = write["path"] + (f"?{write['query']}" if write["query"] else "")
+            response = await client.request(
+                write["method"], url, content=write["body"].encode("latin-1"),
+                headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in write["headers"]])
+            answer = {"status": response.status_code,
+                      "headers": {k: v for k in _ANSWER_HEADERS if (v := response.headers.get(k)) is not None},
+                      "body": _text(response.content)}
+        except Exception as exc:
+            if applying.changed or applying.abandoned:
+                raise
+            # Could not be replayed at all (nothing changed): answered as an error, not retried for ever.
+            log.exception("queued write %s could not be replayed", name)
+            answer = {"status": 500, "headers": {"content-type": "application/json"},
+                      "body": _text(json_response({"code": 500, "message": f"the leader could not replay this "
+                                                   f"write: {type(exc).__name__}: {exc}"}, 500).body)}
         finally:
             APPLYING.reset(token)
-        if applying.abandoned or not rt.leading:
+        if applying.abandoned:
             return False
-        if response.is_success and not applying.changed:
+        if response_ok(answer) and not applying.changed:
             # Every write endpoint makes its change through Runtime.change; one that does not would be
             # applied again should this leader die before the write's removal below.
             log.error("queued write %s (%s %s) succeeded without Runtime.change", name, write["method"],
                       write["path"])
-        answer = {"status": response.status_code, "contentType": response.headers.get("content-type"),
-                  "body": response.content.decode("latin-1"), "leader": rt.advertise_url,
-                  "answeredAt": int(time.time() * 1000)}
-        await asyncio.to_thread(partial(rt.write_queue.finish, name, answer, removed=applying.changed))
+        answer.update(leader=rt.advertise_url, answeredAt=int(time.time() * 1000))
+        # Even if this backend has just stopped leading: the change is made, and its caller waits.
+        await rt.write_queue.finish(name, answer, changed=applying.changed)
         log.info("queued write %s from %s applied: %s %s → %d", name, write.get("queuedBy"), write["method"],
-                 write["path"], response.status_code)
-        return True
+                 write["path"], answer["status"])
+        return rt.leading
+
+
+def response_ok(answer: dict[str, Any]) -> bool:
+    return 200 <= answer["status"] < 300

@@ -13,7 +13,8 @@ import logging
 import shlex
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from ..errors import bad_request, not_found
@@ -113,6 +114,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self.version = 0
         # Until when some running task may still turn from not-yet-healthy to healthy.
         self._health_horizon = 0
+        # Calls to the cluster and the load balancer held back until the change that makes them is saved.
+        self._held_effects: list[Callable[[], None]] | None = None
 
     # ------------------------------------------------------------------ start-up
 
@@ -284,8 +287,32 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         # A load-balanced task leaves the load balancer first; its kill goes out when that succeeded.
         if self._lb_remove(task) and not destroy:
             return
-        if self.gateway is not None:
-            self.gateway.kill(task.id, 0.0 if destroy else None)
+        gateway = self.gateway
+        if gateway is not None:
+            self.effect(lambda: gateway.kill(task.id, 0.0 if destroy else None))
+
+    @contextmanager
+    def effects_after_commit(self) -> Iterator[None]:
+        """Hold back the calls to the cluster and the load balancer made inside the block until it ends
+        without an error (its writes saved), and drop them if it fails: a change that was not saved must
+        not have killed anything."""
+        if self._held_effects is not None:
+            yield
+            return
+        self._held_effects = []
+        try:
+            yield
+            held = self._held_effects
+        finally:
+            self._held_effects = None
+        for effect in held:
+            effect()
+
+    def effect(self, call: Callable[[], None]) -> None:
+        if self._held_effects is None:
+            call()
+        else:
+            self._held_effects.append(call)
 
     # ------------------------------------------------------------------ pending queue
 

@@ -96,8 +96,13 @@ class LoadBalancerFlow(_Base):
             self._save_task(task)
             lb_id = f"{task.id}-ADD-1"
             assert self.lb is not None
-            self.lb.submit(LbOperation("ADD", entry.id, lb_id, self._lb_body(entry, dep.deploy, lb_id, add=[task]),
-                                       [task.id]))
+            self._lb_submit(LbOperation("ADD", entry.id, lb_id, self._lb_body(entry, dep.deploy, lb_id, add=[task]),
+                                        [task.id]))
+
+    def _lb_submit(self, operation: LbOperation) -> None:
+        lb = self.lb
+        assert lb is not None
+        self.effect(lambda: lb.submit(operation))
 
     def _lb_remove(self, task: TaskEntry) -> bool:
         """Start taking a task out of the load balancer; True if its kill must wait for that."""
@@ -109,8 +114,9 @@ class LoadBalancerFlow(_Base):
             return False
         task.lb_state = "REMOVING"
         lb_id = f"{task.id}-REMOVE-1"
-        self.lb.submit(LbOperation("REMOVE", entry.id, lb_id, self._lb_body(entry, dep.deploy, lb_id, remove=[task]),
-                                   [task.id], retry_forever=True))
+        self._lb_submit(LbOperation("REMOVE", entry.id, lb_id, self._lb_body(entry, dep.deploy, lb_id,
+                                                                              remove=[task]),
+                                    [task.id], retry_forever=True))
         return True
 
     def _lb_delete_service(self, entry: RequestEntry) -> None:
@@ -120,7 +126,7 @@ class LoadBalancerFlow(_Base):
         lb_id = f"{entry.id}-{self.clock()}-DELETE-1"
         body = self._lb_body(entry, dep.deploy, lb_id)
         body["action"] = "DELETE"
-        self.lb.submit(LbOperation("DELETE", entry.id, lb_id, body))
+        self._lb_submit(LbOperation("DELETE", entry.id, lb_id, body))
 
     def resume_load_balancer(self, *, empty: bool) -> None:
         """Take over the load-balancer work of a previous leader, whose answers this one never sees.

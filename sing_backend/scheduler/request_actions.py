@@ -129,6 +129,10 @@ class RequestActions(_Base):
                               f"{entry.request.maxScale}")
         if entry.state == RequestState.PAUSED:
             raise conflict(f"Request {request_id} is paused; unpause it before scaling")
+        bounce = body.bounce and kind.long_running and entry.active_deploy
+        if bounce and entry.bouncing:
+            # Refused before the scale is made: a refusal changes nothing.
+            raise conflict(f"Request {request_id} is already bouncing")
         old = entry.request.instance_count
         if old - body.instances > 10 and not large_scale_down_ok:
             raise bad_request(f"instances: scaling down by {old - body.instances} (more than 10) needs "
@@ -139,7 +143,7 @@ class RequestActions(_Base):
         self._set_expiring(entry, "scale", body.durationMillis, body.wire(), body.user, body.actionId, revert_to)
         self._save_request(entry)
         self._request_event(entry, "SCALED", body.user, body.message)
-        if body.bounce and kind.long_running and entry.active_deploy:
+        if bounce:
             self.bounce(request_id, BounceRequest(incremental=body.incremental, message=body.message))
         self.kick(request_id)
         return entry
@@ -292,7 +296,8 @@ class RequestActions(_Base):
             raise conflict(f"Task {task_id} is already being killed")
         if body.runShellCommandBeforeKill is not None and self.gateway is not None:
             # Queued on the same channel as the kill, so the executor has it before the SIGTERM.
-            self.gateway.message(task.id, task.agent_id, kill_message(body.runShellCommandBeforeKill.wire()))
+            gateway, data = self.gateway, kill_message(body.runShellCommandBeforeKill.wire())
+            self.effect(lambda: gateway.message(task.id, task.agent_id, data))
         self._cleanup_task(task, kind, body.user, body.message, force=True)
         self.kick(task.tid.requestId)
         return task

@@ -1,28 +1,34 @@
 """Writes made on standbys, queued in ZooKeeper for the leader, as Singularity's standbys queue theirs.
 
-A standby stores each API write it gets (method, path, query, body, headers) as a sequential znode
-under `{root}/writeQueue`; the leader applies them in order, through its own API, and leaves each
-answer under `{root}/writeAnswers/{name}`, where the standby that queued the write waits for it.
+A standby stores each API write it gets (method, raw path, query, headers, body) as a sequential
+znode under `{root}/writeQueue`, named `w-{id}-{sequence}`: the id is the standby's own, so the
+write can be found even when ZooKeeper's answer to its creation is lost; the sequence orders the
+queue. The leader applies the writes in order, through its own API, and stores each answer under
+`{root}/writeAnswers/{name}`, where the standby that queued the write waits for it.
 
 Applied once: the leader removes a queued write (`StateStore.take`) in the same ZooKeeper multi as
-the change it makes, so a leader that dies half-way leaves either both or neither, and a write that
-another leader already applied makes the multi fail. A write that changes nothing (refused by the
-leader's checks) is removed after its answer is stored.
+the change it makes, and in that multi it also stores a provisional answer ("APPLIED", with a token of
+its own) that the real answer then replaces. So a leader that dies half-way leaves either all three or
+none; a write that another leader already applied makes the multi fail; and a write whose leader died
+before answering is known to have been applied. A write that changes nothing (refused by the leader's
+checks) is answered and removed in one multi.
 
 `APPLYING` names the queued write being applied, for the code that makes the change.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.interfaces import IAsyncResult
 from kazoo.recipe.watchers import ChildrenWatch
 
 from .store import Doc, StateUnavailable
@@ -30,9 +36,7 @@ from .zookeeper import decode_doc, encode_doc
 
 QUEUE = "writeQueue"
 ANSWERS = "writeAnswers"
-# Sequential znodes are named prefix + a 10-digit counter, so names sort in the order queued.
-_PREFIX = "w-"
-
+PROVISIONAL = "APPLIED"  # the state of an answer stored with the change, before the real one
 
 
 @dataclass
@@ -40,17 +44,28 @@ class Applying:
     """The queued write being applied, and what became of it (set by the code that makes the change)."""
 
     name: str
+    # Marks this leader's provisional answer: after a lost connection, tells "my change landed" from
+    # "another leader applied it".
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
     changed: bool = False
-    # The change's commit failed, or this backend stopped leading: whether it landed is not known here,
-    # so the write is left for the next leader, whose take of it fails if it did land.
+    # Whether the change landed is not known here (its commit failed for want of ZooKeeper, or this
+    # backend stopped leading): the write is left queued, for the next leader, whose take fails if it did.
     abandoned: bool = False
 
 
 APPLYING: ContextVar[Applying | None] = ContextVar("applying_queued_write", default=None)
 
 
-def _setter(event: threading.Event) -> Callable[[Any], None]:
-    return lambda _watched: event.set()
+def new_write_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _sequence(name: str) -> str:
+    return name.rsplit("-", 1)[-1]
+
+
+def provisional_answer(applying: Applying, leader: str) -> Doc:
+    return {"state": PROVISIONAL, "token": applying.token, "leader": leader, "answeredAt": int(time.time() * 1000)}
 
 
 class WriteQueue:
@@ -61,12 +76,30 @@ class WriteQueue:
         self._timeout = timeout
         self._parents_made = False
 
-    def _get(self, result: Any) -> Any:
+    def _get(self, result: IAsyncResult) -> Any:
         # kazoo's blocking calls wait for as long as ZooKeeper is away; these wait at most the timeout.
         try:
             return result.get(timeout=self._timeout)
         except self._client.handler.timeout_exception:
             raise StateUnavailable(f"ZooKeeper did not answer within {self._timeout:g} s") from None
+
+    async def _await(self, result: IAsyncResult) -> Any:
+        """Await a kazoo call on the event loop, holding no thread while it is in flight."""
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        result.rawlink(lambda _result: loop.call_soon_threadsafe(done.set))
+        try:
+            async with asyncio.timeout(self._timeout):
+                await done.wait()
+        except TimeoutError:
+            raise StateUnavailable(f"ZooKeeper did not answer within {self._timeout:g} s") from None
+        return result.get_nowait()
+
+    def _ensure_parents(self) -> None:
+        if not self._parents_made:
+            for path in (self._queue, self._answers):
+                self._get(self._client.ensure_path_async(path))
+            self._parents_made = True
 
     # Standby side ---------------------------------------------------------------------------------
 
@@ -74,33 +107,57 @@ class WriteQueue:
     def connected(self) -> bool:
         return bool(self._client.connected)
 
-    def put(self, write: Doc) -> str:
+    async def put(self, write_id: str, write: Doc) -> str:
         """Queue a write; its name once ZooKeeper has it (a quorum has logged it)."""
-        path = self._get(self._client.create_async(f"{self._queue}/{_PREFIX}", encode_doc(write), sequence=True,
-                                                   makepath=True))
+        path = await self._await(self._client.create_async(f"{self._queue}/w-{write_id}-", encode_doc(write),
+                                                           sequence=True, makepath=True))
         return str(path).rsplit("/", 1)[1]
 
-    def wait_answer(self, name: str, timeout: float) -> Doc | None:
-        """The leader's answer to a queued write, waiting up to `timeout` seconds for it."""
+    async def wait_answer(self, name: str, timeout: float) -> Doc | None:
+        """The leader's answer to a queued write, waiting up to `timeout` seconds for it; at the end of
+        the wait, the provisional answer if that is all there is (the write was applied, the answer not
+        stored yet, or lost with its leader), or None."""
         path = f"{self._answers}/{name}"
-        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        answer: Doc | None = None
         while True:
-            arrived = threading.Event()
-            # A watch on a znode that does not exist yet fires when it is created.
-            if self._get(self._client.exists_async(path, watch=_setter(arrived))) is not None:
-                return self.answer(name)
-            if not arrived.wait(max(deadline - time.monotonic(), 0.0)):
-                return None
+            changed = asyncio.Event()
+            # Fires when the answer is created, and when the real answer replaces the provisional one.
+            watch: Callable[[Any], None] = lambda _event, changed=changed: loop.call_soon_threadsafe(changed.set)  # noqa: E731
+            if await self._await(self._client.exists_async(path, watch=watch)) is not None:
+                answer = await self.answer(name)
+                if answer is not None and answer.get("state") != PROVISIONAL:
+                    return answer
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.0)):
+                    await changed.wait()
+            except TimeoutError:
+                return answer
 
-    def answer(self, name: str) -> Doc | None:
+    async def answer(self, name: str) -> Doc | None:
         try:
-            data, _ = self._get(self._client.get_async(f"{self._answers}/{name}"))
+            data, _ = await self._await(self._client.get_async(f"{self._answers}/{name}"))
         except NoNodeError:
             return None
         return decode_doc(data)
 
-    def is_queued(self, name: str) -> bool:
-        return self._get(self._client.exists_async(f"{self._queue}/{name}")) is not None
+    async def find(self, ref: str) -> tuple[str | None, bool]:
+        """A queued or answered write by its name or by the id its standby gave it: (its name, whether it
+        is still queued); (None, False) if none is known."""
+        queued = await self._children(self._queue)
+        for names, still_queued in ((queued, True), (await self._children(self._answers), False)):
+            for name in names:
+                if name == ref or name.startswith(f"w-{ref}-"):
+                    return name, still_queued
+        return None, False
+
+    async def _children(self, path: str) -> list[str]:
+        try:
+            names: list[str] = await self._await(self._client.get_children_async(path))
+        except NoNodeError:
+            return []
+        return names
 
     # Leader side ----------------------------------------------------------------------------------
 
@@ -109,62 +166,61 @@ class WriteQueue:
         self._ensure_parents()
         ChildrenWatch(self._client, self._queue, lambda children: changed(len(children)))
 
-    def names(self) -> list[str]:
-        try:
-            names: list[str] = self._get(self._client.get_children_async(self._queue))
-        except NoNodeError:
-            return []
-        return sorted(names)
+    async def names(self) -> list[str]:
+        return sorted(await self._children(self._queue), key=_sequence)
 
-    def read(self, name: str) -> Doc | None:
+    async def read(self, name: str) -> Doc | None:
         try:
-            data, _ = self._get(self._client.get_async(f"{self._queue}/{name}"))
+            data, _ = await self._await(self._client.get_async(f"{self._queue}/{name}"))
         except NoNodeError:
             return None  # applied meanwhile
         return decode_doc(data)
 
-    def finish(self, name: str, answer: Doc, *, removed: bool = False) -> None:
-        """Store a queued write's answer and remove the write, unless its change `removed` it already:
-        one multi, so that neither is done without the other."""
+    def provisional_answer_of(self, name: str) -> Doc | None:
+        """The answer stored for a write, read without awaiting (from inside a change)."""
+        try:
+            data, _ = self._get(self._client.get_async(f"{self._answers}/{name}"))
+        except NoNodeError:
+            return None
+        return decode_doc(data)
+
+    async def finish(self, name: str, answer: Doc, *, changed: bool) -> None:
+        """Store a queued write's answer. A write that `changed` state was removed with its change, which
+        stored a provisional answer: replace it. Otherwise store the answer and remove the write in one
+        multi, so that neither is done without the other."""
         answer_path, write_path = f"{self._answers}/{name}", f"{self._queue}/{name}"
+        data = encode_doc(answer)
+        if changed:
+            try:
+                await self._await(self._client.set_async(answer_path, data))
+            except NoNodeError:  # removed as too old meanwhile
+                pass
+            return
         self._ensure_parents()
         transaction = self._client.transaction()
-        transaction.create(answer_path, encode_doc(answer))
-        if not removed:
-            transaction.delete(write_path)
-        results = self._get(transaction.commit_async())
+        transaction.create(answer_path, data)
+        transaction.delete(write_path)
+        results = await self._await(transaction.commit_async())
         if isinstance(results[0], NodeExistsError):
             # Answered before a crash that left the write queued: the first answer stands.
-            self._ignore(NoNodeError, self._client.delete_async(write_path))
-        elif len(results) > 1 and isinstance(results[1], NoNodeError):
-            self._ignore(NodeExistsError, self._client.create_async(answer_path, encode_doc(answer)))
+            await self._ignore(NoNodeError, self._client.delete_async(write_path))
+        elif isinstance(results[1], NoNodeError):
+            await self._ignore(NodeExistsError, self._client.create_async(answer_path, data))
         elif failed := [r for r in results if isinstance(r, Exception)]:
             raise failed[0]
 
-    def _ignore(self, error: type[Exception], result: Any) -> None:
+    async def _ignore(self, error: type[Exception], result: IAsyncResult) -> None:
         try:
-            self._get(result)
+            await self._await(result)
         except error:
             pass
 
-    def _ensure_parents(self) -> None:
-        if not self._parents_made:
-            for path in (self._queue, self._answers):
-                self._get(self._client.ensure_path_async(path))
-            self._parents_made = True
-
-    def forget_answers(self, older_than_seconds: float) -> int:
+    async def forget_answers(self, older_than_seconds: float) -> int:
         """Remove answers stored more than `older_than_seconds` ago; how many were removed."""
-        try:
-            names: list[str] = self._get(self._client.get_children_async(self._answers))
-        except NoNodeError:
-            return 0
+        names = await self._children(self._answers)
         cut_ms = (time.time() - older_than_seconds) * 1000
         looks = [(name, self._client.exists_async(f"{self._answers}/{name}")) for name in names]
-        old = [name for name, look in looks if (stat := self._get(look)) is not None and stat.ctime < cut_ms]
+        old = [name for name, look in looks if (stat := await self._await(look)) is not None and stat.ctime < cut_ms]
         for name in old:
-            try:
-                self._get(self._client.delete_async(f"{self._answers}/{name}"))
-            except NoNodeError:
-                pass
+            await self._ignore(NoNodeError, self._client.delete_async(f"{self._answers}/{name}"))
         return len(old)

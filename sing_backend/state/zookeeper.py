@@ -54,6 +54,11 @@ class _LookAgain(Exception):
     """The znodes changed between reading their state and committing a batch: nothing was written."""
 
 
+class Fenced(StateUnavailable):
+    """The znode this store's writes are fenced by is gone: the leadership they were made under has
+    ended (its ZooKeeper session expired). Nothing was written."""
+
+
 class ZkStateStore:
     def __init__(self, hosts: str, root: str = "/sing", timeout: float = 10.0) -> None:
         """Connect to `hosts` ("host:port,host:port") and keep the state under `root`.
@@ -73,6 +78,10 @@ class ZkStateStore:
         # or None outside a batch. Per thread: a write made on another thread while a batch is open
         # must go to ZooKeeper itself, not ride along with a batch that may never commit.
         self._batches = threading.local()
+        # Every write also checks that this znode still exists (in the same multi): the leader's election
+        # node, an ephemeral of its session. A write that outlives the leadership it was made under fails
+        # instead of landing after another leader has taken over.
+        self._fence: str | None = None
         self._client = KazooClient(hosts=hosts, timeout=timeout)
         self._client.start(timeout=timeout)
         try:
@@ -161,6 +170,10 @@ class ZkStateStore:
             raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
         self._call(lambda deadline: self._commit(pending, takes, deadline))
 
+    def fence(self, path: str | None) -> None:
+        """Make every later write conditional on `path` existing (None: unconditional)."""
+        self._fence = path
+
     @property
     def client(self) -> KazooClient:
         """The store's ZooKeeper client, shared with the leader election (one session for both)."""
@@ -228,7 +241,9 @@ class ZkStateStore:
         replace_first = path in self._known
         for replace in (replace_first, not replace_first, replace_first):
             try:
-                if replace:
+                if self._fence is not None:
+                    self._fenced_write("set" if replace else "create", path, data, deadline)
+                elif replace:
                     self._wait(self._client.set_async(path, data), deadline)
                 else:
                     self._wait(self._client.create_async(path, data, makepath=True), deadline)
@@ -240,10 +255,38 @@ class ZkStateStore:
 
     def _delete(self, path: str, deadline: float) -> None:
         try:
-            self._wait(self._client.delete_async(path), deadline)
+            if self._fence is not None:
+                self._fenced_write("delete", path, None, deadline)
+            else:
+                self._wait(self._client.delete_async(path), deadline)
         except NoNodeError:
             pass
         self._known.discard(path)
+
+    def _fenced_write(self, kind: str, path: str, data: bytes | None, deadline: float) -> None:
+        """One write in a multi with the fence's check; raises the write's own error if it failed."""
+        parent = path.rsplit("/", 1)[0]
+        if kind == "create" and parent not in self._collections:
+            self._wait(self._client.ensure_path_async(parent), deadline)
+            self._collections.add(parent)
+        transaction = self._client.transaction()
+        assert self._fence is not None
+        transaction.check(self._fence, 0)
+        if kind == "set":
+            transaction.set_data(path, data)
+        elif kind == "create":
+            transaction.create(path, data)
+        else:
+            transaction.delete(path)
+        results = self._wait(transaction.commit_async(), deadline)
+        self._raise_fenced(results)
+        if isinstance(results[1], Exception):
+            raise results[1]
+
+    def _raise_fenced(self, results: list[Any]) -> None:
+        if isinstance(results[0], Exception) and not isinstance(results[0], _ROLLED_BACK):
+            raise Fenced(f"this backend no longer leads (its election node {self._fence} is gone); nothing was "
+                         "written")
 
     def _commit(self, pending: dict[str, bytes | None], takes: set[str], deadline: float) -> None:
         """Commit a batch as one multi. A multi cannot say "create or replace" nor "delete if present",
@@ -278,6 +321,8 @@ class ZkStateStore:
         """Commit `pending` as if the znodes in `exists` were there; False if some were not (or were),
         in which case nothing was written."""
         transaction = self._client.transaction()
+        if self._fence is not None:
+            transaction.check(self._fence, 0)
         for path, data in pending.items():
             if data is None:
                 if exists[path]:
@@ -286,8 +331,10 @@ class ZkStateStore:
                 transaction.set_data(path, data)
             else:
                 transaction.create(path, data)
-        if transaction.operations:
+        if len(transaction.operations) > (self._fence is not None):
             results = self._wait(transaction.commit_async(), deadline)
+            if self._fence is not None:
+                self._raise_fenced(results)
             # The failed operation carries its error; the others carry RolledBackError or, after it,
             # RuntimeInconsistency.
             errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, _ROLLED_BACK)]

@@ -55,6 +55,17 @@ def test_a_standby_queues_writes_and_answers_with_the_leaders_answer(ha: dict):
     r = standby.client.post("/api/requests", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "malformed JSON" in r.json()["message"], r.text
 
+    # The call is replayed as it was sent: query string, escaped path, any header.
+    standby.put("/api/requests/request/svc/scale", {"instances": 15})
+    r = standby.client.put("/api/requests/request/svc/scale", json={"instances": 1},
+                           headers={"X-User": "Jösé".encode()})
+    assert r.status_code == 400 and "largeScaleDownAcknowledged" in r.json()["message"], r.text
+    r = standby.client.put("/api/requests/request/svc/scale?largeScaleDownAcknowledged=true", json={"instances": 1})
+    assert r.status_code == 200 and r.json()["request"]["instances"] == 1, r.text
+    for path in ("/api/agents/agent/a%2Fb/freeze", "/api/agents/agent/x%2541/freeze"):
+        direct, through = leader.client.post(path, json={}), standby.client.post(path, json={})
+        assert (through.status_code, through.json()) == (direct.status_code, direct.json()) == (404, direct.json())
+
     # A run-now through the standby: the leader's answer names the pending run.
     standby.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
     standby.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 1000",
@@ -67,7 +78,7 @@ def test_a_standby_queues_writes_and_answers_with_the_leaders_answer(ha: dict):
         kept = b.get(f"/api/queued-writes/{name}")
         assert kept["state"] == "ANSWERED" and kept["status"] == 200 and kept["leader"] == leader.url
         assert kept["response"]["pendingRequest"]["runId"] == "first"
-    assert standby.client.get("/api/queued-writes/w-9999999999").status_code == 404
+    assert standby.client.get("/api/queued-writes/w-nothing-0000000001").status_code == 404
 
     # Nothing is left queued, and the leader applied each write once.
     assert queued(ha) == [] and leader.get("/api/state")["queuedWrites"] == 0

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +16,20 @@ from fastapi.routing import APIRoute
 
 from sing_backend.api.app import create_app
 from sing_backend.runtime import Runtime
+from sing_backend.scheduler.core import Scheduler
+from sing_backend.scheduler.history_sink import HistorySink
 from sing_backend.settings import Settings
 from sing_backend.state.store import StateUnavailable
-from sing_backend.state.write_queue import APPLYING, QUEUE, Applying, WriteQueue
+from sing_backend.state.write_queue import (
+    ANSWERS,
+    APPLYING,
+    PROVISIONAL,
+    QUEUE,
+    Applying,
+    WriteQueue,
+    new_write_id,
+    provisional_answer,
+)
 from sing_backend.state.zookeeper import ZkStateStore
 from tests.servers import ZooKeeperServer
 
@@ -35,52 +46,75 @@ def queue(store: ZkStateStore) -> WriteQueue:
     return WriteQueue(store.client, store._root, timeout=5.0)
 
 
-def test_writes_come_out_in_the_order_queued_and_are_answered(queue: WriteQueue) -> None:
-    names = [queue.put({"method": "POST", "n": i}) for i in range(12)]
-    assert queue.names() == names  # sequence numbers sort as queued, past 10 as well
-    assert [queue.read(n)["n"] for n in names] == list(range(12))  # type: ignore[index]
-    assert queue.is_queued(names[0]) and queue.answer(names[0]) is None
-    queue.finish(names[0], {"status": 200, "body": "{}"})
-    assert queue.answer(names[0]) == {"status": 200, "body": "{}"}
-    assert not queue.is_queued(names[0]) and queue.read(names[0]) is None
-    assert queue.names() == names[1:]
+async def test_writes_come_out_in_the_order_queued_and_are_answered(queue: WriteQueue) -> None:
+    ids = [new_write_id() for _ in range(12)]
+    names = [await queue.put(write_id, {"method": "POST", "n": i}) for i, write_id in enumerate(ids)]
+    assert await queue.names() == names  # in the order queued (the ids are random), past 10 as well
+    assert [(await queue.read(n))["n"] for n in names] == list(range(12))  # type: ignore[index]
+    assert await queue.find(names[0]) == (names[0], True) and await queue.find(ids[0]) == (names[0], True)
+    assert await queue.answer(names[0]) is None
+    await queue.finish(names[0], {"status": 400, "body": "{}"}, changed=False)
+    assert await queue.answer(names[0]) == {"status": 400, "body": "{}"}
+    assert await queue.find(ids[0]) == (names[0], False) and await queue.read(names[0]) is None
+    assert await queue.names() == names[1:]
+    assert await queue.find(new_write_id()) == (None, False)
 
 
-def test_a_write_answered_before_a_crash_keeps_its_first_answer(queue: WriteQueue, store: ZkStateStore) -> None:
-    """A leader stored the answer and died before the write left the queue: the next one applies it
-    (a refused write changes nothing) and finishes it without replacing the answer the caller may have."""
-    name = queue.put({"method": "POST"})
-    queue.finish(name, {"status": 400, "by": "first"})
-    store.client.create(f"{store._root}/writeQueue/{name}", b"{}")  # as the crash left it
-    queue.finish(name, {"status": 400, "by": "second"})
-    assert queue.answer(name) == {"status": 400, "by": "first"} and not queue.is_queued(name)
-    # And a write its change already removed gets its answer all the same.
-    other = queue.put({"method": "POST"})
-    store.client.delete(f"{store._root}/writeQueue/{other}")
-    queue.finish(other, {"status": 200})
-    assert queue.answer(other) == {"status": 200}
-
-
-def test_a_waiting_standby_gets_the_answer_as_soon_as_it_is_stored(queue: WriteQueue) -> None:
-    name = queue.put({"method": "POST"})
-    assert queue.wait_answer(name, 0.2) is None  # nobody answers: it gives up after the wait
+async def test_a_waiting_standby_gets_the_answer_as_soon_as_it_is_stored(queue: WriteQueue) -> None:
+    name = await queue.put(new_write_id(), {"method": "POST"})
+    assert await queue.wait_answer(name, 0.2) is None  # nobody answers: it gives up after the wait
     answered_at: list[float] = []
 
-    def leader() -> None:
-        time.sleep(0.3)
+    async def leader() -> None:
+        await asyncio.sleep(0.3)
         answered_at.append(time.monotonic())
-        queue.finish(name, {"status": 201})
-    threading.Thread(target=leader).start()
-    assert queue.wait_answer(name, 10.0) == {"status": 201}
+        await queue.finish(name, {"status": 201}, changed=False)
+    answering = asyncio.create_task(leader())
+    assert await queue.wait_answer(name, 10.0) == {"status": 201}
     assert time.monotonic() - answered_at[0] < 1.0  # woken by the watch, not at the end of the wait
+    await answering
 
 
-def test_old_answers_are_forgotten(queue: WriteQueue) -> None:
-    name = queue.put({"method": "POST"})
-    queue.finish(name, {"status": 200})
-    assert queue.forget_answers(older_than_seconds=3600) == 0 and queue.answer(name) is not None
-    time.sleep(0.05)
-    assert queue.forget_answers(older_than_seconds=0.01) == 1 and queue.answer(name) is None
+async def test_a_standby_waits_past_the_provisional_answer(queue: WriteQueue, store: ZkStateStore) -> None:
+    """The change stores "APPLIED" with itself; the standby waits for the answer that replaces it, and
+    at the end of its wait says the write was applied if that is all there is."""
+    name = await queue.put(new_write_id(), {"method": "POST"})
+    store.put(ANSWERS, name, provisional_answer(Applying(name), "http://leader"))
+    store.delete(QUEUE, name)
+
+    async def leader() -> None:
+        await asyncio.sleep(0.3)
+        await queue.finish(name, {"status": 200}, changed=True)
+    answering = asyncio.create_task(leader())
+    assert await queue.wait_answer(name, 10.0) == {"status": 200}
+    await answering
+    lost = await queue.put(new_write_id(), {"method": "POST"})
+    store.put(ANSWERS, lost, provisional_answer(Applying(lost), "http://leader"))  # its leader died here
+    assert (await queue.wait_answer(lost, 0.3))["state"] == PROVISIONAL  # type: ignore[index]
+
+
+async def test_a_write_answered_before_a_crash_keeps_its_first_answer(queue: WriteQueue,
+                                                                       store: ZkStateStore) -> None:
+    """A leader stored the answer and died before the write left the queue: the next one applies it
+    (a refused write changes nothing) and finishes it without replacing the answer the caller may have."""
+    name = await queue.put(new_write_id(), {"method": "POST"})
+    await queue.finish(name, {"status": 400, "by": "first"}, changed=False)
+    store.client.create(f"{store._root}/writeQueue/{name}", b"{}")  # as the crash left it
+    await queue.finish(name, {"status": 400, "by": "second"}, changed=False)
+    assert await queue.answer(name) == {"status": 400, "by": "first"} and await queue.read(name) is None
+    # And a refused write removed meanwhile gets its answer all the same.
+    other = await queue.put(new_write_id(), {"method": "POST"})
+    store.client.delete(f"{store._root}/writeQueue/{other}")
+    await queue.finish(other, {"status": 409}, changed=False)
+    assert await queue.answer(other) == {"status": 409}
+
+
+async def test_old_answers_are_forgotten(queue: WriteQueue) -> None:
+    name = await queue.put(new_write_id(), {"method": "POST"})
+    await queue.finish(name, {"status": 200}, changed=False)
+    assert await queue.forget_answers(older_than_seconds=3600) == 0 and await queue.answer(name) is not None
+    await asyncio.sleep(0.05)
+    assert await queue.forget_answers(older_than_seconds=0.01) == 1 and await queue.answer(name) is None
 
 
 class ElectionRecorder:
@@ -93,18 +127,22 @@ class ElectionRecorder:
         self.resigned = True
 
 
-def leading_runtime(store: ZkStateStore, tmp_path: Path) -> tuple[Runtime, ElectionRecorder]:
-    rt = Runtime(Settings(data_dir=tmp_path))
+def leading_runtime(store: ZkStateStore, queue: WriteQueue, tmp_path: Path) -> tuple[Runtime, ElectionRecorder]:
+    settings = Settings(data_dir=tmp_path)
+    rt = Runtime(settings)
     rt.store = store
+    rt.write_queue = queue
+    rt.scheduler = Scheduler(settings, store, None, HistorySink())
     rt.leading = True
     election = ElectionRecorder()
     rt.election = election  # type: ignore[assignment]
     return rt, election
 
 
-def test_a_queued_write_lands_with_its_removal(store: ZkStateStore, queue: WriteQueue, tmp_path: Path) -> None:
-    rt, election = leading_runtime(store, tmp_path)
-    name = queue.put({"method": "POST"})
+async def test_a_queued_write_lands_with_its_removal(store: ZkStateStore, queue: WriteQueue,
+                                                     tmp_path: Path) -> None:
+    rt, election = leading_runtime(store, queue, tmp_path)
+    name = await queue.put(new_write_id(), {"method": "POST"})
     applying = Applying(name)
     token = APPLYING.set(applying)
     try:
@@ -113,15 +151,19 @@ def test_a_queued_write_lands_with_its_removal(store: ZkStateStore, queue: Write
         APPLYING.reset(token)
     assert applying.changed and not applying.abandoned and not election.resigned
     assert store.load("requests") == {"made": {"v": 1}} and store.load(QUEUE) == {}
+    # With a provisional answer, replaced by the real one.
+    assert (await queue.answer(name))["token"] == applying.token  # type: ignore[index]
 
 
-def test_a_queued_write_another_leader_applied_changes_nothing(store: ZkStateStore, queue: WriteQueue,
+async def test_a_queued_write_another_leader_applied_changes_nothing(store: ZkStateStore, queue: WriteQueue,
                                                                 tmp_path: Path) -> None:
     """The write is gone from the queue when this leader commits its change (another leader applied it
     first): the change is refused whole, and this backend gives up the lead to reload what is saved."""
-    rt, election = leading_runtime(store, tmp_path)
-    name = queue.put({"method": "POST"})
-    queue.finish(name, {"status": 200})  # applied and removed elsewhere
+    rt, election = leading_runtime(store, queue, tmp_path)
+    name = await queue.put(new_write_id(), {"method": "POST"})
+    other = Applying(name)
+    store.put(ANSWERS, name, provisional_answer(other, "http://other-leader"))  # applied and removed elsewhere
+    store.delete(QUEUE, name)
     applying = Applying(name)
     token = APPLYING.set(applying)
     try:
@@ -133,11 +175,31 @@ def test_a_queued_write_another_leader_applied_changes_nothing(store: ZkStateSto
     assert applying.abandoned and not applying.changed and election.resigned
 
 
-def test_a_backend_that_stopped_leading_leaves_the_write_queued(store: ZkStateStore, queue: WriteQueue,
+async def test_a_commit_retried_after_its_answer_was_lost_counts_as_done(store: ZkStateStore, queue: WriteQueue,
+                                                                          tmp_path: Path) -> None:
+    """The first commit landed but its answer was lost; the retry finds the write already taken. The
+    provisional answer carries this attempt's token: the change is done, not refused."""
+    rt, election = leading_runtime(store, queue, tmp_path)
+    name = await queue.put(new_write_id(), {"method": "POST"})
+    applying = Applying(name)
+    # What the first, landed, commit left.
+    store.put("requests", "made", {"v": 1})
+    store.put(ANSWERS, name, provisional_answer(applying, rt.advertise_url))
+    store.delete(QUEUE, name)
+    token = APPLYING.set(applying)
+    try:
+        rt.change(lambda: store.put("requests", "made", {"v": 1}))
+    finally:
+        APPLYING.reset(token)
+    assert applying.changed and not applying.abandoned and not election.resigned
+    assert store.load("requests") == {"made": {"v": 1}}
+
+
+async def test_a_backend_that_stopped_leading_leaves_the_write_queued(store: ZkStateStore, queue: WriteQueue,
                                                                  tmp_path: Path) -> None:
-    rt, _ = leading_runtime(store, tmp_path)
+    rt, _ = leading_runtime(store, queue, tmp_path)
     rt.leading = False
-    name = queue.put({"method": "POST"})
+    name = await queue.put(new_write_id(), {"method": "POST"})
     applying = Applying(name)
     token = APPLYING.set(applying)
     try:
@@ -145,7 +207,7 @@ def test_a_backend_that_stopped_leading_leaves_the_write_queued(store: ZkStateSt
             rt.change(lambda: store.put("requests", "late", {"v": 1}))
     finally:
         APPLYING.reset(token)
-    assert store.load("requests") == {} and queue.is_queued(name) and applying.abandoned
+    assert store.load("requests") == {} and await queue.read(name) is not None and applying.abandoned
 
 
 def api_routes(routes: list[Any]) -> Iterator[APIRoute]:

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from kazoo.client import KazooClient
 
-from sing_backend.state.zookeeper import COMPRESS_OVER, MAX_REQUEST_BYTES, ZkStateStore
+from sing_backend.state.zookeeper import COMPRESS_OVER, MAX_REQUEST_BYTES, Fenced, ZkStateStore
 from tests.servers import ZooKeeperServer, require_zookeeper
 
 from .test_store_contract import large_doc
@@ -229,3 +229,32 @@ def test_a_write_from_another_thread_does_not_join_an_open_batch(
         # In ZooKeeper already, while the batch is still open; the batch's own write is not.
         assert raw.get_children(f"{root}/requests") == ["alone"]
     assert set(store.load("requests")) == {"batched", "alone"}
+
+
+def test_writes_fenced_by_a_gone_node_fail_and_write_nothing(store: ZkStateStore, raw: KazooClient,
+                                                             root: str) -> None:
+    """A leader's writes hold only while its election node (an ephemeral of its session) exists: one
+    that outlives its leadership fails, and nothing of it lands after another leader has taken over."""
+    lock = raw.create(f"{root}-leader/node-", b"", ephemeral=True, sequence=True, makepath=True)
+    store.fence(lock)
+    store.put("requests", "r", {"v": 1})
+    store.put("requests", "r", {"v": 2})
+    with store.batch():
+        store.put("requests", "s", {"v": 1})
+    store.put("writeQueue", "w", {})
+    raw.delete(lock)  # the session that held it is gone
+    with pytest.raises(Fenced):
+        store.put("requests", "r", {"v": 3})
+    with pytest.raises(Fenced):
+        store.put("requests", "new", {"v": 1})
+    with pytest.raises(Fenced):
+        store.delete("requests", "s")
+    with pytest.raises(Fenced), store.batch():
+        store.put("requests", "t", {"v": 1})
+        store.delete("requests", "r")
+    with pytest.raises(Fenced):
+        store.take("writeQueue", "w")
+    assert store.load("requests") == {"r": {"v": 2}, "s": {"v": 1}} and store.load("writeQueue") == {"w": {}}
+    store.fence(None)  # a store that leads no more writes unconditionally (as a tool would)
+    store.put("requests", "r", {"v": 4})
+    assert store.load("requests")["r"] == {"v": 4}
