@@ -4,12 +4,19 @@ leader changes."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import threading
+import time
+from collections import Counter
 
+import httpx
+import pytest
 from kazoo.client import KazooClient
 
 from sing_backend.local_backend import Backend, wait_for
+from tests.ha.test_db_outage import history_rows
 from tests.ha.test_failover import one_leader
 
 RES = {"cpus": 0.01, "memoryMb": 8}
@@ -120,3 +127,67 @@ def test_writes_queued_while_the_leader_is_frozen_are_applied_once_by_the_next(h
     assert r.status_code == 200 and r.headers["x-sing-leader"] == standby.url, r.text
     wait_for(lambda: sorted(runs(standby, "job")) == ["after", "during"], what="each run once")
     assert queued(ha) == []
+
+
+@pytest.mark.timeout(600)
+def test_writes_streaming_through_every_backend_while_leaders_die_land_once(ha: dict):
+    """Two clients keep sending run-nows (each with its own runId) to any backend, leader or standby, while
+    the leader is killed (SIGKILL) again and again, so that leaders die in the middle of applying queued
+    writes as well as between them. Every acknowledged run (200, or 202 queued) runs exactly once; a
+    run whose answer was lost (the backend died under it) runs at most once; none runs twice."""
+    names = iter(f"n{i}" for i in range(100))
+    backends = [ha["backend"](next(names)) for _ in range(3)]
+    first = one_leader(backends)
+    first.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
+    first.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 0.2", "resources": RES}})
+    wait_for(lambda: first.get("/api/requests/request/job")["activeDeploy"], what="job deployed")
+
+    alive = list(backends)
+    acknowledged: list[str] = []
+    unknown: list[str] = []
+    unexpected: list[str] = []
+    stop = threading.Event()
+
+    def client(name: str) -> None:
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            run_id = f"{name}-{n}"
+            target = alive[n % len(alive)]
+            try:
+                r = target.client.post("/api/requests/request/job/run", json={"runId": run_id}, timeout=30)
+            except httpx.HTTPError:
+                unknown.append(run_id)  # sent to a backend that died under it
+                continue
+            if r.status_code in (200, 202):
+                acknowledged.append(run_id)
+            elif r.status_code == 503:
+                unknown.append(run_id)  # its backend lost ZooKeeper or the lead under it: may or may not run
+            else:
+                unexpected.append(f"{run_id}: {r.status_code} {r.text}")
+            time.sleep(0.02)  # a client's pace, so that the tasks stay few
+
+    writers = [threading.Thread(target=client, args=(name,)) for name in ("a", "b")]
+    for writer in writers:
+        writer.start()
+    try:
+        for _ in range(8):
+            leader = one_leader(alive)
+            # Writes flowing under this leader (queued ones included) before it dies.
+            count = len(acknowledged)
+            wait_for(lambda count=count: len(acknowledged) >= count + 10, timeout=30, what="writes under this leader")
+            alive.remove(leader)
+            leader.stop(signal.SIGKILL)
+            alive.append(ha["backend"](next(names)))
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(60)
+    assert unexpected == []
+    final = one_leader(alive)
+    wait_for(lambda: final.get("/api/state")["queuedWrites"] == 0, timeout=30, what="the queue drained")
+    wait_for(lambda: not runs(final, "job"), timeout=60, what="every run finished")
+    ran = Counter(row["runId"] for row in history_rows(final, "job"))
+    assert [run_id for run_id, n in ran.items() if n > 1] == [], "runs applied twice"
+    assert set(acknowledged) <= set(ran), f"acknowledged runs lost: {set(acknowledged) - set(ran)}"
+    assert set(ran) <= set(acknowledged) | set(unknown), "runs that no client sent"
