@@ -11,11 +11,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from sing_backend.local_backend import Backend, free_port, wait_for
-from tests.ha.conftest import SharedCluster
-from tests.servers import ZooKeeperServer, mysql_database
+from sing_backend.local_backend import Backend, wait_for
+from tests.ha.conftest import ha_servers
+from tests.servers import ZooKeeperServer
 
 from .stats import percentile
 
@@ -30,44 +31,30 @@ def timed_scales(b: Backend, request_id: str, writes: int) -> list[float]:
     return out
 
 
+def leader_and_standby_scales(backend: Callable[[str], Backend], writes: int) -> tuple[list[float], list[float]]:
+    leader = backend("a")
+    wait_for(lambda: leader.get("/api/state")["hostStates"][0]["master"], what="a leader")
+    standby = backend("b")
+    wait_for(lambda: standby.get("/api/state")["leader"] == leader.url, what="the standby")
+    # No deploy, so that the scales change the request but launch nothing: the figures are the API's.
+    leader.post("/api/requests", {"id": "bench", "requestType": "WORKER", "instances": 1})
+    timed_scales(leader, "bench", 20)  # warm both paths up
+    timed_scales(standby, "bench", 20)
+    direct: list[float] = []
+    queued: list[float] = []
+    for _ in range(3):  # interleaved, so drift on the machine hits both alike
+        direct += timed_scales(leader, "bench", writes // 3)
+        queued += timed_scales(standby, "bench", writes // 3)
+    return direct, queued
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--writes", type=int, default=300)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_name, mysql_database() as db_url:
-        tmp = Path(tmp_name)
-        (tmp / "zk").mkdir()
-        zk = ZooKeeperServer(tmp / "zk")
-        zk.start()
-        cluster = SharedCluster(tmp)
-        made: list[Backend] = []
-
-        def backend(name: str) -> Backend:
-            port = free_port()
-            b = Backend(tmp / name, port=port, env={
-                "SING_MODE": "mesos", "SING_MESOS_MASTER": cluster.address, "SING_ZK_HOSTS": zk.hosts,
-                "SING_DB_URL": db_url, "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}"})
-            made.append(b)
-            return b.start(wait_connected=False)
-
-        try:
-            leader = backend("a")
-            wait_for(lambda: leader.get("/api/state")["hostStates"][0]["master"], what="a leader")
-            standby = backend("b")
-            wait_for(lambda: standby.get("/api/state")["leader"] == leader.url, what="the standby")
-            # No deploy, so that the scales change the request but launch nothing: the figures are the API's.
-            leader.post("/api/requests", {"id": "bench", "requestType": "WORKER", "instances": 1})
-            timed_scales(leader, "bench", 20)  # warm both paths up
-            timed_scales(standby, "bench", 20)
-            direct, queued = [], []
-            for _ in range(3):  # interleaved, so drift on the machine hits both alike
-                direct += timed_scales(leader, "bench", args.writes // 3)
-                queued += timed_scales(standby, "bench", args.writes // 3)
-        finally:
-            for b in made:
-                b.close()
-            cluster.stop()
-            zk.stop()
+    with tempfile.TemporaryDirectory() as tmp_name, ZooKeeperServer(Path(tmp_name)) as zk, \
+            ha_servers(Path(tmp_name), zk) as ha:
+        direct, queued = leader_and_standby_scales(ha["backend"], args.writes)
     d50, q50 = statistics.median(direct), statistics.median(queued)
     d99, q99 = percentile(direct, 99), percentile(queued, 99)
     print(f"scale sent to the leader (baseline): p50 {d50:.2f} ms  p99 {d99:.2f} ms  ({len(direct)} writes)")

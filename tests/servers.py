@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Self
 from uuid import uuid4
 
 import pymysql
@@ -80,6 +80,17 @@ class LocalServer:
                 return
             self.stop()
         raise RuntimeError(f"{self.name} did not start on port {self.port}; its output:\n{self._log_tail()}")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop, and remove what the server leaves behind (nothing, unless a subclass says)."""
+        self.stop()
 
     def stop(self) -> None:
         if self._process is None:

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from uuid import uuid4
 
@@ -35,8 +36,11 @@ class SharedCluster:
         self.proc.wait(30)
 
 
-@pytest.fixture
-def ha(tmp_path: Path, zookeeper: ZooKeeperServer) -> Iterator[dict]:
+@contextmanager
+def ha_servers(tmp_path: Path, zookeeper: ZooKeeperServer, **defaults: str) -> Iterator[dict]:
+    """A database on the local MariaDB, a shared `sing cluster` and a ZooKeeper root of their own; yields
+    `backend(name, **env)`, which starts a backend in mesos mode against them (env: `SING_*` settings
+    over `defaults`), and the servers. Every backend started is closed at the end."""
     with mysql_database() as db_url:
         cluster = SharedCluster(tmp_path)
         root = f"/sing-ha-{uuid4().hex[:8]}"
@@ -46,8 +50,8 @@ def ha(tmp_path: Path, zookeeper: ZooKeeperServer) -> Iterator[dict]:
             port = free_port()
             b = Backend(tmp_path / name, port=port, env={
                 "SING_MODE": "mesos", "SING_MESOS_MASTER": cluster.address, "SING_ZK_HOSTS": zookeeper.hosts,
-                "SING_ZK_ROOT": root, "SING_DB_URL": db_url, "SING_ZK_SESSION_TIMEOUT": "2",
-                "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}", **env})
+                "SING_ZK_ROOT": root, "SING_DB_URL": db_url, "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}",
+                **defaults, **env})
             made.append(b)
             return b.start(wait_connected=False)
 
@@ -57,3 +61,9 @@ def ha(tmp_path: Path, zookeeper: ZooKeeperServer) -> Iterator[dict]:
             for b in made:
                 b.close()
             cluster.stop()
+
+
+@pytest.fixture
+def ha(tmp_path: Path, zookeeper: ZooKeeperServer) -> Iterator[dict]:
+    with ha_servers(tmp_path, zookeeper, SING_ZK_SESSION_TIMEOUT="2") as servers:
+        yield servers
