@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# After failing to take up the lead, how long a backend waits before giving it up to stand again.
+_LEAD_RETRY_SECONDS = 2.0
+
 
 class Runtime:
     """One backend process. In local mode it leads at once over its embedded cluster; in mesos mode it
@@ -108,7 +111,9 @@ class Runtime:
         else:
             self.master_address = await asyncio.to_thread(resolve_mesos_master, s.mesos_master or "")
             assert isinstance(self.store, ZkStateStore)
-            self.write_queue = WriteQueue(self.store.client, s.zk_root, timeout=s.zk_session_timeout)
+            store = self.store
+            self.write_queue = WriteQueue(store.client, s.zk_root, timeout=s.zk_session_timeout,
+                                          fence=lambda: store.fenced_by)
             await asyncio.to_thread(self.write_queue.watch, self._write_queue_changed_from_thread)
             self.election = LeaderElection(self.store.client, f"{s.zk_root.rstrip('/')}/leader", self.advertise_url,
                                            self._elected_from_thread, self._demoted_from_thread)
@@ -139,12 +144,24 @@ class Runtime:
     # ---- leadership
 
     def _elected_from_thread(self) -> None:
-        # Before anything is written under this leadership: every write from now on holds only while
-        # this backend's election node (and so its session) does.
-        if isinstance(self.store, ZkStateStore) and self.election is not None:
-            self.store.fence(self.election.lock_path())
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._lead(), self._loop)
+        asyncio.run_coroutine_threadsafe(self._lead_elected(), self._loop)
+
+    async def _lead_elected(self) -> None:
+        """Take up the lead won in the election. If that fails, give it up again (after a pause, so that a
+        lone backend does not spin): holding the election without scheduling would leave every write
+        queued for the leader unapplied."""
+        try:
+            await self._lead()
+        except Exception:
+            log.exception("could not take up the lead; giving it up, to stand again in %g s", _LEAD_RETRY_SECONDS)
+            async with self._transition:
+                try:
+                    await self._stop_scheduling()
+                except Exception:
+                    log.exception("could not stop what had started while taking up the lead")
+            await asyncio.sleep(_LEAD_RETRY_SECONDS)
+            self._resign()
 
     def _write_queue_changed_from_thread(self, count: int) -> None:
         self.queued_writes = count
@@ -152,7 +169,10 @@ class Runtime:
         self._loop.call_soon_threadsafe(self.write_queue_changed.set)
 
     def _demoted_from_thread(self) -> None:
-        # Stop talking to the cluster at once, from the election thread, before anything else happens.
+        # Stop writing to ZooKeeper and talking to the cluster at once, from the election thread, before
+        # anything else happens: what the stepping-down scheduler still does is not saved.
+        if isinstance(self.store, ZkStateStore):
+            self.store.fence_off()
         gateway = self.gateway
         if gateway is not None:
             gateway.enabled = False
@@ -164,6 +184,13 @@ class Runtime:
             if self.leading:
                 return
             if self.settings.mode != "local":
+                assert isinstance(self.store, ZkStateStore) and self.election is not None
+                lock = self.election.lock_path()
+                if lock is None:
+                    return  # lost the lead again before taking it up
+                # Here, after any previous leadership has stopped: every write from now on holds only
+                # while this backend's election node (and so its session) does.
+                self.store.fence(lock)
                 # A new leader starts from what the previous one persisted.
                 self.scheduler = await asyncio.to_thread(self._new_scheduler)
             st = self.settings
@@ -329,6 +356,13 @@ class Runtime:
         if self.gateway is not None:
             await asyncio.to_thread(self.gateway.stop)
             self.gateway = None
+
+    def queue_first(self) -> bool:
+        """Whether a write made on this leader goes through the write queue, behind the writes queued
+        there: until the queue has been emptied once since this backend was elected (writes queued
+        during the fail-over, some already answered 202, come before those sent to the new leader), and
+        whenever writes are waiting."""
+        return self._applier is not None and (not self._applier.drained or self.queued_writes > 0)
 
     def leader_url(self) -> str | None:
         if self.leading:

@@ -30,6 +30,9 @@ class LeaderForwarder:
     async def __call__(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         runtime = request.app.state.runtime
         path = request.url.path
+        if runtime.leading and request.method not in _READS and APPLYING.get() is None and "/api/" in path \
+                and runtime.queue_first():
+            return await queue_for_leader(runtime, request)
         if runtime.settings.mode == "local" or runtime.leading or "/api/" not in path \
                 or path.endswith(("/openapi.json", "/docs")) or APPLYING.get() is not None:
             # (A queued write being applied is for this backend itself, even if it has just stopped

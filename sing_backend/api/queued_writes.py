@@ -68,8 +68,8 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     except (StateUnavailable, KazooException) as exc:
         return json_response({"code": 503, "queuedWrite": write_id, "message": (
             f"ZooKeeper stopped answering while this standby queued the write ({exc}): it may or may not have "
-            f"been queued. GET /api/queued-writes/{write_id} tells whether it was (404: it was not); "
-            "retry only then")}, 503)
+            f"been queued, and if it was, the leader applies it. GET /api/queued-writes/{write_id} shows it once "
+            "ZooKeeper answers again; before sending it again, look at what it would have changed")}, 503)
     wait = rt.settings.standby_write_wait_seconds
     try:
         answer = await rt.write_queue.wait_answer(name, wait)
@@ -126,6 +126,8 @@ class QueuedWriteApplier:
         self._rt = rt
         self._app = app
         self._task: asyncio.Task[None] | None = None
+        # Whether the queue has been seen empty since this backend was elected (see Runtime.queue_first).
+        self.drained = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -150,7 +152,9 @@ class QueuedWriteApplier:
             while rt.leading:
                 rt.write_queue_changed.clear()
                 try:
-                    for name in await rt.write_queue.names():
+                    names = await rt.write_queue.names()
+                    self.drained = self.drained or not names
+                    for name in names:
                         if not await self._apply(client, name):
                             return  # stepping down: the rest waits for the next leader
                     if time.monotonic() - forgotten_at > _FORGET_EVERY_SECONDS:

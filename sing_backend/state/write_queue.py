@@ -32,7 +32,7 @@ from kazoo.interfaces import IAsyncResult
 from kazoo.recipe.watchers import ChildrenWatch
 
 from .store import Doc, StateUnavailable
-from .zookeeper import decode_doc, encode_doc
+from .zookeeper import decode_doc, encode_doc, raise_if_fenced
 
 QUEUE = "writeQueue"
 ANSWERS = "writeAnswers"
@@ -69,8 +69,11 @@ def provisional_answer(applying: Applying, leader: str) -> Doc:
 
 
 class WriteQueue:
-    def __init__(self, client: KazooClient, root: str, timeout: float) -> None:
+    def __init__(self, client: KazooClient, root: str, timeout: float,
+                 fence: Callable[[], str | None] = lambda: None) -> None:
+        """`fence()`: the znode the leader's writes check (its election node), as in ZkStateStore.fence."""
         self._client = client
+        self._fence = fence
         self._queue = f"{root.rstrip('/')}/{QUEUE}"
         self._answers = f"{root.rstrip('/')}/{ANSWERS}"
         self._timeout = timeout
@@ -145,6 +148,9 @@ class WriteQueue:
     async def find(self, ref: str) -> tuple[str | None, bool]:
         """A queued or answered write by its name or by the id its standby gave it: (its name, whether it
         is still queued); (None, False) if none is known."""
+        # The server this backend is connected to may lag behind the one that took the write.
+        for path in (self._queue, self._answers):
+            await self._await(self._client.sync_async(path))
         queued = await self._children(self._queue)
         for names, still_queued in ((queued, True), (await self._children(self._answers), False)):
             for name in names:
@@ -198,9 +204,17 @@ class WriteQueue:
             return
         self._ensure_parents()
         transaction = self._client.transaction()
+        # Fenced as the leader's changes are: a leader that has lost its election node answers nothing
+        # (the write stays queued for the next one, whose checks may answer otherwise).
+        fence = self._fence()
+        if fence is not None:
+            transaction.check(fence, 0)
         transaction.create(answer_path, data)
         transaction.delete(write_path)
         results = await self._await(transaction.commit_async())
+        if fence is not None:
+            raise_if_fenced(fence, results)
+            results = results[1:]
         if isinstance(results[0], NodeExistsError):
             # Answered before a crash that left the write queued: the first answer stands.
             await self._ignore(NoNodeError, self._client.delete_async(write_path))

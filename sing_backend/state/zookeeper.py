@@ -47,6 +47,8 @@ _OP_OVERHEAD = 64
 # a `/` or a character ZooKeeper refuses. "." and ".." are handled in _node_name.
 _SAFE = "-_.~"
 _FIRST_RETRY_DELAY = 0.05
+# A znode under the root that is never created: the fence of a store that must not write.
+_NEVER_CREATED = ".fenced-off"
 _MAX_RETRY_DELAY = 1.0
 
 
@@ -131,7 +133,8 @@ class ZkStateStore:
             self._pending[path] = data
             self._takes.discard(path)
         else:
-            self._call(lambda deadline: self._upsert(path, data, deadline))
+            fence = self._fence  # read once per call: its retries must not pass a fence set after it began
+            self._call(lambda deadline: self._upsert(path, data, deadline, fence))
 
     def delete(self, collection: str, key: str) -> None:
         path = self._path(collection, key)
@@ -139,7 +142,8 @@ class ZkStateStore:
             self._pending[path] = None
             self._takes.discard(path)
         else:
-            self._call(lambda deadline: self._delete(path, deadline))
+            fence = self._fence
+            self._call(lambda deadline: self._delete(path, deadline, fence))
 
     def take(self, collection: str, key: str) -> None:
         path = self._path(collection, key)
@@ -147,7 +151,8 @@ class ZkStateStore:
             self._pending[path] = None
             self._takes.add(path)
         else:
-            self._call(lambda deadline: self._commit({path: None}, {path}, deadline))
+            fence = self._fence
+            self._call(lambda deadline: self._commit({path: None}, {path}, deadline, fence))
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -168,11 +173,21 @@ class ZkStateStore:
         size = sum(len(path) + len(data or b"") + _OP_OVERHEAD for path, data in pending.items())
         if size > MAX_REQUEST_BYTES:
             raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
-        self._call(lambda deadline: self._commit(pending, takes, deadline))
+        fence = self._fence
+        self._call(lambda deadline: self._commit(pending, takes, deadline, fence))
 
     def fence(self, path: str | None) -> None:
         """Make every later write conditional on `path` existing (None: unconditional)."""
         self._fence = path
+
+    @property
+    def fenced_by(self) -> str | None:
+        """The znode every write of this store checks (see `fence`)."""
+        return self._fence
+
+    def fence_off(self) -> None:
+        """Make every later write fail with Fenced (until `fence` is called again)."""
+        self._fence = f"{self._root}/{_NEVER_CREATED}"
 
     @property
     def client(self) -> KazooClient:
@@ -235,14 +250,14 @@ class ZkStateStore:
             self._known.add(f"{parent}/{name}")
         return docs
 
-    def _upsert(self, path: str, data: bytes, deadline: float) -> None:
+    def _upsert(self, path: str, data: bytes, deadline: float, fence: str | None) -> None:
         # ZooKeeper has no "create or replace": try the call that the znode's likely state needs, so a
         # put is one round trip unless another client changed the znode meanwhile.
         replace_first = path in self._known
         for replace in (replace_first, not replace_first, replace_first):
             try:
-                if self._fence is not None:
-                    self._fenced_write("set" if replace else "create", path, data, deadline)
+                if fence is not None:
+                    self._fenced_write(fence, "set" if replace else "create", path, data, deadline)
                 elif replace:
                     self._wait(self._client.set_async(path, data), deadline)
                 else:
@@ -253,25 +268,24 @@ class ZkStateStore:
             return
         raise _LookAgain
 
-    def _delete(self, path: str, deadline: float) -> None:
+    def _delete(self, path: str, deadline: float, fence: str | None) -> None:
         try:
-            if self._fence is not None:
-                self._fenced_write("delete", path, None, deadline)
+            if fence is not None:
+                self._fenced_write(fence, "delete", path, None, deadline)
             else:
                 self._wait(self._client.delete_async(path), deadline)
         except NoNodeError:
             pass
         self._known.discard(path)
 
-    def _fenced_write(self, kind: str, path: str, data: bytes | None, deadline: float) -> None:
+    def _fenced_write(self, fence: str, kind: str, path: str, data: bytes | None, deadline: float) -> None:
         """One write in a multi with the fence's check; raises the write's own error if it failed."""
         parent = path.rsplit("/", 1)[0]
         if kind == "create" and parent not in self._collections:
             self._wait(self._client.ensure_path_async(parent), deadline)
             self._collections.add(parent)
         transaction = self._client.transaction()
-        assert self._fence is not None
-        transaction.check(self._fence, 0)
+        transaction.check(fence, 0)
         if kind == "set":
             transaction.set_data(path, data)
         elif kind == "create":
@@ -279,16 +293,11 @@ class ZkStateStore:
         else:
             transaction.delete(path)
         results = self._wait(transaction.commit_async(), deadline)
-        self._raise_fenced(results)
+        raise_if_fenced(fence, results)
         if isinstance(results[1], Exception):
             raise results[1]
 
-    def _raise_fenced(self, results: list[Any]) -> None:
-        if isinstance(results[0], Exception) and not isinstance(results[0], _ROLLED_BACK):
-            raise Fenced(f"this backend no longer leads (its election node {self._fence} is gone); nothing was "
-                         "written")
-
-    def _commit(self, pending: dict[str, bytes | None], takes: set[str], deadline: float) -> None:
+    def _commit(self, pending: dict[str, bytes | None], takes: set[str], deadline: float, fence: str | None) -> None:
         """Commit a batch as one multi. A multi cannot say "create or replace" nor "delete if present",
         so each write becomes the operation that its znode's state needs. The state this store knows
         is tried first (one round trip); if another client has changed it, the multi fails whole, and
@@ -304,25 +313,26 @@ class ZkStateStore:
         # A delete is sent even for a znode not known to exist: were it skipped, nothing would tell
         # that another client had created it.
         if self._try_commit(
-            pending, {path: path in self._known or data is None for path, data in pending.items()}, deadline
+            pending, {path: path in self._known or data is None for path, data in pending.items()}, deadline, fence
         ):
             return
         looks = [(path, self._client.exists_async(path)) for path in pending]
         exists = {path: self._wait(look, deadline) is not None for path, look in looks}
         if missing := sorted(path for path in takes if not exists[path]):
             raise Gone(", ".join(missing))
-        if self._try_commit(pending, exists, deadline):
+        if self._try_commit(pending, exists, deadline, fence):
             return
         # Changed again between the look and the commit.
         self._collections.clear()
         raise _LookAgain
 
-    def _try_commit(self, pending: dict[str, bytes | None], exists: dict[str, bool], deadline: float) -> bool:
+    def _try_commit(self, pending: dict[str, bytes | None], exists: dict[str, bool], deadline: float,
+                    fence: str | None) -> bool:
         """Commit `pending` as if the znodes in `exists` were there; False if some were not (or were),
         in which case nothing was written."""
         transaction = self._client.transaction()
-        if self._fence is not None:
-            transaction.check(self._fence, 0)
+        if fence is not None:
+            transaction.check(fence, 0)
         for path, data in pending.items():
             if data is None:
                 if exists[path]:
@@ -331,10 +341,10 @@ class ZkStateStore:
                 transaction.set_data(path, data)
             else:
                 transaction.create(path, data)
-        if len(transaction.operations) > (self._fence is not None):
+        if len(transaction.operations) > (fence is not None):
             results = self._wait(transaction.commit_async(), deadline)
-            if self._fence is not None:
-                self._raise_fenced(results)
+            if fence is not None:
+                raise_if_fenced(fence, results)
             # The failed operation carries its error; the others carry RolledBackError or, after it,
             # RuntimeInconsistency.
             errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, _ROLLED_BACK)]
@@ -359,6 +369,12 @@ class ZkStateStore:
 
 
 _ROLLED_BACK = (RolledBackError, RuntimeInconsistency)
+
+
+def raise_if_fenced(fence: str, results: list[Any]) -> None:
+    """Raise Fenced if the check of `fence`, first in a multi's `results`, failed."""
+    if isinstance(results[0], Exception) and not isinstance(results[0], _ROLLED_BACK):
+        raise Fenced(f"this backend no longer leads (its election node {fence} is gone); nothing was written")
 
 
 def _node_name(name: str) -> str:

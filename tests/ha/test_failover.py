@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 
 import httpx
 import pytest
 
-from sing_backend.local_backend import Backend, wait_for
+from sing_backend.local_backend import Backend, free_port, wait_for
 
 RES = {"cpus": 0.01, "memoryMb": 8}
 
@@ -33,6 +34,25 @@ def one_leader(backends: list[Backend]) -> Backend:
 
 def running_ids(b: Backend, request_id: str) -> set[str]:
     return {t["taskId"]["id"] for t in b.active_tasks(request_id)}
+
+
+def test_a_backend_that_cannot_take_up_the_lead_gives_it_up(ha: dict):
+    """Backend a wins the election but cannot start scheduling (the port of its nginx is taken): it gives
+    the lead up instead of holding it while scheduling nothing, so b leads and applies the writes queued
+    on a. Once the port is free, a takes over when b dies."""
+    nginx_port = free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", nginx_port))
+        squatter.listen()
+        a = ha["backend"]("a", SING_LOAD_BALANCER="nginx", SING_NGINX_PORT=str(nginx_port))
+        wait_for(lambda: "could not take up the lead" in a.log_path.read_text(), timeout=30, what="a failing to lead")
+        b = ha["backend"]("b")
+        assert one_leader([a, b]) is b
+        r = a.client.post("/api/requests", json={"id": "svc", "requestType": "WORKER"}, timeout=30)
+        assert r.status_code == 200 and r.headers["x-sing-leader"] == b.url, r.text
+    b.stop(signal.SIGKILL)
+    assert one_leader([a]) is a
+    assert [x["request"]["id"] for x in a.get("/api/requests")] == ["svc"]
 
 
 def test_one_leader_standbys_forward_and_failover_keeps_tasks(ha: dict):

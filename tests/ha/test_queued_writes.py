@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -191,3 +192,33 @@ def test_writes_streaming_through_every_backend_while_leaders_die_land_once(ha: 
     assert [run_id for run_id, n in ran.items() if n > 1] == [], "runs applied twice"
     assert set(acknowledged) <= set(ran), f"acknowledged runs lost: {set(acknowledged) - set(ran)}"
     assert set(ran) <= set(acknowledged) | set(unknown), "runs that no client sent"
+
+
+def test_a_new_leader_applies_the_writes_queued_during_the_fail_over_before_its_own(ha: dict):
+    """Writes queued on the standby while no leader could apply them (each answered 202) come before the
+    writes sent to the new leader once it is elected: the last write sent is the one that holds."""
+    old = ha["backend"]("a")
+    one_leader([old])
+    standby = ha["backend"]("b", SING_STANDBY_WRITE_WAIT_SECONDS="0.5")
+    one_leader([old, standby])
+    old.post("/api/requests", {"id": "svc", "requestType": "WORKER", "instances": 1})
+
+    assert old.proc is not None
+    os.kill(old.proc.pid, signal.SIGSTOP)
+    try:
+        def scale(instances: int) -> int:
+            r = standby.client.put("/api/requests/request/svc/scale", json={"instances": instances}, timeout=30)
+            return r.status_code
+
+        # All at once, well within the frozen leader's session (2 s), so that no leader applies any.
+        with ThreadPoolExecutor(30) as pool:
+            assert set(pool.map(scale, [1 + i % 6 for i in range(30)])) == {202}
+    finally:
+        old.stop(signal.SIGKILL)
+    # The standby leads as soon as it can; the write sent to it then is the last.
+    wait_for(lambda: standby.get("/api/state")["hostStates"][0]["master"], timeout=30, interval=0.01,
+             what="the standby leading")
+    r = standby.client.put("/api/requests/request/svc/scale", json={"instances": 9}, timeout=30)
+    assert r.status_code == 200, r.text
+    wait_for(lambda: standby.get("/api/state")["queuedWrites"] == 0, timeout=30, what="the queue applied")
+    assert standby.get("/api/requests/request/svc")["request"]["instances"] == 9

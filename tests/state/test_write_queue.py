@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -30,7 +30,7 @@ from sing_backend.state.write_queue import (
     new_write_id,
     provisional_answer,
 )
-from sing_backend.state.zookeeper import ZkStateStore
+from sing_backend.state.zookeeper import Fenced, ZkStateStore
 from tests.servers import ZooKeeperServer
 
 
@@ -117,6 +117,20 @@ async def test_old_answers_are_forgotten(queue: WriteQueue) -> None:
     assert await queue.forget_answers(older_than_seconds=0.01) == 1 and await queue.answer(name) is None
 
 
+async def test_a_leader_that_lost_its_election_node_answers_nothing(store: ZkStateStore) -> None:
+    """A refusal is answered and the write removed in one multi that checks the leader's election node:
+    once that is gone, the write stays queued for the next leader, whose checks may answer otherwise."""
+    lock = store.client.create(f"{store._root}-leader/node-", b"", ephemeral=True, sequence=True, makepath=True)
+    queue = WriteQueue(store.client, store._root, timeout=5.0, fence=lambda: lock)
+    first, second = [await queue.put(new_write_id(), {"method": "POST"}) for _ in range(2)]
+    await queue.finish(first, {"status": 404, "body": "{}"}, changed=False)
+    store.client.delete(lock)
+    with pytest.raises(Fenced):
+        await queue.finish(second, {"status": 404, "body": "{}"}, changed=False)
+    assert await queue.answer(first) is not None and await queue.names() == [second]
+    assert await queue.answer(second) is None
+
+
 class ElectionRecorder:
     """Stands in for the leader election (which needs a whole backend): records a resignation."""
 
@@ -139,16 +153,21 @@ def leading_runtime(store: ZkStateStore, queue: WriteQueue, tmp_path: Path) -> t
     return rt, election
 
 
+def change_as(rt: Runtime, applying: Applying, action: Callable[[], None]) -> None:
+    """`rt.change(action)` as the leader's replay of the queued write `applying` makes it."""
+    token = APPLYING.set(applying)
+    try:
+        rt.change(action)
+    finally:
+        APPLYING.reset(token)
+
+
 async def test_a_queued_write_lands_with_its_removal(store: ZkStateStore, queue: WriteQueue,
                                                      tmp_path: Path) -> None:
     rt, election = leading_runtime(store, queue, tmp_path)
     name = await queue.put(new_write_id(), {"method": "POST"})
     applying = Applying(name)
-    token = APPLYING.set(applying)
-    try:
-        rt.change(lambda: store.put("requests", "made", {"v": 1}))
-    finally:
-        APPLYING.reset(token)
+    change_as(rt, applying, lambda: store.put("requests", "made", {"v": 1}))
     assert applying.changed and not applying.abandoned and not election.resigned
     assert store.load("requests") == {"made": {"v": 1}} and store.load(QUEUE) == {}
     # With a provisional answer, replaced by the real one.
@@ -165,12 +184,8 @@ async def test_a_queued_write_another_leader_applied_changes_nothing(store: ZkSt
     store.put(ANSWERS, name, provisional_answer(other, "http://other-leader"))  # applied and removed elsewhere
     store.delete(QUEUE, name)
     applying = Applying(name)
-    token = APPLYING.set(applying)
-    try:
-        with pytest.raises(StateUnavailable):
-            rt.change(lambda: store.put("requests", "twice", {"v": 1}))
-    finally:
-        APPLYING.reset(token)
+    with pytest.raises(StateUnavailable):
+        change_as(rt, applying, lambda: store.put("requests", "twice", {"v": 1}))
     assert store.load("requests") == {}
     assert applying.abandoned and not applying.changed and election.resigned
 
@@ -186,11 +201,7 @@ async def test_a_commit_retried_after_its_answer_was_lost_counts_as_done(store: 
     store.put("requests", "made", {"v": 1})
     store.put(ANSWERS, name, provisional_answer(applying, rt.advertise_url))
     store.delete(QUEUE, name)
-    token = APPLYING.set(applying)
-    try:
-        rt.change(lambda: store.put("requests", "made", {"v": 1}))
-    finally:
-        APPLYING.reset(token)
+    change_as(rt, applying, lambda: store.put("requests", "made", {"v": 1}))
     assert applying.changed and not applying.abandoned and not election.resigned
     assert store.load("requests") == {"made": {"v": 1}}
 
@@ -201,13 +212,29 @@ async def test_a_backend_that_stopped_leading_leaves_the_write_queued(store: ZkS
     rt.leading = False
     name = await queue.put(new_write_id(), {"method": "POST"})
     applying = Applying(name)
-    token = APPLYING.set(applying)
-    try:
-        with pytest.raises(Exception, match="stopped leading"):
-            rt.change(lambda: store.put("requests", "late", {"v": 1}))
-    finally:
-        APPLYING.reset(token)
+    with pytest.raises(Exception, match="stopped leading"):
+        change_as(rt, applying, lambda: store.put("requests", "late", {"v": 1}))
     assert store.load("requests") == {} and await queue.read(name) is not None and applying.abandoned
+
+
+async def test_a_demoted_leader_saves_nothing_its_scheduler_still_does(store: ZkStateStore, queue: WriteQueue,
+                                                                        tmp_path: Path) -> None:
+    """Told it no longer leads (on the election's thread), the backend fences its store off before its
+    scheduler stops: a write made in between is refused, not saved over what a new leader does."""
+    rt, _ = leading_runtime(store, queue, tmp_path)
+    rt._loop = asyncio.get_running_loop()
+    store.fence(store.client.create(f"{store._root}-leader/node-", b"", ephemeral=True, sequence=True,
+                                    makepath=True))
+    scheduler = rt.scheduler
+    store.put("scratch", "before", {"v": 1})
+    await asyncio.to_thread(rt._demoted_from_thread)
+    with pytest.raises(Fenced):
+        store.put("scratch", "stale", {"v": 1})  # as the old scheduler would, before it has stopped
+    deadline = time.monotonic() + 10
+    while rt.leading or rt.scheduler is scheduler:
+        assert time.monotonic() < deadline, "the backend did not step down"
+        await asyncio.sleep(0.01)
+    assert store.load("scratch") == {"before": {"v": 1}}
 
 
 def api_routes(routes: list[Any]) -> Iterator[APIRoute]:

@@ -258,3 +258,22 @@ def test_writes_fenced_by_a_gone_node_fail_and_write_nothing(store: ZkStateStore
     store.fence(None)  # a store that leads no more writes unconditionally (as a tool would)
     store.put("requests", "r", {"v": 4})
     assert store.load("requests")["r"] == {"v": 4}
+
+
+def test_a_store_fenced_off_writes_nothing_until_fenced_again(store: ZkStateStore, raw: KazooClient,
+                                                              root: str) -> None:
+    """A leader that is stepping down fences its store off at once: what its scheduler still writes
+    before it stops fails, until a new leadership fences the store with its own election node."""
+    store.put("requests", "r", {"v": 1})
+    store.fence_off()
+    with pytest.raises(Fenced):
+        store.put("requests", "r", {"v": 2})
+    with pytest.raises(Fenced), store.batch():
+        store.put("requests", "s", {"v": 1})
+    with pytest.raises(Fenced):
+        store.delete("requests", "r")
+    assert store.load("requests") == {"r": {"v": 1}}
+    store.fence(raw.create(f"{root}-leader/node-", b"", ephemeral=True, sequence=True, makepath=True))
+    store.put("requests", "r", {"v": 3})
+    assert store.load("requests") == {"r": {"v": 3}}
+
