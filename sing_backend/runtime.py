@@ -34,7 +34,7 @@ from .scheduler.views_cache import ListCache
 from .settings import Settings, SettingsError
 from .startup import open_history, open_state_store, resolve_mesos_master
 from .state.store import Gone, StateStore, StateUnavailable
-from .state.write_queue import ANSWERS, APPLYING, QUEUE, Applying, WriteQueue, provisional_answer
+from .state.write_queue import ANSWERS, APPLYING, QUEUE, Applying, WriteQueue, provisional_answer, write_id_of
 from .state.zookeeper import ZkStateStore
 
 if TYPE_CHECKING:
@@ -302,7 +302,8 @@ class Runtime:
                     with self.store.batch():
                         out = action()
                         self.store.take(QUEUE, applying.name)
-                        self.store.put(ANSWERS, applying.name, provisional_answer(applying, self.advertise_url))
+                        self.store.put(ANSWERS, write_id_of(applying.name),
+                                       provisional_answer(applying, self.advertise_url))
                 except Gone:
                     # Retried after a lost connection, the commit may find its own take done.
                     if not self._landed(applying):

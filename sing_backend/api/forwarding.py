@@ -10,7 +10,7 @@ import httpx
 from fastapi import Request, Response
 
 from ..state.write_queue import APPLYING
-from .queued_writes import SKIP_HEADERS, queue_for_leader
+from .queued_writes import SKIP_HEADERS, WRITE_ID_HEADER, queue_for_leader
 
 _LEADER_CACHE_SECONDS = 0.5
 _READS = ("GET", "HEAD")
@@ -31,7 +31,8 @@ class LeaderForwarder:
         runtime = request.app.state.runtime
         path = request.url.path
         if runtime.leading and request.method not in _READS and APPLYING.get() is None and "/api/" in path \
-                and runtime.queue_first():
+                and (runtime.queue_first() or WRITE_ID_HEADER in request.headers):
+            # (A write with an id of the client's goes through the queue, where a repeat of it is caught.)
             return await queue_for_leader(runtime, request)
         if runtime.settings.mode == "local" or runtime.leading or "/api/" not in path \
                 or path.endswith(("/openapi.json", "/docs")) or APPLYING.get() is not None:

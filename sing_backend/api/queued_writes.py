@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,12 @@ log = logging.getLogger(__name__)
 
 # Hop-by-hop headers, and those recomputed for the leader's in-process call, are not queued.
 SKIP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding"}
-# Answers are kept this long for GET /api/queued-writes/{name} (api/cluster.py), then removed by the leader.
+# Answers are kept this long for GET /api/queued-writes/{name} (api/cluster.py), then removed by the leader;
+# so long, a write sent again with the same X-Sing-Write-Id gets the first one's answer instead of being applied.
 ANSWER_KEEP_SECONDS = 3600.0
+WRITE_ID_HEADER = "X-Sing-Write-Id"
+_WRITE_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
+_WRITE_REF = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _FORGET_EVERY_SECONDS = 60.0
 
 
@@ -47,9 +52,12 @@ def _text(raw: bytes) -> str:
 
 async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     assert rt.write_queue is not None
+    write_id = request.headers.get(WRITE_ID_HEADER) or new_write_id()
+    if not _WRITE_ID.fullmatch(write_id):
+        return error_response(ApiError(400, f"{WRITE_ID_HEADER}: must be 1 to 64 letters, digits or _ (a UUID's hex "
+                                            f"digits, say), got {write_id[:80]!r}"))
     body = await request.body()
     scope = request.scope
-    write_id = new_write_id()
     write = {"method": request.method,
              # The path as sent (percent-escapes included) and every header, repeated ones too.
              "path": _text(scope.get("raw_path") or scope["path"].encode()), "query": _text(scope["query_string"]),
@@ -68,8 +76,9 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     except (StateUnavailable, KazooException) as exc:
         return json_response({"code": 503, "queuedWrite": write_id, "message": (
             f"ZooKeeper stopped answering while this standby queued the write ({exc}): it may or may not have "
-            f"been queued, and if it was, the leader applies it. GET /api/queued-writes/{write_id} shows it once "
-            "ZooKeeper answers again; before sending it again, look at what it would have changed")}, 503)
+            f"been queued, and if it was, the leader applies it. Send it again with the header {WRITE_ID_HEADER}: "
+            f"{write_id} to have it applied once either way; GET /api/queued-writes/{write_id} shows it once it "
+            "is found")}, 503)
     wait = rt.settings.standby_write_wait_seconds
     try:
         answer = await rt.write_queue.wait_answer(name, wait)
@@ -90,7 +99,7 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
 
 async def describe(rt: Runtime, ref: str) -> dict[str, Any] | None:
     """GET /api/queued-writes/{ref}: a write by its name or its id, and the leader's answer if any."""
-    if rt.write_queue is None:
+    if rt.write_queue is None or not _WRITE_REF.fullmatch(ref):
         return None
     name, queued = await rt.write_queue.find(ref)
     if name is None:
@@ -180,6 +189,12 @@ class QueuedWriteApplier:
         write = await rt.write_queue.read(name)
         if write is None:
             return True  # applied meanwhile
+        if (earlier := await rt.write_queue.answer(name)) is not None:
+            # The same write (by its id) sent again, and applied already: it gets that answer, once is enough.
+            await rt.write_queue.finish(name, earlier, changed=False)
+            log.info("queued write %s repeats write %s: answered as it was, not applied again", name,
+                     earlier.get("name"))
+            return rt.leading
         applying = Applying(name)
         token = APPLYING.set(applying)
         try:

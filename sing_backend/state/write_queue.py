@@ -1,10 +1,12 @@
 """Writes made on standbys, queued in ZooKeeper for the leader, as Singularity's standbys queue theirs.
 
 A standby stores each API write it gets (method, raw path, query, headers, body) as a sequential
-znode under `{root}/writeQueue`, named `w-{id}-{sequence}`: the id is the standby's own, so the
-write can be found even when ZooKeeper's answer to its creation is lost; the sequence orders the
-queue. The leader applies the writes in order, through its own API, and stores each answer under
-`{root}/writeAnswers/{name}`, where the standby that queued the write waits for it.
+znode under `{root}/writeQueue`, named `w-{id}-{sequence}`: the id is the standby's own, or the
+client's (`X-Sing-Write-Id`), so the write can be found even when ZooKeeper's answer to its creation
+is lost; the sequence orders the queue. The leader applies the writes in order, through its own API,
+and stores each answer under `{root}/writeAnswers/{id}`, where the standby that queued the write
+waits for it. A write whose id already has an answer (the same write sent again) is not applied
+again: it gets that answer.
 
 Applied once: the leader removes a queued write (`StateStore.take`) in the same ZooKeeper multi as
 the change it makes, and in that multi it also stores a provisional answer ("APPLIED", with a token of
@@ -64,6 +66,11 @@ def _sequence(name: str) -> str:
     return name.rsplit("-", 1)[-1]
 
 
+def write_id_of(name: str) -> str:
+    """The id a write was queued with, from its name `w-{id}-{sequence}`."""
+    return name[2:].rsplit("-", 1)[0]
+
+
 def provisional_answer(applying: Applying, leader: str) -> Doc:
     return {"state": PROVISIONAL, "token": applying.token, "leader": leader, "answeredAt": int(time.time() * 1000)}
 
@@ -120,7 +127,7 @@ class WriteQueue:
         """The leader's answer to a queued write, waiting up to `timeout` seconds for it; at the end of
         the wait, the provisional answer if that is all there is (the write was applied, the answer not
         stored yet, or lost with its leader), or None."""
-        path = f"{self._answers}/{name}"
+        path = self._answer_path(name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         answer: Doc | None = None
@@ -138,9 +145,16 @@ class WriteQueue:
             except TimeoutError:
                 return answer
 
+    def _answer_path(self, name: str) -> str:
+        return f"{self._answers}/{write_id_of(name)}"
+
     async def answer(self, name: str) -> Doc | None:
+        """The answer stored for a write's id (a write sent again shares the answer of the first)."""
+        return await self._answer_at(self._answer_path(name))
+
+    async def _answer_at(self, path: str) -> Doc | None:
         try:
-            data, _ = await self._await(self._client.get_async(f"{self._answers}/{name}"))
+            data, _ = await self._await(self._client.get_async(path))
         except NoNodeError:
             return None
         return decode_doc(data)
@@ -151,12 +165,11 @@ class WriteQueue:
         # The server this backend is connected to may lag behind the one that took the write.
         for path in (self._queue, self._answers):
             await self._await(self._client.sync_async(path))
-        queued = await self._children(self._queue)
-        for names, still_queued in ((queued, True), (await self._children(self._answers), False)):
-            for name in names:
-                if name == ref or name.startswith(f"w-{ref}-"):
-                    return name, still_queued
-        return None, False
+        for name in await self._children(self._queue):
+            if name == ref or name.startswith(f"w-{ref}-"):
+                return name, True
+        answer = await self._answer_at(self._answer_path(ref) if ref.startswith("w-") else f"{self._answers}/{ref}")
+        return (answer.get("name", ref), False) if answer is not None else (None, False)
 
     async def _children(self, path: str) -> list[str]:
         try:
@@ -185,7 +198,7 @@ class WriteQueue:
     def provisional_answer_of(self, name: str) -> Doc | None:
         """The answer stored for a write, read without awaiting (from inside a change)."""
         try:
-            data, _ = self._get(self._client.get_async(f"{self._answers}/{name}"))
+            data, _ = self._get(self._client.get_async(self._answer_path(name)))
         except NoNodeError:
             return None
         return decode_doc(data)
@@ -194,8 +207,8 @@ class WriteQueue:
         """Store a queued write's answer. A write that `changed` state was removed with its change, which
         stored a provisional answer: replace it. Otherwise store the answer and remove the write in one
         multi, so that neither is done without the other."""
-        answer_path, write_path = f"{self._answers}/{name}", f"{self._queue}/{name}"
-        data = encode_doc(answer)
+        answer_path, write_path = self._answer_path(name), f"{self._queue}/{name}"
+        data = encode_doc({**answer, "name": name})
         if changed:
             try:
                 await self._await(self._client.set_async(answer_path, data))
@@ -216,7 +229,7 @@ class WriteQueue:
             raise_if_fenced(fence, results)
             results = results[1:]
         if isinstance(results[0], NodeExistsError):
-            # Answered before a crash that left the write queued: the first answer stands.
+            # Answered before (the same write sent again, or a crash left it queued): the first answer stands.
             await self._ignore(NoNodeError, self._client.delete_async(write_path))
         elif isinstance(results[1], NoNodeError):
             await self._ignore(NodeExistsError, self._client.create_async(answer_path, data))
@@ -231,10 +244,11 @@ class WriteQueue:
 
     async def forget_answers(self, older_than_seconds: float) -> int:
         """Remove answers stored more than `older_than_seconds` ago; how many were removed."""
-        names = await self._children(self._answers)
+        ids = await self._children(self._answers)
         cut_ms = (time.time() - older_than_seconds) * 1000
-        looks = [(name, self._client.exists_async(f"{self._answers}/{name}")) for name in names]
-        old = [name for name, look in looks if (stat := await self._await(look)) is not None and stat.ctime < cut_ms]
-        for name in old:
-            await self._ignore(NoNodeError, self._client.delete_async(f"{self._answers}/{name}"))
+        looks = [(write_id, self._client.exists_async(f"{self._answers}/{write_id}")) for write_id in ids]
+        old = [write_id for write_id, look in looks
+               if (stat := await self._await(look)) is not None and stat.ctime < cut_ms]
+        for write_id in old:
+            await self._ignore(NoNodeError, self._client.delete_async(f"{self._answers}/{write_id}"))
         return len(old)

@@ -47,6 +47,8 @@ _OP_OVERHEAD = 64
 # a `/` or a character ZooKeeper refuses. "." and ".." are handled in _node_name.
 _SAFE = "-_.~"
 _FIRST_RETRY_DELAY = 0.05
+# How many znodes the store remembers seeing (a hint for the first operation of a write; see _upsert).
+_MAX_KNOWN = 250_000
 # A znode under the root that is never created: the fence of a store that must not write.
 _NEVER_CREATED = ".fenced-off"
 _MAX_RETRY_DELAY = 1.0
@@ -247,7 +249,7 @@ class ZkStateStore:
                 # Never overwrite what is not ours: refuse to go on, naming the node.
                 raise ValueError(f"ZooKeeper node {parent}/{name} does not hold Sing's data ({exc}); "
                                  f"check zk_root, or move that data away") from None
-            self._known.add(f"{parent}/{name}")
+            self._remember(f"{parent}/{name}")
         return docs
 
     def _upsert(self, path: str, data: bytes, deadline: float, fence: str | None) -> None:
@@ -264,7 +266,7 @@ class ZkStateStore:
                     self._wait(self._client.create_async(path, data, makepath=True), deadline)
             except (NoNodeError, NodeExistsError):
                 continue
-            self._known.add(path)
+            self._remember(path)
             return
         raise _LookAgain
 
@@ -356,8 +358,15 @@ class ZkStateStore:
             if data is None:
                 self._known.discard(path)
             else:
-                self._known.add(path)
+                self._remember(path)
         return True
+
+    def _remember(self, path: str) -> None:
+        # Znodes that others remove (answers to queued writes, say) would pile up here: past a bound the
+        # hints start again from nothing, which costs a second round trip on a later write of each.
+        if len(self._known) >= _MAX_KNOWN:
+            self._known.clear()
+        self._known.add(path)
 
     # Paths -------------------------------------------------------------------------------------------
 

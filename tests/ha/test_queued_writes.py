@@ -222,3 +222,31 @@ def test_a_new_leader_applies_the_writes_queued_during_the_fail_over_before_its_
     assert r.status_code == 200, r.text
     wait_for(lambda: standby.get("/api/state")["queuedWrites"] == 0, timeout=30, what="the queue applied")
     assert standby.get("/api/requests/request/svc")["request"]["instances"] == 9
+
+
+def test_a_write_sent_again_with_its_id_is_applied_once(ha: dict):
+    """A client that cannot tell whether its write went through (a 503 while it was being queued, an
+    answer lost with a backend) sends it again with the same X-Sing-Write-Id, to any backend: it is
+    applied once, and each repeat gets the first one's answer."""
+    leader = ha["backend"]("a")
+    one_leader([leader])
+    standby = ha["backend"]("b")
+    one_leader([leader, standby])
+    leader.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
+    leader.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 1000", "resources": RES}})
+    wait_for(lambda: leader.get("/api/requests/request/job")["activeDeploy"], what="job deployed")
+
+    headers = {"X-Sing-Write-Id": "run_once_1"}
+    answers = [b.client.post("/api/requests/request/job/run", json={"runId": "once"}, headers=headers)
+               for b in (standby, standby, leader)]
+    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
+    assert answers[0].json() == answers[1].json() == answers[2].json()
+    assert answers[0].json()["pendingRequest"]["runId"] == "once"
+    assert runs(leader, "job") == ["once"]
+    kept = standby.get("/api/queued-writes/run_once_1")
+    assert kept["state"] == "ANSWERED" and kept["name"] == answers[0].headers["x-sing-queued-write"]
+
+    for b in (standby, leader):
+        r = b.client.post("/api/requests/request/job/run", json={}, headers={"X-Sing-Write-Id": "not/an-id"})
+        assert r.status_code == 400 and "X-Sing-Write-Id" in r.json()["message"], r.text
+    assert runs(leader, "job") == ["once"] and queued(ha) == []

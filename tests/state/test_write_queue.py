@@ -29,6 +29,7 @@ from sing_backend.state.write_queue import (
     WriteQueue,
     new_write_id,
     provisional_answer,
+    write_id_of,
 )
 from sing_backend.state.zookeeper import Fenced, ZkStateStore
 from tests.servers import ZooKeeperServer
@@ -54,7 +55,7 @@ async def test_writes_come_out_in_the_order_queued_and_are_answered(queue: Write
     assert await queue.find(names[0]) == (names[0], True) and await queue.find(ids[0]) == (names[0], True)
     assert await queue.answer(names[0]) is None
     await queue.finish(names[0], {"status": 400, "body": "{}"}, changed=False)
-    assert await queue.answer(names[0]) == {"status": 400, "body": "{}"}
+    assert await queue.answer(names[0]) == {"status": 400, "body": "{}", "name": names[0]}
     assert await queue.find(ids[0]) == (names[0], False) and await queue.read(names[0]) is None
     assert await queue.names() == names[1:]
     assert await queue.find(new_write_id()) == (None, False)
@@ -70,7 +71,7 @@ async def test_a_waiting_standby_gets_the_answer_as_soon_as_it_is_stored(queue: 
         answered_at.append(time.monotonic())
         await queue.finish(name, {"status": 201}, changed=False)
     answering = asyncio.create_task(leader())
-    assert await queue.wait_answer(name, 10.0) == {"status": 201}
+    assert await queue.wait_answer(name, 10.0) == {"status": 201, "name": name}
     assert time.monotonic() - answered_at[0] < 1.0  # woken by the watch, not at the end of the wait
     await answering
 
@@ -79,17 +80,17 @@ async def test_a_standby_waits_past_the_provisional_answer(queue: WriteQueue, st
     """The change stores "APPLIED" with itself; the standby waits for the answer that replaces it, and
     at the end of its wait says the write was applied if that is all there is."""
     name = await queue.put(new_write_id(), {"method": "POST"})
-    store.put(ANSWERS, name, provisional_answer(Applying(name), "http://leader"))
+    store.put(ANSWERS, write_id_of(name), provisional_answer(Applying(name), "http://leader"))
     store.delete(QUEUE, name)
 
     async def leader() -> None:
         await asyncio.sleep(0.3)
         await queue.finish(name, {"status": 200}, changed=True)
     answering = asyncio.create_task(leader())
-    assert await queue.wait_answer(name, 10.0) == {"status": 200}
+    assert await queue.wait_answer(name, 10.0) == {"status": 200, "name": name}
     await answering
     lost = await queue.put(new_write_id(), {"method": "POST"})
-    store.put(ANSWERS, lost, provisional_answer(Applying(lost), "http://leader"))  # its leader died here
+    store.put(ANSWERS, write_id_of(lost), provisional_answer(Applying(lost), "http://leader"))  # its leader died here
     assert (await queue.wait_answer(lost, 0.3))["state"] == PROVISIONAL  # type: ignore[index]
 
 
@@ -101,12 +102,12 @@ async def test_a_write_answered_before_a_crash_keeps_its_first_answer(queue: Wri
     await queue.finish(name, {"status": 400, "by": "first"}, changed=False)
     store.client.create(f"{store._root}/writeQueue/{name}", b"{}")  # as the crash left it
     await queue.finish(name, {"status": 400, "by": "second"}, changed=False)
-    assert await queue.answer(name) == {"status": 400, "by": "first"} and await queue.read(name) is None
+    assert await queue.answer(name) == {"status": 400, "by": "first", "name": name} and await queue.read(name) is None
     # And a refused write removed meanwhile gets its answer all the same.
     other = await queue.put(new_write_id(), {"method": "POST"})
     store.client.delete(f"{store._root}/writeQueue/{other}")
     await queue.finish(other, {"status": 409}, changed=False)
-    assert await queue.answer(other) == {"status": 409}
+    assert await queue.answer(other) == {"status": 409, "name": other}
 
 
 async def test_old_answers_are_forgotten(queue: WriteQueue) -> None:
@@ -181,7 +182,8 @@ async def test_a_queued_write_another_leader_applied_changes_nothing(store: ZkSt
     rt, election = leading_runtime(store, queue, tmp_path)
     name = await queue.put(new_write_id(), {"method": "POST"})
     other = Applying(name)
-    store.put(ANSWERS, name, provisional_answer(other, "http://other-leader"))  # applied and removed elsewhere
+    # Applied and removed elsewhere:
+    store.put(ANSWERS, write_id_of(name), provisional_answer(other, "http://other-leader"))
     store.delete(QUEUE, name)
     applying = Applying(name)
     with pytest.raises(StateUnavailable):
@@ -199,7 +201,7 @@ async def test_a_commit_retried_after_its_answer_was_lost_counts_as_done(store: 
     applying = Applying(name)
     # What the first, landed, commit left.
     store.put("requests", "made", {"v": 1})
-    store.put(ANSWERS, name, provisional_answer(applying, rt.advertise_url))
+    store.put(ANSWERS, write_id_of(name), provisional_answer(applying, rt.advertise_url))
     store.delete(QUEUE, name)
     change_as(rt, applying, lambda: store.put("requests", "made", {"v": 1}))
     assert applying.changed and not applying.abandoned and not election.resigned
