@@ -35,7 +35,7 @@ from .settings import Settings, SettingsError
 from .startup import open_history, open_state_store, resolve_mesos_master
 from .state.store import Gone, StateStore, StateUnavailable
 from .state.write_queue import ANSWERS, APPLYING, QUEUE, Applying, WriteQueue, provisional_answer, write_id_of
-from .state.zookeeper import ZkStateStore
+from .state.zookeeper import Fenced, ZkStateStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -155,13 +155,16 @@ class Runtime:
             await self._lead()
         except Exception:
             log.exception("could not take up the lead; giving it up, to stand again in %g s", _LEAD_RETRY_SECONDS)
+            assert self.election is not None
+            lock = self.election.lock_path()
             async with self._transition:
                 try:
                     await self._stop_scheduling()
                 except Exception:
                     log.exception("could not stop what had started while taking up the lead")
             await asyncio.sleep(_LEAD_RETRY_SECONDS)
-            self._resign()
+            if lock is not None and self.election.lock_path() == lock:
+                self._resign()  # this leadership, not one won since
 
     def _write_queue_changed_from_thread(self, count: int) -> None:
         self.queued_writes = count
@@ -313,7 +316,8 @@ class Runtime:
         except ApiError:
             raise
         except (StateUnavailable, Gone) as exc:
-            self._resign()
+            if not isinstance(exc, Fenced):  # fenced: that leadership has already ended
+                self._resign()
             if applying is None:
                 raise
             applying.abandoned = True  # whether it landed is not known: it stays queued, taken once
@@ -360,10 +364,9 @@ class Runtime:
 
     def queue_first(self) -> bool:
         """Whether a write made on this leader goes through the write queue, behind the writes queued
-        there: until the queue has been emptied once since this backend was elected (writes queued
-        during the fail-over, some already answered 202, come before those sent to the new leader), and
-        whenever writes are waiting."""
-        return self._applier is not None and (not self._applier.drained or self.queued_writes > 0)
+        there: until the queue has been emptied once since this backend was elected, so that the writes
+        queued during the fail-over (some already answered 202) come before those sent to the new leader."""
+        return self._applier is not None and not self._applier.drained
 
     def leader_url(self) -> str | None:
         if self.leading:

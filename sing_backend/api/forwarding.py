@@ -30,7 +30,8 @@ class LeaderForwarder:
     async def __call__(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         runtime = request.app.state.runtime
         path = request.url.path
-        if runtime.leading and request.method not in _READS and APPLYING.get() is None and "/api/" in path \
+        if runtime.leading and runtime.write_queue is not None and request.method not in _READS \
+                and APPLYING.get() is None and "/api/" in path \
                 and (runtime.queue_first() or WRITE_ID_HEADER in request.headers):
             # (A write with an id of the client's goes through the queue, where a repeat of it is caught.)
             return await queue_for_leader(runtime, request)

@@ -21,7 +21,7 @@ from kazoo.exceptions import KazooException
 
 from ..errors import ApiError
 from ..state.store import StateUnavailable
-from ..state.write_queue import APPLYING, PROVISIONAL, Applying, new_write_id
+from ..state.write_queue import APPLYING, PROVISIONAL, Applying, fingerprint, new_write_id, write_id_of
 from ..state.zookeeper import MAX_REQUEST_BYTES, encode_doc
 from .responses import error_response, json_response
 
@@ -39,7 +39,7 @@ SKIP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-
 ANSWER_KEEP_SECONDS = 3600.0
 WRITE_ID_HEADER = "X-Sing-Write-Id"
 _WRITE_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
-_WRITE_REF = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_WRITE_REF = re.compile(r"[A-Za-z0-9_]{1,64}|w-[A-Za-z0-9_]{1,64}-[0-9]{10}")  # an id, or a queued write's name
 _FORGET_EVERY_SECONDS = 60.0
 
 
@@ -52,8 +52,10 @@ def _text(raw: bytes) -> str:
 
 async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     assert rt.write_queue is not None
-    write_id = request.headers.get(WRITE_ID_HEADER) or new_write_id()
-    if not _WRITE_ID.fullmatch(write_id):
+    write_id = request.headers.get(WRITE_ID_HEADER)
+    if write_id is None:
+        write_id = new_write_id()
+    elif not _WRITE_ID.fullmatch(write_id):
         return error_response(ApiError(400, f"{WRITE_ID_HEADER}: must be 1 to 64 letters, digits or _ (a UUID's hex "
                                             f"digits, say), got {write_id[:80]!r}"))
     body = await request.body()
@@ -63,9 +65,10 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
              "path": _text(scope.get("raw_path") or scope["path"].encode()), "query": _text(scope["query_string"]),
              "headers": [[_text(k), _text(v)] for k, v in scope["headers"] if _text(k).lower() not in SKIP_HEADERS],
              "body": _text(body), "queuedAt": int(time.time() * 1000), "queuedBy": rt.advertise_url}
+    write["fingerprint"] = fingerprint(write["method"], write["path"], write["query"], write["body"])
     if len(encode_doc(write)) > MAX_REQUEST_BYTES - 1024:
-        return error_response(ApiError(413, "body: too large to queue for the leader (ZooKeeper takes about "
-                                            "1 MB per write, after compression); send it to the leader"))
+        return error_response(ApiError(413, "body: too large to go through the queue of writes for the leader "
+                                            "(ZooKeeper takes about 1 MB per write, after compression)"))
     if not rt.write_queue.connected:
         # Checked first: kazoo keeps a call made while it is disconnected and sends it once it is back,
         # so a write tried now could land after its caller was told it had not.
@@ -84,6 +87,8 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
         answer = await rt.write_queue.wait_answer(name, wait)
     except (StateUnavailable, KazooException):
         answer = None
+    if answer is not None and answer.get("fingerprint") != write["fingerprint"]:
+        return error_response(_reused(write_id, answer))
     if answer is not None and answer.get("state") != PROVISIONAL:
         return Response(answer["body"].encode("latin-1"), status_code=answer["status"],
                         headers={**answer["headers"], "X-Sing-Leader": answer["leader"], "X-Sing-Queued-Write": name})
@@ -93,8 +98,14 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     else:
         message = (f"queued for the leader as {name}, which has not applied it within {wait:g} s (no leader, or a "
                    f"fail-over in progress); the next leader applies it once. GET /api/queued-writes/{name} tells "
-                   "when it is done and what it answered; do not send it again")
+                   f"when it is done and what it answered; send it again only with {WRITE_ID_HEADER}: "
+                   f"{write_id_of(name)}")
     return json_response({"code": 202, "queuedWrite": name, "applied": answer is not None, "message": message}, 202)
+
+
+def _reused(write_id: str, answer: dict[str, Any]) -> ApiError:
+    return ApiError(409, f"{WRITE_ID_HEADER}: {write_id} was used for another write ({answer.get('name')}, answered "
+                         f"{answer.get('answeredAt')}); this one was not applied. Give each write an id of its own")
 
 
 async def describe(rt: Runtime, ref: str) -> dict[str, Any] | None:
@@ -190,12 +201,13 @@ class QueuedWriteApplier:
         if write is None:
             return True  # applied meanwhile
         if (earlier := await rt.write_queue.answer(name)) is not None:
-            # The same write (by its id) sent again, and applied already: it gets that answer, once is enough.
+            # Its id has an answer: the same write sent again gets that answer (once is enough), and
+            # another write that reuses the id is refused (its standby tells its caller; see _reused).
             await rt.write_queue.finish(name, earlier, changed=False)
-            log.info("queued write %s repeats write %s: answered as it was, not applied again", name,
-                     earlier.get("name"))
+            log.info("queued write %s: its id was answered for %s (%s); not applied", name, earlier.get("name"),
+                     "the same write" if earlier.get("fingerprint") == write["fingerprint"] else "another write")
             return rt.leading
-        applying = Applying(name)
+        applying = Applying(name, fingerprint=write["fingerprint"])
         token = APPLYING.set(applying)
         try:
             url = write["path"] + (f"?{write['query']}" if write["query"] else "")
@@ -222,7 +234,7 @@ class QueuedWriteApplier:
             # applied again should this leader die before the write's removal below.
             log.error("queued write %s (%s %s) succeeded without Runtime.change", name, write["method"],
                       write["path"])
-        answer.update(leader=rt.advertise_url, answeredAt=int(time.time() * 1000))
+        answer.update(leader=rt.advertise_url, answeredAt=int(time.time() * 1000), fingerprint=applying.fingerprint)
         # Even if this backend has just stopped leading: the change is made, and its caller waits.
         await rt.write_queue.finish(name, answer, changed=applying.changed)
         log.info("queued write %s from %s applied: %s %s → %d", name, write.get("queuedBy"), write["method"],

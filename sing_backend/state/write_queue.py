@@ -21,6 +21,7 @@ checks) is answered and removed in one multi.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -46,6 +47,9 @@ class Applying:
     """The queued write being applied, and what became of it (set by the code that makes the change)."""
 
     name: str
+    # What the write is (see fingerprint): stored with its answer, so that a write sent again with the
+    # same id is told from another write that reuses the id.
+    fingerprint: str = ""
     # Marks this leader's provisional answer: after a lost connection, tells "my change landed" from
     # "another leader applied it".
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -72,7 +76,13 @@ def write_id_of(name: str) -> str:
 
 
 def provisional_answer(applying: Applying, leader: str) -> Doc:
-    return {"state": PROVISIONAL, "token": applying.token, "leader": leader, "answeredAt": int(time.time() * 1000)}
+    return {"state": PROVISIONAL, "name": applying.name, "fingerprint": applying.fingerprint,
+            "token": applying.token, "leader": leader, "answeredAt": int(time.time() * 1000)}
+
+
+def fingerprint(method: str, path: str, query: str, body: str) -> str:
+    """What a write asks for, in a few bytes: the same write sent again has the same fingerprint."""
+    return hashlib.sha256("\0".join((method, path, query, body)).encode("latin-1", "replace")).hexdigest()[:32]
 
 
 class WriteQueue:
@@ -186,6 +196,8 @@ class WriteQueue:
         ChildrenWatch(self._client, self._queue, lambda children: changed(len(children)))
 
     async def names(self) -> list[str]:
+        # The server this backend is connected to may lag behind the one that took a write.
+        await self._await(self._client.sync_async(self._queue))
         return sorted(await self._children(self._queue), key=_sequence)
 
     async def read(self, name: str) -> Doc | None:

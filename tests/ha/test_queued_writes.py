@@ -246,7 +246,14 @@ def test_a_write_sent_again_with_its_id_is_applied_once(ha: dict):
     kept = standby.get("/api/queued-writes/run_once_1")
     assert kept["state"] == "ANSWERED" and kept["name"] == answers[0].headers["x-sing-queued-write"]
 
+    # Another write that reuses the id is refused, and not applied.
     for b in (standby, leader):
-        r = b.client.post("/api/requests/request/job/run", json={}, headers={"X-Sing-Write-Id": "not/an-id"})
-        assert r.status_code == 400 and "X-Sing-Write-Id" in r.json()["message"], r.text
-    assert runs(leader, "job") == ["once"] and queued(ha) == []
+        r = b.client.post("/api/requests/request/job/run", json={"runId": "other"}, headers=headers)
+        assert r.status_code == 409 and "used for another write" in r.json()["message"], r.text
+        for bad in ("not/an-id", ""):
+            r = b.client.post("/api/requests/request/job/run", json={}, headers={"X-Sing-Write-Id": bad})
+            assert r.status_code == 400 and "X-Sing-Write-Id" in r.json()["message"], r.text
+        for ref in ("w-", "w--", "run_once_1/x", "nothing_here"):
+            assert b.client.get(f"/api/queued-writes/{ref}").status_code == 404
+    wait_for(lambda: queued(ha) == [], what="the refused writes out of the queue")
+    assert runs(leader, "job") == ["once"]

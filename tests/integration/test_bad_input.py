@@ -89,3 +89,12 @@ def test_actions_that_do_not_fit(backend: Backend):
 
 def test_unknown_paths_are_json_404(backend: Backend):
     _error(backend, "GET", "/api/nothing-here", 404, "no such endpoint")
+
+
+def test_a_write_id_header_is_harmless_in_local_mode(backend: Backend):
+    """X-Sing-Write-Id matters where writes are queued for a leader (mesos mode); a local backend, the
+    leader of itself with nothing queued, applies the write as sent."""
+    r = backend.client.put("/api/requests/request/svc/scale", json={"instances": 1},
+                           headers={"X-Sing-Write-Id": "local_1"})
+    assert r.status_code == 200 and r.json()["request"]["instances"] == 1, r.text
+    assert backend.client.get("/api/queued-writes/local_1").status_code == 404
