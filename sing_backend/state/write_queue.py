@@ -175,10 +175,13 @@ class WriteQueue:
         # The server this backend is connected to may lag behind the one that took the write.
         for path in (self._queue, self._answers):
             await self._await(self._client.sync_async(path))
-        for name in await self._children(self._queue):
-            if name == ref or name.startswith(f"w-{ref}-"):
-                return name, True
-        answer = await self._answer_at(self._answer_path(ref) if ref.startswith("w-") else f"{self._answers}/{ref}")
+        # The answer first: a repeat of an answered write can still be queued, waiting for its removal.
+        answer_path = self._answer_path(ref) if ref.startswith("w-") else f"{self._answers}/{ref}"
+        if (answer := await self._answer_at(answer_path)) is None:
+            for name in await self._children(self._queue):
+                if name == ref or name.startswith(f"w-{ref}-"):
+                    return name, True
+            answer = await self._answer_at(answer_path)  # answered (and removed) while the queue was listed
         return (answer.get("name", ref), False) if answer is not None else (None, False)
 
     async def _children(self, path: str) -> list[str]:

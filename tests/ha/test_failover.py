@@ -28,6 +28,13 @@ def leaders(backends: list[Backend]) -> list[Backend]:
     return out
 
 
+def deployed_job(b: Backend, command: str = "sleep 1000") -> None:
+    """An ON_DEMAND request "job", its deploy running `command` active."""
+    b.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
+    b.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": command, "resources": RES}})
+    wait_for(lambda: b.get("/api/requests/request/job")["activeDeploy"], what="job deployed")
+
+
 def one_leader(backends: list[Backend]) -> Backend:
     return wait_for(lambda: len(ls := leaders(backends)) == 1 and ls[0], timeout=20, what="exactly one leader")
 
@@ -90,9 +97,7 @@ def test_repeated_leader_kills_lose_no_write_and_no_task(ha: dict):
     names = iter(f"n{i}" for i in range(100))
     backends = [ha["backend"](next(names)) for _ in range(3)]
     first = one_leader(backends)
-    first.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
-    first.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 1000", "resources": RES}})
-    wait_for(lambda: first.get("/api/requests/request/job")["activeDeploy"], what="job deployed")
+    deployed_job(first)
     acknowledged: list[str] = []
     run_ids: list[str] = []
     for round_no in range(20):

@@ -18,7 +18,7 @@ from kazoo.client import KazooClient
 
 from sing_backend.local_backend import Backend, wait_for
 from tests.ha.test_db_outage import history_rows
-from tests.ha.test_failover import one_leader
+from tests.ha.test_failover import deployed_job, one_leader
 
 RES = {"cpus": 0.01, "memoryMb": 8}
 
@@ -101,9 +101,7 @@ def test_writes_queued_while_the_leader_is_frozen_are_applied_once_by_the_next(h
     one_leader([old])
     standby = ha["backend"]("b", SING_STANDBY_WRITE_WAIT_SECONDS="0.5")
     one_leader([old, standby])
-    old.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
-    old.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 1000", "resources": RES}})
-    wait_for(lambda: old.get("/api/requests/request/job")["activeDeploy"], what="deploy active")
+    deployed_job(old)
 
     assert old.proc is not None
     os.kill(old.proc.pid, signal.SIGSTOP)
@@ -139,9 +137,7 @@ def test_writes_streaming_through_every_backend_while_leaders_die_land_once(ha: 
     names = iter(f"n{i}" for i in range(100))
     backends = [ha["backend"](next(names)) for _ in range(3)]
     first = one_leader(backends)
-    first.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
-    first.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 0.2", "resources": RES}})
-    wait_for(lambda: first.get("/api/requests/request/job")["activeDeploy"], what="job deployed")
+    deployed_job(first, "sleep 0.2")
 
     alive = list(backends)
     acknowledged: list[str] = []
@@ -232,9 +228,7 @@ def test_a_write_sent_again_with_its_id_is_applied_once(ha: dict):
     one_leader([leader])
     standby = ha["backend"]("b")
     one_leader([leader, standby])
-    leader.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
-    leader.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "sleep 1000", "resources": RES}})
-    wait_for(lambda: leader.get("/api/requests/request/job")["activeDeploy"], what="job deployed")
+    deployed_job(leader)
 
     headers = {"X-Sing-Write-Id": "run_once_1"}
     answers = [b.client.post("/api/requests/request/job/run", json={"runId": "once"}, headers=headers)

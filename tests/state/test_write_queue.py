@@ -61,6 +61,18 @@ async def test_writes_come_out_in_the_order_queued_and_are_answered(queue: Write
     assert await queue.find(new_write_id()) == (None, False)
 
 
+async def test_a_write_sent_again_is_found_answered_while_its_repeat_waits(queue: WriteQueue) -> None:
+    """Two writes with one id: once the first is answered, the id (and the repeat's name) look up that
+    answer, though the repeat is still queued until the leader removes it."""
+    write_id = new_write_id()
+    first, repeat = [await queue.put(write_id, {"method": "POST"}) for _ in range(2)]
+    assert await queue.find(write_id) == (first, True)
+    await queue.finish(first, {"status": 200}, changed=False)
+    assert await queue.names() == [repeat]
+    assert await queue.find(write_id) == (first, False) and await queue.find(repeat) == (first, False)
+    assert await queue.wait_answer(repeat, 0.1) == {"status": 200, "name": first}
+
+
 async def test_a_waiting_standby_gets_the_answer_as_soon_as_it_is_stored(queue: WriteQueue) -> None:
     name = await queue.put(new_write_id(), {"method": "POST"})
     assert await queue.wait_answer(name, 0.2) is None  # nobody answers: it gives up after the wait
