@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from sing_backend.local_backend import Backend, wait_for
 from tests.ha.conftest import ha_servers
+from tests.ha.test_failover import one_leader
 from tests.servers import ZooKeeperServer
 
 from .stats import percentile
@@ -27,25 +26,12 @@ from .stats import percentile
 RES = {"cpus": 0.01, "memoryMb": 16}
 
 
-def leader_of(backends: list[Backend]) -> Backend:
-    def find() -> Backend | None:
-        for b in backends:
-            try:
-                r = b.client.get("/api/state", timeout=2)
-            except httpx.HTTPError:
-                continue
-            if "x-sing-leader" not in r.headers and r.json()["hostStates"][0]["master"]:
-                return b
-        return None
-    return wait_for(find, timeout=30, what="a leader")
-
-
 def failovers(backend: Callable[[str], Backend], runs: int) -> tuple[list[float], int, int]:
     """Seconds from each SIGKILL to a new task RUNNING; steady tasks lost, and launched twice."""
     times: list[float] = []
     lost = doubled = 0
     backends = [backend("b0"), backend("b1")]
-    leader = leader_of(backends)
+    leader = one_leader(backends)
     leader.create({"id": "steady", "requestType": "WORKER", "instances": 3},
                   {"id": "v1", "command": "sleep 100000", "resources": RES, "considerHealthyAfterRunningForSeconds": 0})
     leader.create({"id": "probe", "requestType": "ON_DEMAND"},
@@ -53,7 +39,7 @@ def failovers(backend: Callable[[str], Backend], runs: int) -> tuple[list[float]
     steady = wait_for(lambda: len(ids := {t["taskId"]["id"] for t in leader.active_tasks("steady")}) == 3 and ids,
                       timeout=30, what="3 steady tasks")
     for run in range(runs):
-        leader = leader_of(backends)
+        leader = one_leader(backends)
         standby = next(b for b in backends if b is not leader)
         started = time.monotonic()
         leader.stop(signal.SIGKILL)

@@ -129,12 +129,8 @@ def zookeeper(hosts: str | None, workdir: Path) -> Iterator[str]:
     if hosts:
         yield hosts
         return
-    server = ZooKeeperServer(workdir)
-    server.start()
-    try:
+    with ZooKeeperServer(workdir) as server:
         yield server.hosts
-    finally:
-        server.stop()
 
 
 def line(label: str, values: list[float], baseline: list[float] | None) -> str:
