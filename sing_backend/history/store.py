@@ -18,12 +18,12 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, TypeVar, TypeVarTuple
 from uuid import uuid4
 
 import orjson
-from sqlalchemy import Connection, Select, asc, delete, desc, func, insert, select
+from sqlalchemy import Connection, Select, asc, bindparam, delete, desc, func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -46,10 +46,10 @@ from .writer import (
     MAX_BATCH_ROWS,
     RETRY_SECONDS,
     STATUS_MOVES_TABLE,
+    UPDATES_OF_TASKS,
     chunks,
     collect_updates,
     follow_updates,
-    updates_statements,
 )
 
 log = logging.getLogger(__name__)
@@ -669,27 +669,20 @@ def _task_ids_query(
     # Overlay rows after the first offset + count cannot reach the page: as many rows precede each.
     overlay = sorted((task for task in _tasks_with(conn, views) if wanted(task)), key=_by_start,
                      reverse=order_desc)[: offset + count]
-    row = TaskHistoryRow
-    stmt = _task_id_history_query().add_columns(row.started_at, row.task_id)
-    for column, value in equal.items():
-        stmt = stmt.where(getattr(row, column) == value)
-    for column, bound in below.items():
-        if bound is not None:
-            stmt = stmt.where(getattr(row, column) < bound)
-    for column, bound in above.items():
-        if bound is not None:
-            stmt = stmt.where(getattr(row, column) > bound)
-    if views or left_out:
-        # Their rows, as the queued writes change them, are the overlay's (or beyond the page).
-        stmt = stmt.where(row.task_id.not_in([*views, *left_out]))
-    order = desc if order_desc else asc
-    stmt = stmt.order_by(order(row.started_at), order(row.task_id))
+    # Their rows, as the queued writes change them, are the overlay's (or beyond the page).
+    excluded = [*views, *left_out]
+    bounds = {f"below_{column}": bound for column, bound in below.items() if bound is not None}
+    bounds.update((f"above_{column}", bound) for column, bound in above.items() if bound is not None)
+    stmt = _task_ids_statement(tuple(equal), tuple(bounds), order_desc, bool(excluded))
+    params = {f"equal_{column}": value for column, value in equal.items()} | bounds
+    if excluded:
+        params["excluded"] = excluded
     found = [
         {"task_id_body": body, "updated_at": updated_at, "last_task_status": status, "run_id": run,
          "started_at": started_at, "task_id": task_id}
-        for body, updated_at, status, run, started_at, task_id in _window(
-            conn, stmt, offset, count, len(overlay)
-        )
+        for body, updated_at, status, run, started_at, task_id in conn.execute(stmt, {
+            **params, "offset": max(0, offset - len(overlay)), "limit": count + len(overlay),
+        })
     ]
     page_rows = merge_page(found, max(0, offset - len(overlay)), overlay, _by_start,
                            descending=order_desc, offset=offset, count=count)
@@ -697,6 +690,27 @@ def _task_ids_query(
         _task_id_history(r["task_id_body"], r["updated_at"], r["last_task_status"], r["run_id"])
         for r in page_rows
     ]
+
+
+@lru_cache(maxsize=256)
+def _task_ids_statement(
+    equal: tuple[str, ...], bounds: tuple[str, ...], order_desc: bool, excluding: bool
+) -> Select[bytes, int, str | None, str | None, int, str]:
+    """The listing's statement for one combination of filters, with the values (and the page's window, see
+    merge_page) as parameters: built once, as building it took longer than most listings take to run."""
+    row = TaskHistoryRow
+    stmt = _task_id_history_query().add_columns(row.started_at, row.task_id)
+    for column in equal:
+        stmt = stmt.where(getattr(row, column) == bindparam(f"equal_{column}"))
+    for name in bounds:
+        side, column = name.split("_", 1)
+        bound = bindparam(name)
+        stmt = stmt.where(getattr(row, column) < bound if side == "below" else getattr(row, column) > bound)
+    if excluding:
+        stmt = stmt.where(row.task_id.not_in(bindparam("excluded", expanding=True)))
+    order = desc if order_desc else asc
+    return (stmt.order_by(order(row.started_at), order(row.task_id))
+            .offset(bindparam("offset")).limit(bindparam("limit")))
 
 
 # The writer process ----------------------------------------------------------------------------------
@@ -789,18 +803,25 @@ def _newest(entries: list[tuple[int, Row]], committed: int) -> Row | None:
     return entries[-1][1] if entries and entries[-1][0] > committed else None
 
 
+_TASK_COLUMNS = (
+    TaskHistoryRow.task_id, TaskHistoryRow.request_id, TaskHistoryRow.deploy_id, TaskHistoryRow.run_id,
+    TaskHistoryRow.host, TaskHistoryRow.started_at, TaskHistoryRow.updated_at, TaskHistoryRow.last_task_status,
+    TaskHistoryRow.task_id_body,
+)
+# Built once, run with each chunk of ids: while writes are queued every listing runs it, and building it
+# took longer than the database took to answer it.
+_TASKS_BY_ID = select(*_TASK_COLUMNS).where(TaskHistoryRow.task_id.in_(bindparam("ids", expanding=True)))
+
+
 def _tasks_with(conn: Connection, views: dict[str, PendingTask]) -> list[Row]:
     """The task_history rows of tasks with queued writes, as those writes will leave them."""
-    row = TaskHistoryRow
-    columns = (row.task_id, row.request_id, row.deploy_id, row.run_id, row.host, row.started_at, row.updated_at,
-               row.last_task_status, row.task_id_body)
     stored: dict[str, Row] = {}
     for chunk in chunks(list(views)):
-        for found in conn.execute(select(*columns).where(row.task_id.in_(chunk))):
+        for found in conn.execute(_TASKS_BY_ID, {"ids": chunk}):
             stored[found.task_id] = dict(found._mapping)
     # A task saved for the first time takes its status from the updates written before it.
     first_saves = [task_id for task_id, view in views.items() if view.saves and task_id not in stored]
-    earlier = collect_updates(conn.execute(stmt) for stmt in updates_statements(first_saves))
+    earlier = collect_updates(conn.execute(UPDATES_OF_TASKS, {"ids": chunk}) for chunk in chunks(first_saves))
     tasks = []
     for task_id, view in views.items():
         task = stored.get(task_id)
@@ -810,7 +831,7 @@ def _tasks_with(conn: Connection, views: dict[str, PendingTask]) -> list[Row]:
                 (task["last_task_status"], task["updated_at"]) if task
                 else follow_updates(saved["started_at"], earlier.get(task_id, []))
             )
-            task = {column.key: saved[column.key] for column in columns if column.key in saved}
+            task = {column.key: saved[column.key] for column in _TASK_COLUMNS if column.key in saved}
             task.update(last_task_status=status, updated_at=updated_at)
         elif task is None:
             continue  # updates of a task not saved yet: not listed, as in the database
