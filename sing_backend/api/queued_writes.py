@@ -112,14 +112,11 @@ async def describe(rt: Runtime, ref: str) -> dict[str, Any] | None:
     """GET /api/queued-writes/{ref}: a write by its name or its id, and the leader's answer if any."""
     if rt.write_queue is None or not _WRITE_REF.fullmatch(ref):
         return None
-    name, queued = await rt.write_queue.find(ref)
+    name, answer = await rt.write_queue.find(ref)
     if name is None:
         return None
-    if queued:
-        return {"name": name, "state": "QUEUED"}
-    answer = await rt.write_queue.answer(name)
     if answer is None:
-        return None  # forgotten since it was found
+        return {"name": name, "state": "QUEUED"}
     if answer.get("state") == PROVISIONAL:
         return {"name": name, "state": PROVISIONAL, "leader": answer["leader"], "answeredAt": answer["answeredAt"]}
     return {"name": name, "state": "ANSWERED", "status": answer["status"], "response": _parsed(answer["body"]),

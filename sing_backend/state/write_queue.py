@@ -29,13 +29,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.interfaces import IAsyncResult
 from kazoo.recipe.watchers import ChildrenWatch
 
 from .store import Doc, StateUnavailable
-from .zookeeper import decode_doc, encode_doc, raise_if_fenced
+from .zookeeper import MAX_REQUEST_BYTES, OP_OVERHEAD, decode_doc, encode_doc, raise_if_fenced
 
 QUEUE = "writeQueue"
 ANSWERS = "writeAnswers"
@@ -78,6 +79,19 @@ def write_id_of(name: str) -> str:
 def provisional_answer(applying: Applying, leader: str) -> Doc:
     return {"state": PROVISIONAL, "name": applying.name, "fingerprint": applying.fingerprint,
             "token": applying.token, "leader": leader, "answeredAt": int(time.time() * 1000)}
+
+
+def _answer_data(path: str, answer: Doc) -> bytes:
+    """The answer as stored. One too large for a znode would make ZooKeeper drop the leader's connection,
+    each time a leader tried to store it: its body is left out, and the status and a message say so."""
+    data = encode_doc(answer)
+    if len(path) + len(data) + OP_OVERHEAD <= MAX_REQUEST_BYTES or "body" not in answer:
+        return data
+    message = (f"the leader's answer ({len(data)} bytes, compressed) is too large to keep with the queued write; "
+               "the status is the leader's: read the object through the API to see its state")
+    body = orjson.dumps({"code": answer["status"], "message": message}).decode()
+    headers = {**answer.get("headers", {}), "content-type": "application/json"}
+    return encode_doc({**answer, "headers": headers, "body": body})
 
 
 def fingerprint(method: str, path: str, query: str, body: str) -> str:
@@ -169,20 +183,21 @@ class WriteQueue:
             return None
         return decode_doc(data)
 
-    async def find(self, ref: str) -> tuple[str | None, bool]:
-        """A queued or answered write by its name or by the id its standby gave it: (its name, whether it
-        is still queued); (None, False) if none is known."""
+    async def find(self, ref: str) -> tuple[str | None, Doc | None]:
+        """A queued or answered write by its name or by the id its standby gave it: (its name, its answer,
+        None while it is still queued); (None, None) if none is known."""
         # The server this backend is connected to may lag behind the one that took the write.
         for path in (self._queue, self._answers):
             await self._await(self._client.sync_async(path))
         # The answer first: a repeat of an answered write can still be queued, waiting for its removal.
         answer_path = self._answer_path(ref) if ref.startswith("w-") else f"{self._answers}/{ref}"
         if (answer := await self._answer_at(answer_path)) is None:
-            for name in await self._children(self._queue):
-                if name == ref or name.startswith(f"w-{ref}-"):
-                    return name, True
+            # The first queued under the id: the one a repeat's answer will be the answer of.
+            queued = [name for name in await self._children(self._queue) if name == ref or name.startswith(f"w-{ref}-")]
+            if queued:
+                return min(queued, key=_sequence), None
             answer = await self._answer_at(answer_path)  # answered (and removed) while the queue was listed
-        return (answer.get("name", ref), False) if answer is not None else (None, False)
+        return (answer.get("name", ref), answer) if answer is not None else (None, None)
 
     async def _children(self, path: str) -> list[str]:
         try:
@@ -223,7 +238,7 @@ class WriteQueue:
         stored a provisional answer: replace it. Otherwise store the answer and remove the write in one
         multi, so that neither is done without the other."""
         answer_path, write_path = self._answer_path(name), f"{self._queue}/{name}"
-        data = encode_doc({**answer, "name": name})
+        data = _answer_data(answer_path, {**answer, "name": name})
         if changed:
             try:
                 await self._await(self._client.set_async(answer_path, data))

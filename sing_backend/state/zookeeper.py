@@ -42,7 +42,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # connection, and the write would then be retried until the deadline. Fail such a call at once. The
 # overhead covers each operation's header, ACL and version in the request.
 MAX_REQUEST_BYTES = 1_000_000
-_OP_OVERHEAD = 64
+OP_OVERHEAD = 64
 # Key characters kept as they are; everything else becomes %XX (of its UTF-8), so no node name holds
 # a `/` or a character ZooKeeper refuses. "." and ".." are handled in _node_name.
 _SAFE = "-_.~"
@@ -129,7 +129,7 @@ class ZkStateStore:
     def put(self, collection: str, key: str, doc: Doc) -> None:
         path = self._path(collection, key)
         data = encode_doc(doc)
-        if len(path) + len(data) + _OP_OVERHEAD > MAX_REQUEST_BYTES:
+        if len(path) + len(data) + OP_OVERHEAD > MAX_REQUEST_BYTES:
             raise ValueError(f"{collection}/{key}: {len(data)} bytes is more than ZooKeeper takes in one znode")
         if self._pending is not None:
             self._pending[path] = data
@@ -172,7 +172,7 @@ class ZkStateStore:
             self._takes.clear()
         if not pending:
             return
-        size = sum(len(path) + len(data or b"") + _OP_OVERHEAD for path, data in pending.items())
+        size = sum(len(path) + len(data or b"") + OP_OVERHEAD for path, data in pending.items())
         if size > MAX_REQUEST_BYTES:
             raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
         fence = self._fence
