@@ -215,7 +215,8 @@ def test_a_new_leader_applies_the_writes_queued_during_the_fail_over_before_its_
     wait_for(lambda: standby.get("/api/state")["hostStates"][0]["master"], timeout=30, interval=0.01,
              what="the standby leading")
     r = standby.client.put("/api/requests/request/svc/scale", json={"instances": 9}, timeout=30)
-    assert r.status_code == 200, r.text
+    # Queued behind the 30 (202 if they take longer than this backend's 0.5 s wait to apply).
+    assert r.status_code in (200, 202), r.text
     wait_for(lambda: standby.get("/api/state")["queuedWrites"] == 0, timeout=30, what="the queue applied")
     assert standby.get("/api/requests/request/svc")["request"]["instances"] == 9
 
