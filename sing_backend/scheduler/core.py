@@ -139,7 +139,17 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self.machine_states = self.store.load("machineStates")
         meta = self.store.load("meta")
         self.framework_id = meta.get("framework", {}).get("id")
+        self._recheck_running_tasks()
         self._dirty.update(self.requests)
+
+    def _recheck_running_tasks(self) -> None:
+        """Health checks of the tasks already running (a new leader taking over): what the previous leader's
+        checks found is not saved, so each is checked again from now, at once, with a whole startup window:
+        it counts as healthy once it passes, and is not failed for its leader's change."""
+        now = self.clock()
+        for task in self.tasks.values():
+            if task.state == "TASK_RUNNING" and task.cleanup is None and self.healthcheck_for(task) is not None:
+                task.health = HealthState(running_since=now, next_check_at=now)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -177,7 +177,7 @@ class TaskEntry:
     directory: str | None = None
     # Load balancer: None (not registered), ADDING, ADDED, REMOVING, REMOVED, FAILED.
     lb_state: str | None = None
-    # Health-check progress; rebuilt after a restart (not persisted).
+    # Health-check progress; not persisted: a new leader checks its running tasks again (Scheduler.load).
     health: HealthState | None = None
 
     @property

@@ -142,7 +142,11 @@ class LoadBalancerFlow(_Base):
                 task.lb_state = "ADDED"
                 if self._lb_remove(task):
                     self._save_task(task)
-        self.kick()
+        # Planned again with the load balancer in place: a round that ran before it was set up skipped
+        # their registration, and nothing else may come to plan them (their tasks already run).
+        for request_id in self.requests:
+            if self._is_lb(request_id):
+                self.kick(request_id)
 
     def on_lb_result(self, op: LbOperation, state: str, message: str) -> None:
         ok = state == "SUCCESS"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
@@ -40,19 +39,13 @@ def answers(url: str, tries: int = 20) -> set[str]:
 
 @pytest.fixture
 def lb_backends(tmp_path: Path, ha: dict) -> Iterator[list[tuple[Backend, str]]]:
-    root = f"/sing-lb-{uuid4().hex[:8]}"
+    """Two backends of the `ha` servers, each with the nginx adapter: (backend, its nginx's URL)."""
     made: list[tuple[Backend, str]] = []
     try:
         for name in ("a", "b"):
-            port, nginx_port = free_port(), free_port()
-            b = Backend(tmp_path / name, port=port, env={
-                "SING_MODE": "mesos", "SING_MESOS_MASTER": ha["cluster"].address,
-                "SING_ZK_HOSTS": ha["zookeeper"].hosts,
-                "SING_ZK_ROOT": root, "SING_DB_URL": ha["db_url"], "SING_ZK_SESSION_TIMEOUT": "2",
-                "SING_ADVERTISE_URL": f"http://127.0.0.1:{port}", "SING_LOAD_BALANCER": "nginx",
-                "SING_NGINX_PORT": str(nginx_port)})
-            made.append((b, f"http://127.0.0.1:{nginx_port}"))
-            b.start(wait_connected=False)
+            nginx_port = free_port()
+            made.append((ha["backend"](name, SING_LOAD_BALANCER="nginx", SING_NGINX_PORT=str(nginx_port)),
+                         f"http://127.0.0.1:{nginx_port}"))
         yield made
     finally:
         for b, _ in made:
