@@ -36,7 +36,7 @@ from kazoo.interfaces import IAsyncResult
 from kazoo.recipe.watchers import ChildrenWatch
 
 from .store import Doc, StateUnavailable
-from .zookeeper import MAX_REQUEST_BYTES, OP_OVERHEAD, decode_doc, encode_doc, raise_if_fenced
+from .zookeeper import MAX_REQUEST_BYTES, decode_doc, encode_doc, raise_if_fenced, request_bytes
 
 QUEUE = "writeQueue"
 ANSWERS = "writeAnswers"
@@ -85,7 +85,7 @@ def _answer_data(path: str, answer: Doc) -> bytes:
     """The answer as stored. One too large for a znode would make ZooKeeper drop the leader's connection,
     each time a leader tried to store it: its body is left out, and the status and a message say so."""
     data = encode_doc(answer)
-    if len(path) + len(data) + OP_OVERHEAD <= MAX_REQUEST_BYTES or "body" not in answer:
+    if request_bytes(path, data) <= MAX_REQUEST_BYTES or "body" not in answer:
         return data
     message = (f"the leader's answer ({len(data)} bytes, compressed) is too large to keep with the queued write; "
                "the status is the leader's: read the object through the API to see its state")

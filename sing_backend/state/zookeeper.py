@@ -42,7 +42,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # connection, and the write would then be retried until the deadline. Fail such a call at once. The
 # overhead covers each operation's header, ACL and version in the request.
 MAX_REQUEST_BYTES = 1_000_000
-OP_OVERHEAD = 64
+_OP_OVERHEAD = 64
 # Key characters kept as they are; everything else becomes %XX (of its UTF-8), so no node name holds
 # a `/` or a character ZooKeeper refuses. "." and ".." are handled in _node_name.
 _SAFE = "-_.~"
@@ -129,7 +129,7 @@ class ZkStateStore:
     def put(self, collection: str, key: str, doc: Doc) -> None:
         path = self._path(collection, key)
         data = encode_doc(doc)
-        if len(path) + len(data) + OP_OVERHEAD > MAX_REQUEST_BYTES:
+        if request_bytes(path, data) > MAX_REQUEST_BYTES:
             raise ValueError(f"{collection}/{key}: {len(data)} bytes is more than ZooKeeper takes in one znode")
         if self._pending is not None:
             self._pending[path] = data
@@ -172,7 +172,7 @@ class ZkStateStore:
             self._takes.clear()
         if not pending:
             return
-        size = sum(len(path) + len(data or b"") + OP_OVERHEAD for path, data in pending.items())
+        size = sum(request_bytes(path, data) for path, data in pending.items())
         if size > MAX_REQUEST_BYTES:
             raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
         fence = self._fence
@@ -378,6 +378,11 @@ class ZkStateStore:
 
 
 _ROLLED_BACK = (RolledBackError, RuntimeInconsistency)
+
+
+def request_bytes(path: str, data: bytes | None) -> int:
+    """What one write of `data` to `path` adds to a ZooKeeper request (see MAX_REQUEST_BYTES)."""
+    return len(path) + len(data or b"") + _OP_OVERHEAD
 
 
 def raise_if_fenced(fence: str, results: list[Any]) -> None:
