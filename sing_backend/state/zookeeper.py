@@ -243,6 +243,10 @@ class ZkStateStore:
                 data, _stat = self._wait(read, deadline)
             except NoNodeError:
                 continue  # deleted since it was listed
+            finally:
+                # The timeout bounds a silence, not the whole read: while answers keep coming, a large
+                # collection (thousands of tasks, a slow machine) may take longer than it to read.
+                deadline = max(deadline, time.monotonic() + self._timeout)
             try:
                 docs[unquote(name)] = decode_doc(data)
             except ValueError as exc:
