@@ -52,6 +52,9 @@ _MAX_KNOWN = 250_000
 # A znode under the root that is never created: the fence of a store that must not write.
 _NEVER_CREATED = ".fenced-off"
 _MAX_RETRY_DELAY = 1.0
+# kazoo's own reconnection backs off up to an hour and only resets once connected: after an outage of
+# some minutes, a backend waited about as long again before it tried the server that was back.
+_RECONNECT = {"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0}
 
 
 class _LookAgain(Exception):
@@ -86,7 +89,7 @@ class ZkStateStore:
         # node, an ephemeral of its session. A write that outlives the leadership it was made under fails
         # instead of landing after another leader has taken over.
         self._fence: str | None = None
-        self._client = KazooClient(hosts=hosts, timeout=timeout)
+        self._client = KazooClient(hosts=hosts, timeout=timeout, connection_retry=dict(_RECONNECT))
         self._client.start(timeout=timeout)
         try:
             self._call(lambda deadline: self._wait(self._client.ensure_path_async(self._root), deadline))
@@ -135,7 +138,7 @@ class ZkStateStore:
             self._pending[path] = data
             self._takes.discard(path)
         else:
-            fence = self._fence  # read once per call: its retries must not pass a fence set after it began
+            fence = self._write_fence()
             self._call(lambda deadline: self._upsert(path, data, deadline, fence))
 
     def delete(self, collection: str, key: str) -> None:
@@ -144,7 +147,7 @@ class ZkStateStore:
             self._pending[path] = None
             self._takes.discard(path)
         else:
-            fence = self._fence
+            fence = self._write_fence()
             self._call(lambda deadline: self._delete(path, deadline, fence))
 
     def take(self, collection: str, key: str) -> None:
@@ -153,7 +156,7 @@ class ZkStateStore:
             self._pending[path] = None
             self._takes.add(path)
         else:
-            fence = self._fence
+            fence = self._write_fence()
             self._call(lambda deadline: self._commit({path: None}, {path}, deadline, fence))
 
     @contextmanager
@@ -175,7 +178,7 @@ class ZkStateStore:
         size = sum(request_bytes(path, data) for path, data in pending.items())
         if size > MAX_REQUEST_BYTES:
             raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
-        fence = self._fence
+        fence = self._write_fence()
         self._call(lambda deadline: self._commit(pending, takes, deadline, fence))
 
     def fence(self, path: str | None) -> None:
@@ -189,7 +192,21 @@ class ZkStateStore:
 
     def fence_off(self) -> None:
         """Make every later write fail with Fenced (until `fence` is called again)."""
-        self._fence = f"{self._root}/{_NEVER_CREATED}"
+        self._fence = self._fenced_off
+
+    @property
+    def _fenced_off(self) -> str:
+        return f"{self._root}/{_NEVER_CREATED}"
+
+    def _write_fence(self) -> str | None:
+        """The fence of a write starting now, read once per write: its retries must not pass a fence set
+        after it began. A store fenced off fails the write at once, without asking ZooKeeper: a leader
+        fences off when its connection is suspended, and asking would then wait out the whole timeout,
+        on the event loop, for each write its scheduler still makes."""
+        fence = self._fence
+        if fence == self._fenced_off:
+            raise Fenced("this backend no longer leads (it is stepping down); nothing was written")
+        return fence
 
     @property
     def client(self) -> KazooClient:

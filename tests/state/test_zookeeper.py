@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -211,6 +212,68 @@ def test_a_write_with_no_server_fails_within_the_timeout(tmp_path: Path) -> None
                 assert time.monotonic() - started < 3
             with pytest.raises(TimeoutError):
                 store.load("requests")
+        finally:
+            store.close()
+    finally:
+        server.stop()
+
+
+def test_backends_reconnect_within_a_second_or_two_after_a_long_outage(tmp_path: Path) -> None:
+    """However long ZooKeeper was away, every backend is back on it soon after it returns. (kazoo's own
+    back-off grew to about the outage's length again, jittered: each backend came back at a random
+    time, some of them a whole outage later.)"""
+    require_zookeeper()
+    server = ZooKeeperServer(tmp_path)
+    server.start()
+    try:
+        stores = [ZkStateStore(server.hosts, timeout=2) for _ in range(3)]
+        try:
+            server.stop()
+            time.sleep(30)  # the outage; the clients keep trying to reconnect meanwhile
+            server.start(port=server.port)
+            back = time.monotonic()
+            deadline = back + 15
+            while not all(store.client.connected for store in stores) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            took = time.monotonic() - back
+            assert all(store.client.connected for store in stores), "not all reconnected 15 s after the outage"
+            assert took < 3
+            stores[0].put("requests", "after", {})
+            assert stores[2].load("requests") == {"after": {}}
+        finally:
+            for store in stores:
+                store.close()
+    finally:
+        server.stop()
+
+
+def test_a_store_fenced_off_fails_writes_at_once_while_zookeeper_is_silent(tmp_path: Path) -> None:
+    """A leader fences its store off as its connection is suspended, and its scheduler may still write
+    before it stops: each such write fails at once, instead of holding the event loop for the timeout."""
+    require_zookeeper()
+    server = ZooKeeperServer(tmp_path)
+    server.start()
+    try:
+        store = ZkStateStore(server.hosts, timeout=5)
+        try:
+            store.put("requests", "r", {"v": 1})
+            store.fence_off()
+            assert server._process is not None
+            os.kill(server._process.pid, signal.SIGSTOP)  # silent: the connection stays open
+            try:
+                for write in (lambda: store.put("requests", "r", {"v": 2}), lambda: store.delete("requests", "r"),
+                              lambda: store.take("requests", "r")):
+                    started = time.monotonic()
+                    with pytest.raises(Fenced):
+                        write()
+                    assert time.monotonic() - started < 0.5
+                started = time.monotonic()
+                with pytest.raises(Fenced), store.batch():
+                    store.put("requests", "s", {})
+                assert time.monotonic() - started < 0.5
+            finally:
+                os.kill(server._process.pid, signal.SIGCONT)
+            assert store.load("requests") == {"r": {"v": 1}}
         finally:
             store.close()
     finally:
