@@ -89,6 +89,10 @@ class Settings(BaseModel):
     default_disk_mb: float = 1024.0
     # SIGTERM -> SIGKILL delay for task kills; Singularity's executor waits 3 minutes.
     kill_grace_seconds: float = Field(180.0, ge=0)
+    # A task still running this long after its kill was sent is sent the kill again: the first may have
+    # been lost (the master unreachable, or sent by a leader that stepped down just then). Singularity's
+    # askDriverToKillTasksAgainAfterMillis; repeated kills are ignored by a task already being killed.
+    kill_again_after_seconds: float = Field(60.0, ge=1)
     # How often time-based decisions (deploy success, expiring offers) are re-evaluated.
     tick_seconds: float = Field(1.0, gt=0)
     # Offers are held for fast launches, then declined so the cluster can re-balance them.

@@ -174,6 +174,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                 self._progress_machines()
                 self._check_cooldowns()
                 self._enforce_run_limits()
+                self.kill_again()
                 self._expire_actions()
                 self._expire_offers()
                 self.run_round()
@@ -300,6 +301,28 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         gateway = self.gateway
         if gateway is not None:
             self.effect(lambda: gateway.kill(task.id, 0.0 if destroy else None))
+
+    def kill_again(self) -> None:
+        """Send the kill again to tasks still running `kill_again_after_seconds` after it was sent. Only the
+        sending is saved, not its delivery: a kill lost on the way (the master unreachable, or a leader
+        stepping down as it sent it; the next one sees it as sent) would otherwise leave the task running
+        for good."""
+        gateway = self.gateway
+        if gateway is None:
+            return
+        now = self.clock()
+        due = now - int(self.settings.kill_again_after_seconds * 1000)
+        for task in self.tasks.values():
+            if task.cleanup is None or task.kill_sent_at is None or task.kill_sent_at > due:
+                continue
+            if task.lb_state in ("ADDING", "ADDED", "REMOVING"):
+                continue  # its kill goes out once the load balancer has let it go
+            log.warning("task %s still runs %.0f s after its kill was sent; sending it again",
+                        task.id, (now - task.kill_sent_at) / 1000)
+            task.kill_sent_at = now
+            self._save_task(task)
+            destroy = task.cleanup["cleanupType"] == TaskCleanupType.USER_REQUESTED_DESTROY.value
+            gateway.kill(task.id, 0.0 if destroy else None)
 
     @contextmanager
     def effects_after_commit(self) -> Iterator[None]:
