@@ -51,6 +51,18 @@ def store(zookeeper: ZooKeeperServer, root: str) -> Iterator[ZkStateStore]:
     opened.close()
 
 
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ZooKeeperServer]:
+    """A ZooKeeper server of the test's own, to stop, freeze and restart."""
+    require_zookeeper()
+    server = ZooKeeperServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def test_one_znode_per_document_with_encoded_keys(store: ZkStateStore, raw: KazooClient, root: str) -> None:
     store.put("deploys", "billing/v1", {"id": "v1"})
     store.put("deploys", "..", {"id": "dots"})
@@ -175,109 +187,85 @@ def test_batch_racing_a_delete_is_retried(store: ZkStateStore, raw: KazooClient,
     assert store.load("tasks") == {"t1": {"v": 2}}
 
 
-def test_writes_wait_out_a_server_restart(tmp_path: Path) -> None:
-    require_zookeeper()
-    server = ZooKeeperServer(tmp_path)
-    server.start()
+def test_writes_wait_out_a_server_restart(server: ZooKeeperServer) -> None:
+    store = ZkStateStore(server.hosts, timeout=20)
     try:
-        store = ZkStateStore(server.hosts, timeout=20)
-        try:
-            store.put("requests", "before", {})
-            server.stop()
-            restart = threading.Timer(1.0, server.start, kwargs={"port": server.port})
-            restart.start()
-            store.put("requests", "during", {})  # returns only once the restarted server has it
-            with store.batch():
-                store.put("requests", "batched", {})
-            restart.join()
-            assert store.load("requests") == {"before": {}, "during": {}, "batched": {}}
-        finally:
-            store.close()
-    finally:
+        store.put("requests", "before", {})
         server.stop()
+        restart = threading.Timer(1.0, server.start, kwargs={"port": server.port})
+        restart.start()
+        store.put("requests", "during", {})  # returns only once the restarted server has it
+        with store.batch():
+            store.put("requests", "batched", {})
+        restart.join()
+        assert store.load("requests") == {"before": {}, "during": {}, "batched": {}}
+    finally:
+        store.close()
 
 
-def test_a_write_with_no_server_fails_within_the_timeout(tmp_path: Path) -> None:
-    require_zookeeper()
-    server = ZooKeeperServer(tmp_path)
-    server.start()
+def test_a_write_with_no_server_fails_within_the_timeout(server: ZooKeeperServer) -> None:
+    store = ZkStateStore(server.hosts, timeout=2)
     try:
-        store = ZkStateStore(server.hosts, timeout=2)
-        try:
-            server.stop()
-            for write in (lambda: store.put("requests", "lost", {}), lambda: store.delete("requests", "lost")):
-                started = time.monotonic()
-                with pytest.raises(TimeoutError):
-                    write()
-                assert time.monotonic() - started < 3
+        server.stop()
+        for write in (lambda: store.put("requests", "lost", {}), lambda: store.delete("requests", "lost")):
+            started = time.monotonic()
             with pytest.raises(TimeoutError):
-                store.load("requests")
-        finally:
-            store.close()
+                write()
+            assert time.monotonic() - started < 3
+        with pytest.raises(TimeoutError):
+            store.load("requests")
     finally:
-        server.stop()
+        store.close()
 
 
-def test_backends_reconnect_within_a_second_or_two_after_a_long_outage(tmp_path: Path) -> None:
+def test_backends_reconnect_within_a_second_or_two_after_a_long_outage(server: ZooKeeperServer) -> None:
     """However long ZooKeeper was away, every backend is back on it soon after it returns. (kazoo's own
     back-off grew to about the outage's length again, jittered: each backend came back at a random
     time, some of them a whole outage later.)"""
-    require_zookeeper()
-    server = ZooKeeperServer(tmp_path)
-    server.start()
+    stores = [ZkStateStore(server.hosts, timeout=2) for _ in range(3)]
     try:
-        stores = [ZkStateStore(server.hosts, timeout=2) for _ in range(3)]
-        try:
-            server.stop()
-            time.sleep(30)  # the outage; the clients keep trying to reconnect meanwhile
-            server.start(port=server.port)
-            back = time.monotonic()
-            deadline = back + 15
-            while not all(store.client.connected for store in stores) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            took = time.monotonic() - back
-            assert all(store.client.connected for store in stores), "not all reconnected 15 s after the outage"
-            assert took < 3
-            stores[0].put("requests", "after", {})
-            assert stores[2].load("requests") == {"after": {}}
-        finally:
-            for store in stores:
-                store.close()
-    finally:
         server.stop()
+        time.sleep(30)  # the outage; the clients keep trying to reconnect meanwhile
+        server.start(port=server.port)
+        back = time.monotonic()
+        deadline = back + 15
+        while not all(store.client.connected for store in stores) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        took = time.monotonic() - back
+        assert all(store.client.connected for store in stores), "not all reconnected 15 s after the outage"
+        assert took < 3
+        stores[0].put("requests", "after", {})
+        assert stores[2].load("requests") == {"after": {}}
+    finally:
+        for store in stores:
+            store.close()
 
 
-def test_a_store_fenced_off_fails_writes_at_once_while_zookeeper_is_silent(tmp_path: Path) -> None:
+def test_a_store_fenced_off_fails_writes_at_once_while_zookeeper_is_silent(server: ZooKeeperServer) -> None:
     """A leader fences its store off as its connection is suspended, and its scheduler may still write
     before it stops: each such write fails at once, instead of holding the event loop for the timeout."""
-    require_zookeeper()
-    server = ZooKeeperServer(tmp_path)
-    server.start()
+    store = ZkStateStore(server.hosts, timeout=5)
     try:
-        store = ZkStateStore(server.hosts, timeout=5)
+        store.put("requests", "r", {"v": 1})
+        store.fence_off()
+        assert server._process is not None
+        os.kill(server._process.pid, signal.SIGSTOP)  # silent: the connection stays open
         try:
-            store.put("requests", "r", {"v": 1})
-            store.fence_off()
-            assert server._process is not None
-            os.kill(server._process.pid, signal.SIGSTOP)  # silent: the connection stays open
-            try:
-                for write in (lambda: store.put("requests", "r", {"v": 2}), lambda: store.delete("requests", "r"),
-                              lambda: store.take("requests", "r")):
-                    started = time.monotonic()
-                    with pytest.raises(Fenced):
-                        write()
-                    assert time.monotonic() - started < 0.5
+            for write in (lambda: store.put("requests", "r", {"v": 2}), lambda: store.delete("requests", "r"),
+                          lambda: store.take("requests", "r")):
                 started = time.monotonic()
-                with pytest.raises(Fenced), store.batch():
-                    store.put("requests", "s", {})
+                with pytest.raises(Fenced):
+                    write()
                 assert time.monotonic() - started < 0.5
-            finally:
-                os.kill(server._process.pid, signal.SIGCONT)
-            assert store.load("requests") == {"r": {"v": 1}}
+            started = time.monotonic()
+            with pytest.raises(Fenced), store.batch():
+                store.put("requests", "s", {})
+            assert time.monotonic() - started < 0.5
         finally:
-            store.close()
+            os.kill(server._process.pid, signal.SIGCONT)
+        assert store.load("requests") == {"r": {"v": 1}}
     finally:
-        server.stop()
+        store.close()
 
 
 def test_a_write_from_another_thread_does_not_join_an_open_batch(
