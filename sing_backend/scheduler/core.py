@@ -307,22 +307,21 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         sending is saved, not its delivery: a kill lost on the way (the master unreachable, or a leader
         stepping down as it sent it; the next one sees it as sent) would otherwise leave the task running
         for good."""
-        gateway = self.gateway
-        if gateway is None:
+        if self.gateway is None:
             return
         now = self.clock()
         due = now - int(self.settings.kill_again_after_seconds * 1000)
         for task in self.tasks.values():
             if task.cleanup is None or task.kill_sent_at is None or task.kill_sent_at > due:
                 continue
-            if task.lb_state in ("ADDING", "ADDED", "REMOVING"):
+            if task.lb_state == "REMOVING":
                 continue  # its kill goes out once the load balancer has let it go
             log.warning("task %s still runs %.0f s after its kill was sent; sending it again",
                         task.id, (now - task.kill_sent_at) / 1000)
-            task.kill_sent_at = now
-            self._save_task(task)
             destroy = task.cleanup["cleanupType"] == TaskCleanupType.USER_REQUESTED_DESTROY.value
-            gateway.kill(task.id, 0.0 if destroy else None)
+            with self.effects_after_commit():  # sent once saved as sent again
+                self._send_kill(task, destroy=destroy)
+                self._save_task(task)
 
     @contextmanager
     def effects_after_commit(self) -> Iterator[None]:

@@ -89,6 +89,7 @@ class ZkStateStore:
         # node, an ephemeral of its session. A write that outlives the leadership it was made under fails
         # instead of landing after another leader has taken over.
         self._fence: str | None = None
+        self._fenced_off = f"{self._root}/{_NEVER_CREATED}"  # the fence of a store that must not write
         self._client = KazooClient(hosts=hosts, timeout=timeout, connection_retry=dict(_RECONNECT))
         self._client.start(timeout=timeout)
         try:
@@ -193,10 +194,6 @@ class ZkStateStore:
     def fence_off(self) -> None:
         """Make every later write fail with Fenced (until `fence` is called again)."""
         self._fence = self._fenced_off
-
-    @property
-    def _fenced_off(self) -> str:
-        return f"{self._root}/{_NEVER_CREATED}"
 
     def _write_fence(self) -> str | None:
         """The fence of a write starting now, read once per write: its retries must not pass a fence set
