@@ -97,6 +97,10 @@ class LeaderElection:
 
     def _lead(self) -> None:
         self._released.clear()
+        # A suspension signalled between winning the lock and the clear above was erased by it; the
+        # client's state was set before that signal, so it still shows here.
+        if self._client.state != KazooState.CONNECTED or self._stopping:
+            return
         self._leading.set()
         log.info("elected leader as %s", self._identifier)
         try:

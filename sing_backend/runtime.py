@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+class LeadLost(Exception):
+    """The leadership being taken up ended before the take-up was done."""
+
+
 # After failing to take up the lead, how long a backend waits before giving it up to stand again.
 _LEAD_RETRY_SECONDS = 2.0
 
@@ -80,6 +84,7 @@ class Runtime:
         self.scheduler_started = False
         self.leading = False
         self.master_address = ""
+        self._lead_lock: str | None = None  # the election node of the leadership being taken up or held
 
     @property
     def version(self) -> int:
@@ -153,18 +158,47 @@ class Runtime:
         queued for the leader unapplied."""
         try:
             await self._lead()
+        except LeadLost:
+            log.warning("lost the lead while taking it up: stopping what had started")
+            async with self._transition:
+                if isinstance(self.store, ZkStateStore):
+                    self.store.fence_off()  # the take-up may have fenced it again after the demotion did
+                await self._undo_take_up()
+                await self._reload_state()
         except Exception:
             log.exception("could not take up the lead; giving it up, to stand again in %g s", _LEAD_RETRY_SECONDS)
             assert self.election is not None
             lock = self.election.lock_path()
             async with self._transition:
-                try:
-                    await self._stop_scheduling()
-                except Exception:
-                    log.exception("could not stop what had started while taking up the lead")
+                await self._undo_take_up()
             await asyncio.sleep(_LEAD_RETRY_SECONDS)
             if lock is not None and self.election.lock_path() == lock:
                 self._resign()  # this leadership, not one won since
+
+    async def _undo_take_up(self) -> None:
+        try:
+            await self._stop_scheduling()
+        except Exception:
+            log.exception("could not stop what had started while taking up the lead")
+
+    def _still_elected(self, lock: str | None) -> bool:
+        """Whether the leadership won under election node `lock` (None: local mode) still holds. The
+        election thread ends it before it tells the backend to step down, so what is still under way
+        then (a take-up, a re-subscription) must not go on to subscribe to the master."""
+        return lock is None or self.election is None or self.election.lock_path() == lock
+
+    def _check_elected(self, lock: str | None) -> None:
+        if not self._still_elected(lock):
+            raise LeadLost(lock)
+
+    async def _reload_state(self) -> None:
+        """A standby's scheduler, reloaded from what the leaders persisted: its stale answers when no
+        leader can be reached."""
+        try:
+            self.scheduler = await asyncio.to_thread(self._new_scheduler)
+        except Exception:
+            # ZooKeeper away, most often: the next take-up of the lead loads the state again.
+            log.exception("could not reload the state after stepping down")
 
     def _write_queue_changed_from_thread(self, count: int) -> None:
         self.queued_writes = count
@@ -186,6 +220,7 @@ class Runtime:
         async with self._transition:
             if self.leading:
                 return
+            lock: str | None = None
             if self.settings.mode != "local":
                 assert isinstance(self.store, ZkStateStore) and self.election is not None
                 lock = self.election.lock_path()
@@ -196,21 +231,27 @@ class Runtime:
                 self.store.fence(lock)
                 # A new leader starts from what the previous one persisted.
                 self.scheduler = await asyncio.to_thread(self._new_scheduler)
+            self._lead_lock = lock
             st = self.settings
             await self._find_master()
+            # Set before the check: a demotion from here on finds this gateway and disables it, so it
+            # never subscribes (DriverGateway.start); one before it is caught by the check.
             self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
                                          framework_name=st.framework_name, role=st.framework_role,
                                          principal=st.framework_principal, secret=st.framework_secret,
                                          failover_timeout=st.framework_failover_timeout_seconds,
                                          call_timeout=st.mesos_call_timeout_seconds)
+            self._check_elected(lock)
             self.scheduler.gateway = self.gateway
             self.scheduler.start()
             await self._start_load_balancer()
+            self._check_elected(lock)
             self.health = HealthChecker(self.scheduler, self._result_file, self.settings.max_concurrent_health_checks)
             self.health.start()
             # Off the event loop: pymesos' start() asks the master for /version first, which blocks
             # for up to 10 s (or more) when the master is unreachable or silent.
             await asyncio.to_thread(self.gateway.start)
+            self._check_elected(lock)
             self._watchdog = self._loop.create_task(self._watch_master())
             self.leading = True
             if self.write_queue is not None and self.app is not None:
@@ -225,7 +266,7 @@ class Runtime:
             self.leading = False
             log.warning("no longer the leader: scheduling stopped")
             await self._stop_scheduling()
-            self.scheduler = await asyncio.to_thread(self._new_scheduler)
+            await self._reload_state()
 
     async def _purge_history(self) -> None:
         s = self.settings
@@ -263,6 +304,8 @@ class Runtime:
                                          secret=self.settings.framework_secret,
                                          failover_timeout=self.settings.framework_failover_timeout_seconds,
                                          call_timeout=self.settings.mesos_call_timeout_seconds)
+            if not self._still_elected(self._lead_lock):
+                return  # demoted meanwhile: the step-down stops the rest
             self.scheduler.gateway = self.gateway
             # Off the event loop: against a master that is still silent, pymesos' start() blocks in
             # its /version request, and the API must keep answering meanwhile.

@@ -136,6 +136,8 @@ class DriverGateway:
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-calls")
 
     def start(self) -> None:
+        if not self.enabled:
+            return  # disabled by a demotion before it could subscribe: it never must
         self.driver.start()
         # The master's silence counts from the subscription attempt: start() itself can take a while
         # (pymesos first asks a possibly frozen master for /version).

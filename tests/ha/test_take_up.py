@@ -1,0 +1,72 @@
+"""A backend demoted while it is still taking up the lead must stop there: it must not go on to
+subscribe to the Mesos master after the backend elected in its place has (the master would then hold
+a framework nobody schedules for, or hand the new leader's framework to the demoted one)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sing_backend.local_backend import Backend, free_port
+from sing_backend.runtime import Runtime
+from sing_backend.settings import Settings
+from sing_backend.state.zookeeper import Fenced
+
+from .test_master_watchdog import frameworks, host_state
+
+
+async def until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(condition):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_backend_demoted_while_taking_up_the_lead_never_subscribes(tmp_path: Path, ha: dict) -> None:
+    cluster, zookeeper = ha["cluster"], ha["zookeeper"]
+    port = free_port()
+    settings = Settings(mode="mesos", mesos_master=cluster.address, zk_hosts=zookeeper.hosts, zk_root=ha["root"],
+                        zk_session_timeout=2, db_url=ha["db_url"], data_dir=tmp_path / "a", port=port,
+                        advertise_url=f"http://127.0.0.1:{port}")
+    a = Runtime(settings)
+    # Hold a's take-up of the lead half-way: its state is loaded, it has not subscribed yet.
+    reached, gate = asyncio.Event(), asyncio.Event()
+    find_master = a._find_master
+
+    async def held() -> None:
+        reached.set()
+        await gate.wait()
+        await find_master()
+
+    a._find_master = held  # type: ignore[method-assign]
+    await a.start()
+    try:
+        await asyncio.wait_for(reached.wait(), 30)
+        b: Backend = await asyncio.to_thread(ha["backend"], "b")
+        assert a.election is not None
+        a.election.resign()  # as a suspended ZooKeeper connection would: a steps down, b is elected
+        await until(lambda: host_state(b)["master"] and host_state(b)["mesosConnected"], 30,
+                    "b leading and subscribed")
+        [framework] = frameworks(cluster.address)
+        assert framework["active"]
+
+        gate.set()  # a's take-up goes on, after its lead has ended
+        await until(lambda: not a._transition.locked() and a.gateway is None and not a.leading, 30,
+                    "a's take-up stopped")
+        # a never subscribed: the master knows b's framework alone, and it is still b's, active.
+        assert [(f["id"], f["active"]) for f in frameworks(cluster.address)] == [(framework["id"], True)]
+        assert host_state(b)["mesosConnected"]
+        assert a.election.leader() == b.url
+        with pytest.raises(Fenced):  # and a saves nothing
+            a.store.put("scratch", "late", {"v": 1})  # type: ignore[union-attr]
+        # b schedules on: a request made now gets its task.
+        b.create({"id": "after", "requestType": "WORKER", "instances": 1},
+                 {"id": "v1", "command": "sleep 1000", "resources": {"cpus": 0.01, "memoryMb": 8}})
+        await until(lambda: len(b.active_tasks("after")) == 1, 30, "b's new task running")
+    finally:
+        gate.set()
+        await a.stop()
