@@ -343,7 +343,10 @@ class Runtime:
         try:
             with self.scheduler.effects_after_commit():
                 if applying is None:
-                    return action()
+                    # One batch: a change cut off by a lost connection or the end of this leadership is
+                    # not left half-saved (unless it is too large for one ZooKeeper multi).
+                    with self.store.batch(split_if_too_large=True):
+                        return action()
                 try:
                     with self.store.batch():
                         out = action()

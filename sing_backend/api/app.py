@@ -15,6 +15,7 @@ from ..errors import ApiError
 from ..runtime import Runtime
 from ..settings import Settings
 from ..state.store import StateUnavailable
+from ..state.zookeeper import Fenced
 from . import cluster, deploys, history, logs, requests, sandbox, tasks
 from .forwarding import LeaderForwarder
 from .responses import error_response, json_response
@@ -120,6 +121,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def _unexpected(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         try:
             return await call_next(request)
+        except Fenced as exc:
+            # Refused before it reached ZooKeeper, or by the fence's check in the change's one multi
+            # (Runtime.change): none of it was saved, so sending it again cannot make it twice.
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return json_response({"code": 503, "message": f"{exc}: nothing of this change was saved; send it again "
+                                  "(it then goes to the leader)"}, 503)
         except StateUnavailable as exc:
             # ZooKeeper went away during the call (this backend then stops leading): the caller must
             # learn that the change may not have been made, and that retrying is the way on.

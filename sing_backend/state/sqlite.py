@@ -45,7 +45,8 @@ class SqliteStateStore:
             raise Gone(f"{collection}/{key}")
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, split_if_too_large: bool = False) -> Iterator[None]:
+        # One transaction, whatever its size: never split.
         if self._depth:
             self._depth += 1
             try:

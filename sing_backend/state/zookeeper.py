@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -161,7 +162,7 @@ class ZkStateStore:
             self._call(lambda deadline: self._commit({path: None}, {path}, deadline, fence))
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, split_if_too_large: bool = False) -> Iterator[None]:
         if self._pending is not None:
             # Nested: the outer batch commits (or drops) these writes with its own.
             yield
@@ -177,10 +178,22 @@ class ZkStateStore:
         if not pending:
             return
         size = sum(request_bytes(path, data) for path, data in pending.items())
-        if size > MAX_REQUEST_BYTES:
-            raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
         fence = self._write_fence()
-        self._call(lambda deadline: self._commit(pending, takes, deadline, fence))
+        if size <= MAX_REQUEST_BYTES:
+            self._call(lambda deadline: self._commit(pending, takes, deadline, fence))
+            return
+        if not split_if_too_large:
+            raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
+        parts = _split(pending)
+        for i, part in enumerate(parts):
+            try:
+                self._call(partial(self._commit, part, takes & part.keys(), fence=fence))
+            except StateUnavailable as exc:
+                if i == 0:
+                    raise
+                # Not Fenced even if it was: what came before it was saved.
+                raise StateUnavailable(f"{exc}; {i} of the {len(parts)} parts of a batch too large for one "
+                                       "ZooKeeper multi were saved") from exc
 
     def fence(self, path: str | None) -> None:
         """Make every later write conditional on `path` existing (None: unconditional)."""
@@ -396,6 +409,20 @@ class ZkStateStore:
 
 
 _ROLLED_BACK = (RolledBackError, RuntimeInconsistency)
+
+
+def _split(pending: dict[str, bytes | None]) -> list[dict[str, bytes | None]]:
+    """Writes in order, cut into parts that each fit one multi (every single write does: see `put`)."""
+    parts: list[dict[str, bytes | None]] = [{}]
+    size = 0
+    for path, data in pending.items():
+        n = request_bytes(path, data)
+        if size + n > MAX_REQUEST_BYTES and parts[-1]:
+            parts.append({})
+            size = 0
+        parts[-1][path] = data
+        size += n
+    return parts
 
 
 def request_bytes(path: str, data: bytes | None) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 
@@ -272,6 +273,38 @@ async def test_a_demoted_leader_saves_nothing_its_scheduler_still_does(store: Zk
         assert time.monotonic() < deadline, "the backend did not step down"
         await asyncio.sleep(0.01)
     assert store.load("scratch") == {"before": {"v": 1}}
+
+
+async def test_a_change_cut_off_by_the_end_of_the_lead_saves_none_of_its_writes(store: ZkStateStore,
+                                                                               queue: WriteQueue,
+                                                                               tmp_path: Path) -> None:
+    """A leader's change commits as one multi with its election node's check: if the lead ends (the node
+    is gone) part-way, the writes made before that are not saved either, for a new leader to find half
+    done."""
+    rt, election = leading_runtime(store, queue, tmp_path)
+    lock = store.client.create(f"{store._root}-leader/node-", b"", ephemeral=True, sequence=True, makepath=True)
+    store.fence(lock)
+
+    def action() -> None:
+        store.put("requests", "first", {"v": 1})
+        store.client.delete(lock)  # the session expires here
+        store.put("requests", "second", {"v": 1})
+
+    with pytest.raises(Fenced):
+        rt.change(action)
+    assert store.load("requests") == {}
+
+
+async def test_a_change_refused_by_a_leader_stepping_down_answers_503_saying_nothing_was_saved(
+        store: ZkStateStore, queue: WriteQueue, tmp_path: Path) -> None:
+    rt, _ = leading_runtime(store, queue, tmp_path)
+    store.fence_off()  # as the election thread does the moment the connection is suspended
+    app = create_app(rt.settings, rt)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sing") as client:
+        r = await client.post("/singularity/api/requests", json={"id": "late", "requestType": "WORKER"})
+    assert r.status_code == 503, r.text
+    assert "nothing of this change was saved; send it again" in r.json()["message"]
+    assert store.load("requests") == {}
 
 
 def api_routes(routes: list[Any]) -> Iterator[APIRoute]:

@@ -113,6 +113,23 @@ def test_a_batch_too_large_for_one_multi_writes_nothing(store: ZkStateStore) -> 
     assert set(store.load("tasks")) == {"kept", "after"}
 
 
+def test_a_batch_too_large_for_one_multi_can_be_saved_in_parts(store: ZkStateStore, raw: KazooClient,
+                                                                 root: str) -> None:
+    """What a leader's API change does when it touches too much for one multi (killing hundreds of
+    tasks): saved in parts rather than refused."""
+    store.put("tasks", "kept", {"v": 1})
+    doc = incompressible(COMPRESS_OVER)
+    with store.batch(split_if_too_large=True):
+        store.put("tasks", "kept", {"v": 2})
+        for n in range(20):
+            store.put("tasks", f"t{n}", doc)
+        store.delete("tasks", "t3")
+    tasks = store.load("tasks")
+    assert set(tasks) == {"kept"} | {f"t{n}" for n in range(20)} - {"t3"}
+    assert tasks["kept"] == {"v": 2} and tasks["t19"] == doc
+    assert len(raw.get_children(f"{root}/tasks")) == 20  # a second client sees the same
+
+
 def test_empty_keys_and_bad_roots_are_refused(store: ZkStateStore, zookeeper: ZooKeeperServer) -> None:
     with pytest.raises(ValueError):
         store.put("requests", "", {})
