@@ -410,7 +410,7 @@ class Runtime:
 
     def queue_first(self) -> bool:
         """Whether a write made on this leader goes through the write queue, behind the writes queued
-        there: until the queue has been emptied once since this backend was elected, so that the writes
+        there: until the writes queued before this backend was elected have been applied, so that those
         queued during the fail-over (some already answered 202) come before those sent to the new leader."""
         return self._applier is not None and not self._applier.drained
 

@@ -143,7 +143,7 @@ class QueuedWriteApplier:
         self._rt = rt
         self._app = app
         self._task: asyncio.Task[None] | None = None
-        # Whether the queue has been seen empty since this backend was elected (see Runtime.queue_first).
+        # Whether the writes queued before this backend was elected are applied (see Runtime.queue_first).
         self.drained = False
 
     def start(self) -> None:
@@ -170,10 +170,13 @@ class QueuedWriteApplier:
                 rt.write_queue_changed.clear()
                 try:
                     names = await rt.write_queue.names()
-                    self.drained = self.drained or not names
                     for name in names:
                         if not await self._apply(client, name):
                             return  # stepping down: the rest waits for the next leader
+                    # Every write queued before this backend was elected is in its first listing: once
+                    # those are applied, writes sent here directly go straight in. (Waiting instead to see
+                    # the queue empty queued the writes sent just after one that had queued behind them.)
+                    self.drained = True
                     if time.monotonic() - forgotten_at > _FORGET_EVERY_SECONDS:
                         await rt.write_queue.forget_answers(ANSWER_KEEP_SECONDS)
                         forgotten_at = time.monotonic()
