@@ -53,6 +53,8 @@ _MAX_KNOWN = 250_000
 # A znode under the root that is never created: the fence of a store that must not write.
 _NEVER_CREATED = ".fenced-off"
 _MAX_RETRY_DELAY = 1.0
+# How often a write waiting for ZooKeeper looks whether its backend still leads (see ZkStateStore._call).
+_ABANDONED_POLL_SECONDS = 0.05
 # kazoo's own reconnection backs off up to an hour and only resets once connected: after an outage of
 # some minutes, a backend waited about as long again before it tried the server that was back.
 _RECONNECT = {"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0}
@@ -141,7 +143,7 @@ class ZkStateStore:
             self._takes.discard(path)
         else:
             fence = self._write_fence()
-            self._call(lambda deadline: self._upsert(path, data, deadline, fence))
+            self._call(lambda deadline: self._upsert(path, data, deadline, fence), fence)
 
     def delete(self, collection: str, key: str) -> None:
         path = self._path(collection, key)
@@ -150,7 +152,7 @@ class ZkStateStore:
             self._takes.discard(path)
         else:
             fence = self._write_fence()
-            self._call(lambda deadline: self._delete(path, deadline, fence))
+            self._call(lambda deadline: self._delete(path, deadline, fence), fence)
 
     def take(self, collection: str, key: str) -> None:
         path = self._path(collection, key)
@@ -159,7 +161,7 @@ class ZkStateStore:
             self._takes.add(path)
         else:
             fence = self._write_fence()
-            self._call(lambda deadline: self._commit({path: None}, {path}, deadline, fence))
+            self._call(lambda deadline: self._commit({path: None}, {path}, deadline, fence), fence)
 
     @contextmanager
     def batch(self, split_if_too_large: bool = False) -> Iterator[None]:
@@ -180,14 +182,14 @@ class ZkStateStore:
         size = sum(request_bytes(path, data) for path, data in pending.items())
         fence = self._write_fence()
         if size <= MAX_REQUEST_BYTES:
-            self._call(lambda deadline: self._commit(pending, takes, deadline, fence))
+            self._call(lambda deadline: self._commit(pending, takes, deadline, fence), fence)
             return
         if not split_if_too_large:
             raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
         parts = _split(pending)
         for i, part in enumerate(parts):
             try:
-                self._call(partial(self._commit, part, takes & part.keys(), fence=fence))
+                self._call(partial(self._commit, part, takes & part.keys(), fence=fence), fence)
             except StateUnavailable as exc:
                 if i == 0:
                     raise
@@ -229,30 +231,49 @@ class ZkStateStore:
 
     # ZooKeeper calls ---------------------------------------------------------------------------------
 
-    def _call(self, attempt: Callable[[float], T]) -> T:
+    def _call(self, attempt: Callable[[float], T], fence: str | None = None) -> T:
         """Run `attempt(deadline)` until it succeeds, retrying while the connection is lost (kazoo then
         moves to another server of the ensemble). Every write here sets a znode to a value or makes sure
-        it is absent, so repeating one whose answer was lost is safe."""
+        it is absent, so repeating one whose answer was lost is safe.
+
+        A write fenced by `fence` gives up as soon as the store is fenced off: its backend is stepping
+        down (its connection was suspended) and will not use what it saves, while the wait would hold
+        the thread, often the event loop the step-down and the API need, until the deadline."""
         deadline = time.monotonic() + self._timeout
         delay = _FIRST_RETRY_DELAY
-        while True:
-            try:
-                return attempt(deadline)
-            except (ConnectionLoss, SessionExpiredError, _LookAgain) as exc:
-                if time.monotonic() + delay >= deadline:
-                    if isinstance(exc, _LookAgain):
-                        raise TimeoutError("other clients kept changing the batch's znodes") from exc
-                    raise StateUnavailable(f"ZooKeeper connection lost ({type(exc).__name__})") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY)
+        self._batches.write_fence = fence
+        try:
+            while True:
+                try:
+                    return attempt(deadline)
+                except (ConnectionLoss, SessionExpiredError, _LookAgain) as exc:
+                    if time.monotonic() + delay >= deadline:
+                        if isinstance(exc, _LookAgain):
+                            raise TimeoutError("other clients kept changing the batch's znodes") from exc
+                        raise StateUnavailable(f"ZooKeeper connection lost ({type(exc).__name__})") from exc
+                    self._give_up_if_abandoned()
+                    time.sleep(delay)
+                    delay = min(delay * 2, _MAX_RETRY_DELAY)
+        finally:
+            self._batches.write_fence = None
+
+    def _give_up_if_abandoned(self) -> None:
+        if getattr(self._batches, "write_fence", None) is not None and self._fence == self._fenced_off:
+            raise StateUnavailable("this backend stopped leading while the write waited for ZooKeeper; it may "
+                                   "or may not have been saved")
 
     def _wait(self, result: IAsyncResult, deadline: float) -> Any:
         # kazoo holds requests made while it reconnects, and its blocking calls would wait for as long
-        # as the ensemble is away; an answer is awaited only until the deadline.
-        try:
-            return result.get(timeout=max(deadline - time.monotonic(), 0.0))
-        except self._client.handler.timeout_exception:
-            raise StateUnavailable(f"ZooKeeper did not answer within {self._timeout} s") from None
+        # as the ensemble is away; an answer is awaited only until the deadline, and a write's only while
+        # its backend leads (see _call), looked at every _ABANDONED_POLL_SECONDS.
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return result.get(timeout=max(min(left, _ABANDONED_POLL_SECONDS), 0.0))
+            except self._client.handler.timeout_exception:
+                if left <= _ABANDONED_POLL_SECONDS:
+                    raise StateUnavailable(f"ZooKeeper did not answer within {self._timeout} s") from None
+                self._give_up_if_abandoned()
 
     def _read(self, parent: str, deadline: float) -> dict[str, Doc]:
         # A standby that has just become leader may be connected to a follower that has not applied the

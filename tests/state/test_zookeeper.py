@@ -19,6 +19,7 @@ import pytest
 from kazoo.client import KazooClient
 
 from sing_backend.state import zookeeper
+from sing_backend.state.store import StateUnavailable
 from sing_backend.state.zookeeper import COMPRESS_OVER, MAX_REQUEST_BYTES, Fenced, ZkStateStore
 from tests.servers import ZooKeeperServer, require_zookeeper
 
@@ -357,3 +358,41 @@ def test_the_store_remembers_a_bounded_number_of_znodes(store: ZkStateStore, mon
             store.put("requests", f"r{i}", {"v": value})
     assert store.load("requests") == {f"r{i}": {"v": 2} for i in range(10)}
     assert len(store._known) <= 3
+
+
+def test_a_write_waiting_on_a_silent_zookeeper_gives_up_when_its_backend_steps_down(server: ZooKeeperServer) -> None:
+    """A leader's write already waiting when ZooKeeper went silent held the event loop for the whole
+    timeout, though its backend steps down (fences its store off) as soon as the connection is
+    suspended: it now gives up then, saying it may or may not have been saved."""
+    store = ZkStateStore(server.hosts, timeout=5)
+    try:
+        store.fence(store.client.create(f"{store._root}-leader/node-", b"", ephemeral=True, sequence=True,
+                                        makepath=True))
+        store.put("requests", "r", {"v": 1})
+        assert server._process is not None
+        os.kill(server._process.pid, signal.SIGSTOP)
+        try:
+            outcome: list[BaseException | None] = []
+
+            def write() -> None:
+                try:
+                    store.put("requests", "r", {"v": 2})
+                    outcome.append(None)
+                except BaseException as exc:  # noqa: BLE001 (what the write raised is the result)
+                    outcome.append(exc)
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            time.sleep(0.3)  # the write is waiting for an answer by now
+            assert writer.is_alive()
+            stepped_down = time.monotonic()
+            store.fence_off()  # as the election thread does when the connection is suspended
+            writer.join(5)
+            assert time.monotonic() - stepped_down < 0.5
+            [raised] = outcome
+            assert isinstance(raised, StateUnavailable) and not isinstance(raised, Fenced)
+            assert "may or may not have been saved" in str(raised)
+        finally:
+            os.kill(server._process.pid, signal.SIGCONT)
+    finally:
+        store.close()
