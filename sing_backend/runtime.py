@@ -33,7 +33,7 @@ from .scheduler.lb_driver import LbDriver
 from .scheduler.views_cache import ListCache
 from .settings import Settings, SettingsError
 from .startup import open_history, open_state_store, resolve_mesos_master
-from .state.store import Gone, StateStore, StateUnavailable
+from .state.store import Gone, StateStore, StateUnavailable, TooLarge
 from .state.write_queue import ANSWERS, APPLYING, QUEUE, Applying, WriteQueue, provisional_answer, write_id_of
 from .state.zookeeper import Fenced, ZkStateStore
 
@@ -85,6 +85,7 @@ class Runtime:
         self.leading = False
         self.master_address = ""
         self._lead_lock: str | None = None  # the election node of the leadership being taken up or held
+        self._resigning: asyncio.Task[None] | None = None
 
     @property
     def version(self) -> int:
@@ -150,36 +151,24 @@ class Runtime:
 
     def _elected_from_thread(self) -> None:
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._lead_elected(), self._loop)
+        asyncio.run_coroutine_threadsafe(self._lead(), self._loop)
 
-    async def _lead_elected(self) -> None:
-        """Take up the lead won in the election. If that fails, give it up again (after a pause, so that a
-        lone backend does not spin): holding the election without scheduling would leave every write
-        queued for the leader unapplied."""
-        try:
-            await self._lead()
-        except LeadLost:
-            log.warning("lost the lead while taking it up: stopping what had started")
-            async with self._transition:
-                if isinstance(self.store, ZkStateStore):
-                    self.store.fence_off()  # the take-up may have fenced it again after the demotion did
-                await self._undo_take_up()
-                await self._reload_state()
-        except Exception:
-            log.exception("could not take up the lead; giving it up, to stand again in %g s", _LEAD_RETRY_SECONDS)
-            assert self.election is not None
-            lock = self.election.lock_path()
-            async with self._transition:
-                await self._undo_take_up()
-            await asyncio.sleep(_LEAD_RETRY_SECONDS)
-            if lock is not None and self.election.lock_path() == lock:
-                self._resign()  # this leadership, not one won since
-
-    async def _undo_take_up(self) -> None:
+    async def _undo_take_up(self, lock: str) -> None:
+        """Stop what a take-up of the lead under `lock` had started, and load the state again."""
+        assert isinstance(self.store, ZkStateStore)
+        if self.store.fenced_by == lock:
+            self.store.fence_off()
         try:
             await self._stop_scheduling()
         except Exception:
             log.exception("could not stop what had started while taking up the lead")
+        self._lead_lock = None
+        await self._reload_state()
+
+    async def _resign_later(self, lock: str) -> None:
+        await asyncio.sleep(_LEAD_RETRY_SECONDS)
+        if self.election is not None and self.election.lock_path() == lock:
+            self._resign()  # this leadership, not one won since
 
     def _still_elected(self, lock: str | None) -> bool:
         """Whether the leadership won under election node `lock` (None: local mode) still holds. The
@@ -212,52 +201,74 @@ class Runtime:
             self.store.fence_off()
         gateway = self.gateway
         if gateway is not None:
-            gateway.enabled = False
+            gateway.disable()
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._step_down(), self._loop)
 
     async def _lead(self) -> None:
+        """Take up the lead: in mesos mode, the one won under this backend's election node now. If that
+        leadership ends before the take-up is done, what had started is stopped again. If the take-up
+        fails, the lead is given up again after a pause (so that a lone backend does not spin): holding
+        the election without scheduling would leave every write queued for the leader unapplied. Both
+        are done holding the transition lock, so that they never undo a leadership won since."""
         async with self._transition:
             if self.leading:
                 return
-            lock: str | None = None
-            if self.settings.mode != "local":
-                assert isinstance(self.store, ZkStateStore) and self.election is not None
-                lock = self.election.lock_path()
-                if lock is None:
-                    return  # lost the lead again before taking it up
-                # Here, after any previous leadership has stopped: every write from now on holds only
-                # while this backend's election node (and so its session) does.
-                self.store.fence(lock)
-                # A new leader starts from what the previous one persisted.
-                self.scheduler = await asyncio.to_thread(self._new_scheduler)
-            self._lead_lock = lock
-            st = self.settings
-            await self._find_master()
-            # Set before the check: a demotion from here on finds this gateway and disables it, so it
-            # never subscribes (DriverGateway.start); one before it is caught by the check.
-            self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
-                                         framework_name=st.framework_name, role=st.framework_role,
-                                         principal=st.framework_principal, secret=st.framework_secret,
-                                         failover_timeout=st.framework_failover_timeout_seconds,
-                                         call_timeout=st.mesos_call_timeout_seconds)
+            if self.settings.mode == "local":
+                await self._take_up(None)
+                return
+            assert self.election is not None and self._loop is not None
+            lock = self.election.lock_path()
+            if lock is None:
+                return  # lost the lead again before taking it up
+            try:
+                await self._take_up(lock)
+            except LeadLost:
+                log.warning("lost the lead while taking it up: stopping what had started")
+                await self._undo_take_up(lock)
+            except Exception:
+                log.exception("could not take up the lead; giving it up, to stand again in %g s",
+                              _LEAD_RETRY_SECONDS)
+                await self._undo_take_up(lock)
+                self._resigning = self._loop.create_task(self._resign_later(lock))
+
+    async def _take_up(self, lock: str | None) -> None:
+        if lock is not None:
+            assert isinstance(self.store, ZkStateStore)
+            # Here, after any previous leadership has stopped: every write from now on holds only while
+            # this backend's election node (and so its session) does.
+            self.store.fence(lock)
+            # A new leader starts from what the previous one persisted.
+            self.scheduler = await asyncio.to_thread(self._new_scheduler)
             self._check_elected(lock)
-            self.scheduler.gateway = self.gateway
-            self.scheduler.start()
-            await self._start_load_balancer()
-            self._check_elected(lock)
-            self.health = HealthChecker(self.scheduler, self._result_file, self.settings.max_concurrent_health_checks)
-            self.health.start()
-            # Off the event loop: pymesos' start() asks the master for /version first, which blocks
-            # for up to 10 s (or more) when the master is unreachable or silent.
-            await asyncio.to_thread(self.gateway.start)
-            self._check_elected(lock)
-            self._watchdog = self._loop.create_task(self._watch_master())
-            self.leading = True
-            if self.write_queue is not None and self.app is not None:
-                self._applier = QueuedWriteApplier(self, self.app)
-                self._applier.start()
-            log.info("scheduling as leader (%s)", self.advertise_url)
+        self._lead_lock = lock
+        st = self.settings
+        await self._find_master()
+        # Set before the check: a demotion from here on finds this gateway and disables it (its driver
+        # stops before it subscribes, or at once if it has); one before it is caught by the check.
+        self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
+                                     framework_name=st.framework_name, role=st.framework_role,
+                                     principal=st.framework_principal, secret=st.framework_secret,
+                                     failover_timeout=st.framework_failover_timeout_seconds,
+                                     call_timeout=st.mesos_call_timeout_seconds)
+        self._check_elected(lock)
+        self.scheduler.gateway = self.gateway
+        self.scheduler.start()
+        await self._start_load_balancer()
+        self._check_elected(lock)
+        self.health = HealthChecker(self.scheduler, self._result_file, self.settings.max_concurrent_health_checks)
+        self.health.start()
+        # Off the event loop: pymesos' start() asks the master for /version first, which blocks
+        # for up to 10 s (or more) when the master is unreachable or silent.
+        await asyncio.to_thread(self.gateway.start)
+        self._check_elected(lock)
+        assert self._loop is not None
+        self._watchdog = self._loop.create_task(self._watch_master())
+        self.leading = True
+        if self.write_queue is not None and self.app is not None:
+            self._applier = QueuedWriteApplier(self, self.app)
+            self._applier.start()
+        log.info("scheduling as leader (%s)", self.advertise_url)
 
     async def _step_down(self) -> None:
         async with self._transition:
@@ -266,6 +277,7 @@ class Runtime:
             self.leading = False
             log.warning("no longer the leader: scheduling stopped")
             await self._stop_scheduling()
+            self._lead_lock = None
             await self._reload_state()
 
     async def _purge_history(self) -> None:
@@ -357,6 +369,8 @@ class Runtime:
                     # Retried after a lost connection, the commit may find its own take done.
                     if not self._landed(applying):
                         raise
+                except TooLarge as exc:
+                    raise self._refuse_too_large(applying, exc) from exc
                 applying.changed = True
                 return out
         except ApiError:
@@ -371,6 +385,21 @@ class Runtime:
         except Exception:
             self._resign()
             raise
+
+    def _refuse_too_large(self, applying: Applying, exc: TooLarge) -> ApiError:
+        """A queued write's change must land in one multi with the write's removal, and this one is too
+        large for that: nothing of it was saved. The write is removed, with its answer, on its own (else
+        every next leader would apply it again, fail the same way, and give up the lead). The scheduler's
+        memory holds the change: this backend gives up the lead, to start again from what is saved."""
+        assert self.store is not None
+        with self.store.batch():
+            self.store.take(QUEUE, applying.name)
+            self.store.put(ANSWERS, write_id_of(applying.name), provisional_answer(applying, self.advertise_url))
+        applying.changed = True  # its answer (the error below) replaces the provisional one
+        self._resign()
+        return ApiError(413, f"this change is too large to be made as a write queued by a standby ({exc}); "
+                             "nothing was changed. Send it to the leader (GET /api/state names it), which saves "
+                             "such a change in parts")
 
     def _landed(self, applying: Applying) -> bool:
         assert self.write_queue is not None
@@ -410,9 +439,15 @@ class Runtime:
 
     def queue_first(self) -> bool:
         """Whether a write made on this leader goes through the write queue, behind the writes queued
-        there: until the writes queued before this backend was elected have been applied, so that those
-        queued during the fail-over (some already answered 202) come before those sent to the new leader."""
+        there: until the writes queued before this backend was elected have been applied (and those sent to
+        it that queued behind them), so that those queued during the fail-over (some already answered
+        202) come before those sent to the new leader."""
         return self._applier is not None and not self._applier.drained
+
+    def queued_here(self, name: str) -> None:
+        """A write sent to this backend was queued as `name` (see QueuedWriteApplier.queued_here)."""
+        if self._applier is not None:
+            self._applier.queued_here(name)
 
     def leader_url(self) -> str | None:
         if self.leading:

@@ -123,7 +123,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             return await call_next(request)
         except Fenced as exc:
             # Refused before it reached ZooKeeper, or by the fence's check in the change's one multi
-            # (Runtime.change): none of it was saved, so sending it again cannot make it twice.
+            # (Runtime.change; when a large change is saved in parts, only a refusal of its first part
+            # comes as Fenced): none of it was saved, so sending it again cannot make it twice.
             log.warning("%s %s: %s", request.method, request.url.path, exc)
             return json_response({"code": 503, "message": f"{exc}: nothing of this change was saved; send it again "
                                   "(it then goes to the leader)"}, 503)

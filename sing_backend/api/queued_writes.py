@@ -21,7 +21,15 @@ from kazoo.exceptions import KazooException
 
 from ..errors import ApiError
 from ..state.store import StateUnavailable
-from ..state.write_queue import APPLYING, PROVISIONAL, Applying, fingerprint, new_write_id, write_id_of
+from ..state.write_queue import (
+    APPLYING,
+    PROVISIONAL,
+    Applying,
+    fingerprint,
+    new_write_id,
+    sequence_of,
+    write_id_of,
+)
 from ..state.zookeeper import MAX_REQUEST_BYTES, encode_doc
 from .responses import error_response, json_response
 
@@ -76,6 +84,7 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
                                             "write for a leader; nothing was changed, retry shortly"))
     try:
         name = await rt.write_queue.put(write_id, write)
+        rt.queued_here(name)
     except (StateUnavailable, KazooException) as exc:
         return json_response({"code": 503, "queuedWrite": write_id, "message": (
             f"ZooKeeper stopped answering while this standby queued the write ({exc}): it may or may not have "
@@ -145,9 +154,16 @@ class QueuedWriteApplier:
         self._task: asyncio.Task[None] | None = None
         # Whether the writes queued before this backend was elected are applied (see Runtime.queue_first).
         self.drained = False
+        self._applied_through = ""  # the sequence of the last write applied
+        self._own_through = ""  # the sequence of the last write sent to this leader that it queued
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def queued_here(self, name: str) -> None:
+        """A write sent to this leader went through the queue: until it is applied, those sent after it
+        must too, or they could overtake it (one answered 202 meanwhile, say)."""
+        self._own_through = max(self._own_through, sequence_of(name))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -173,10 +189,13 @@ class QueuedWriteApplier:
                     for name in names:
                         if not await self._apply(client, name):
                             return  # stepping down: the rest waits for the next leader
+                        self._applied_through = sequence_of(name)
                     # Every write queued before this backend was elected is in its first listing: once
-                    # those are applied, writes sent here directly go straight in. (Waiting instead to see
-                    # the queue empty queued the writes sent just after one that had queued behind them.)
-                    self.drained = True
+                    # those, and those sent here that queued since, are applied, the writes sent here go
+                    # straight in. (Waiting instead to see the queue empty also queued the writes sent
+                    # just after such a write had been answered, before the queue was listed again.)
+                    if self._applied_through >= self._own_through:
+                        self.drained = True
                     if time.monotonic() - forgotten_at > _FORGET_EVERY_SECONDS:
                         await rt.write_queue.forget_answers(ANSWER_KEEP_SECONDS)
                         forgotten_at = time.monotonic()

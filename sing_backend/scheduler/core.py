@@ -35,7 +35,7 @@ from .deploy_flow import DeployFlow
 from .entities import DeployEntry, PendingDeployEntry, PendingTaskEntry, RequestEntry, TaskEntry
 from .health import Health, HealthState, first_check_at
 from .health_flow import HealthFlow
-from .history_sink import HistorySink
+from .history_sink import HistorySink, Write
 from .lb_driver import LbDriver
 from .lb_flow import LoadBalancerFlow
 from .machines import Machines
@@ -222,7 +222,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             event["user"] = user
         if message:
             event["message"] = message
-        self.sink.put(lambda: self.history.add_request_event(event))
+        self._to_history(lambda: self.history.add_request_event(event))
 
     def _deploy_history(self, request_id: str, deploy_id: str) -> None:
         entry = self.deploys[(request_id, deploy_id)]
@@ -230,7 +230,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         state = entry.result["deployState"] if entry.result else None
         ts = entry.result["timestamp"] if entry.result else entry.marker["timestamp"]
         marker = entry.marker
-        self.sink.put(lambda: self.history.save_deploy(
+        self._to_history(lambda: self.history.save_deploy(
             request_id, deploy_id, doc, deploy_state=state, timestamp=ts, user=marker.get("user"),
             message=marker.get("message")))
 
@@ -345,6 +345,11 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             call()
         else:
             self._held_effects.append(call)
+
+    def _to_history(self, write: Write) -> None:
+        # Held as the calls to the cluster are: history must not record a change that was not saved (its
+        # caller, told so, sends it again).
+        self.effect(lambda: self.sink.put(write))
 
     # ------------------------------------------------------------------ pending queue
 
@@ -600,10 +605,10 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self._remove_pending(p.id)
         self._save_task(t)
         run_id = p.extras.get("runId")
-        self.sink.put(lambda: self.history.save_task(task, task_id=tid.id, request_id=entry.id, deploy_id=dep.id,
+        self._to_history(lambda: self.history.save_task(task, task_id=tid.id, request_id=entry.id, deploy_id=dep.id,
                                                      run_id=run_id, host=host, started_at=tid.startedAt))
         first = dict(t.updates[0])
-        self.sink.put(lambda: self.history.add_task_updates([first]))
+        self._to_history(lambda: self.history.add_task_updates([first]))
         return info
 
     @staticmethod
@@ -723,7 +728,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         log.info("task %s %s%s", task_id, state, f" ({message})" if message else "")
         task.updates.append(update)
         task.state = state
-        self.sink.put(lambda: self.history.add_task_updates([update]))
+        self._to_history(lambda: self.history.add_task_updates([update]))
         request_id = task.tid.requestId
         if state == "TASK_RUNNING":
             task.running_since = now
@@ -755,7 +760,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         final = dict(task.task)
         if task.directory:
             final["directory"] = task.directory
-        self.sink.put(lambda: self.history.save_task(
+        self._to_history(lambda: self.history.save_task(
             final, task_id=task.id, request_id=request_id, deploy_id=task.tid.deployId,
             run_id=final["taskRequest"]["pendingTask"].get("runId"), host=task.tid.host,
             started_at=task.tid.startedAt))

@@ -137,11 +137,19 @@ class DriverGateway:
 
     def start(self) -> None:
         if not self.enabled:
-            return  # disabled by a demotion before it could subscribe: it never must
+            return  # disabled by a demotion before it could subscribe
         self.driver.start()
         # The master's silence counts from the subscription attempt: start() itself can take a while
         # (pymesos first asks a possibly frozen master for /version).
         self._callbacks.last_event_at = time.monotonic()
+
+    def disable(self) -> None:
+        """Let nothing more reach the master, from any thread: calls are dropped, and the driver is told
+        to stop, so that a subscription still being set up is not made (start() may be waiting for the
+        master's /version: its driver thread then ends before it subscribes). `stop` still waits for it."""
+        self.enabled = False
+        # failover=True: the framework stays registered, so its tasks survive (False would tear it down).
+        self.driver.stop(failover=True)
 
     def silent_for(self) -> float:
         """Seconds since the master last sent anything (events or heartbeats)."""

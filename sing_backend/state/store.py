@@ -18,6 +18,10 @@ class StateUnavailable(TimeoutError):
     saved (its answer was lost, or it is still queued for a server that comes back)."""
 
 
+class TooLarge(ValueError):
+    """A batch too large for the store to save at once (see `batch`): nothing of it was saved."""
+
+
 class Gone(LookupError):
     """`take` found no document to remove: another writer removed it first."""
 
@@ -37,7 +41,7 @@ class StateStore(Protocol):
     @contextmanager
     def batch(self, split_if_too_large: bool = False) -> Iterator[None]:
         """Writes inside land together or not at all. A batch too large for the store to take at once
-        is refused (ValueError), unless `split_if_too_large`: it is then saved in parts, in order, and
+        is refused (TooLarge), unless `split_if_too_large`: it is then saved in parts, in order, and
         a failure part-way leaves the parts before it saved (the error says so)."""
         ...
 

@@ -67,7 +67,8 @@ def new_write_id() -> str:
     return uuid.uuid4().hex
 
 
-def _sequence(name: str) -> str:
+def sequence_of(name: str) -> str:
+    """A queued write's place in the queue (fixed-width digits: they sort as strings)."""
     return name.rsplit("-", 1)[-1]
 
 
@@ -195,7 +196,7 @@ class WriteQueue:
             # The first queued under the id: the one a repeat's answer will be the answer of.
             queued = [name for name in await self._children(self._queue) if name == ref or name.startswith(f"w-{ref}-")]
             if queued:
-                return min(queued, key=_sequence), None
+                return min(queued, key=sequence_of), None
             answer = await self._answer_at(answer_path)  # answered (and removed) while the queue was listed
         return (answer.get("name", ref), answer) if answer is not None else (None, None)
 
@@ -216,7 +217,7 @@ class WriteQueue:
     async def names(self) -> list[str]:
         # The server this backend is connected to may lag behind the one that took a write.
         await self._await(self._client.sync_async(self._queue))
-        return sorted(await self._children(self._queue), key=_sequence)
+        return sorted(await self._children(self._queue), key=sequence_of)
 
     async def read(self, name: str) -> Doc | None:
         try:

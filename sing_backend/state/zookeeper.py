@@ -33,7 +33,7 @@ from kazoo.exceptions import (
 )
 from kazoo.interfaces import IAsyncResult
 
-from .store import Doc, Gone, StateUnavailable
+from .store import Doc, Gone, StateUnavailable, TooLarge
 
 T = TypeVar("T")
 
@@ -185,12 +185,12 @@ class ZkStateStore:
             self._call(lambda deadline: self._commit(pending, takes, deadline, fence), fence)
             return
         if not split_if_too_large:
-            raise ValueError(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
+            raise TooLarge(f"a batch of {len(pending)} writes ({size} bytes) is too large for one ZooKeeper multi")
         parts = _split(pending)
         for i, part in enumerate(parts):
             try:
                 self._call(partial(self._commit, part, takes & part.keys(), fence=fence), fence)
-            except StateUnavailable as exc:
+            except TimeoutError as exc:  # StateUnavailable, or other clients kept changing its znodes
                 if i == 0:
                     raise
                 # Not Fenced even if it was: what came before it was saved.
@@ -242,10 +242,16 @@ class ZkStateStore:
         deadline = time.monotonic() + self._timeout
         delay = _FIRST_RETRY_DELAY
         self._batches.write_fence = fence
+        retried = False
         try:
             while True:
                 try:
                     return attempt(deadline)
+                except Fenced as exc:
+                    if not retried:
+                        raise
+                    # An earlier attempt, whose answer was lost, may have landed before the fence fell.
+                    raise StateUnavailable(f"{exc}, but an earlier attempt may or may not have been saved") from exc
                 except (ConnectionLoss, SessionExpiredError, _LookAgain) as exc:
                     if time.monotonic() + delay >= deadline:
                         if isinstance(exc, _LookAgain):
@@ -254,6 +260,7 @@ class ZkStateStore:
                     self._give_up_if_abandoned()
                     time.sleep(delay)
                     delay = min(delay * 2, _MAX_RETRY_DELAY)
+                    retried = True
         finally:
             self._batches.write_fence = None
 

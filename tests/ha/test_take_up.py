@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from sing_backend.api.app import create_app
 from sing_backend.local_backend import Backend, free_port
 from sing_backend.runtime import Runtime
 from sing_backend.settings import Settings
@@ -67,6 +69,64 @@ async def test_a_backend_demoted_while_taking_up_the_lead_never_subscribes(tmp_p
         b.create({"id": "after", "requestType": "WORKER", "instances": 1},
                  {"id": "v1", "command": "sleep 1000", "resources": {"cpus": 0.01, "memoryMb": 8}})
         await until(lambda: len(b.active_tasks("after")) == 1, 30, "b's new task running")
+    finally:
+        gate.set()
+        await a.stop()
+
+
+async def test_a_backend_elected_again_while_taking_up_the_lead_leads_once_it_is_done(tmp_path: Path,
+                                                                                       ha: dict) -> None:
+    """Demoted half-way through taking up the lead, and elected again at once (the only backend): the
+    first take-up is undone before the second runs, not after it (which stopped the second one's
+    scheduler and fenced its store off, leaving a backend that held the lead and could save nothing)."""
+    cluster, zookeeper = ha["cluster"], ha["zookeeper"]
+    port = free_port()
+    settings = Settings(mode="mesos", mesos_master=cluster.address, zk_hosts=zookeeper.hosts, zk_root=ha["root"],
+                        zk_session_timeout=2, db_url=ha["db_url"], data_dir=tmp_path / "a", port=port,
+                        advertise_url=f"http://127.0.0.1:{port}")
+    a = Runtime(settings)
+    app = create_app(settings, a)
+    reached, gate = asyncio.Event(), asyncio.Event()
+    find_master = a._find_master
+    take_ups = 0
+
+    async def first_held() -> None:
+        nonlocal take_ups
+        take_ups += 1
+        if take_ups == 1:
+            reached.set()
+            await gate.wait()
+        await find_master()
+
+    a._find_master = first_held  # type: ignore[method-assign]
+    await a.start()
+    try:
+        await asyncio.wait_for(reached.wait(), 30)
+        assert a.election is not None
+        first = a.election.lock_path()
+        a.election.resign()
+        await until(lambda: a.election.lock_path() not in (None, first), 30, "a elected again")
+        gate.set()
+        await until(lambda: a.leading and not a._transition.locked(), 30, "a leading")
+        await until(lambda: [f["active"] for f in frameworks(cluster.address)] == [True], 30,
+                    "a's framework subscribed, and no other")
+        # It schedules, and saves what it does: a request made through its API gets its task.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a/singularity",
+                                     timeout=30) as api:
+            for path, body in (("/api/requests", {"id": "after", "requestType": "WORKER", "instances": 1}),
+                               ("/api/deploys", {"deploy": {"requestId": "after", "id": "v1", "command": "sleep 1000",
+                                                            "resources": {"cpus": 0.01, "memoryMb": 8}}})):
+                r = await api.post(path, json=body)
+                assert r.status_code == 200, r.text
+
+            async def running() -> int:
+                r = await api.get("/api/tasks/active")
+                return sum(t["taskId"]["requestId"] == "after" for t in r.json())
+
+            deadline = time.monotonic() + 30
+            while await running() != 1:
+                assert time.monotonic() < deadline, "the task of the request made after the take-up never ran"
+                await asyncio.sleep(0.1)
     finally:
         gate.set()
         await a.stop()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import json
 import os
@@ -18,6 +19,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 from sing_backend.api.app import create_app
+from sing_backend.errors import ApiError
+from sing_backend.history import HistoryStore
 from sing_backend.runtime import Runtime
 from sing_backend.scheduler.core import Scheduler
 from sing_backend.scheduler.history_sink import HistorySink
@@ -297,14 +300,50 @@ async def test_a_change_cut_off_by_the_end_of_the_lead_saves_none_of_its_writes(
 
 async def test_a_change_refused_by_a_leader_stepping_down_answers_503_saying_nothing_was_saved(
         store: ZkStateStore, queue: WriteQueue, tmp_path: Path) -> None:
+    """...and nothing of it was saved: not in ZooKeeper, not in history either (a request event recorded
+    there would be recorded twice once the caller sends the change again)."""
     rt, _ = leading_runtime(store, queue, tmp_path)
-    store.fence_off()  # as the election thread does the moment the connection is suspended
+    rt.history = await HistoryStore.open(rt.settings.history_url)
+    rt.sink.start()
+    rt.scheduler = Scheduler(rt.settings, store, rt.history, rt.sink)
     app = create_app(rt.settings, rt)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sing") as client:
-        r = await client.post("/singularity/api/requests", json={"id": "late", "requestType": "WORKER"})
-    assert r.status_code == 503, r.text
-    assert "nothing of this change was saved; send it again" in r.json()["message"]
-    assert store.load("requests") == {}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sing/singularity") as api:
+            r = await api.post("/api/requests", json={"id": "saved", "requestType": "WORKER"})
+            assert r.status_code == 200, r.text
+            store.fence_off()  # as the election thread does the moment the connection is suspended
+            r = await api.post("/api/requests", json={"id": "late", "requestType": "WORKER"})
+            assert r.status_code == 503, r.text
+            assert "nothing of this change was saved; send it again" in r.json()["message"]
+            assert set(store.load("requests")) == {"saved"}
+            for request_id, events in (("saved", 1), ("late", 0)):
+                r = await api.get(f"/api/history/request/{request_id}/requests")
+                assert r.status_code == 200 and len(r.json()) == events, (request_id, r.text)
+    finally:
+        await rt.sink.close()
+        await rt.history.close()
+
+
+async def test_a_queued_write_too_large_for_one_multi_is_answered_and_not_applied_again(
+        store: ZkStateStore, queue: WriteQueue, tmp_path: Path) -> None:
+    """A queued write's change commits in one multi with the write's removal. One too large for that is
+    refused whole; the write is removed with its answer (else every next leader would apply it again and
+    fail the same way), and this backend gives up the lead, its memory being ahead of what is saved."""
+    rt, election = leading_runtime(store, queue, tmp_path)
+    name = await queue.put(new_write_id(), {"method": "POST"})
+    applying = Applying(name)
+
+    def large() -> None:
+        for n in range(20):
+            store.put("scratch", f"d{n}", {"blob": base64.b64encode(os.urandom(60_000)).decode()})
+
+    with pytest.raises(ApiError, match="too large to be made as a write queued by a standby") as refused:
+        change_as(rt, applying, large)
+    assert refused.value.status == 413
+    assert store.load("scratch") == {} and await queue.names() == []
+    assert applying.changed and not applying.abandoned and election.resigned
+    await queue.finish(name, {"status": 413, "body": "{}"}, changed=True)
+    assert (await queue.answer(name))["status"] == 413  # type: ignore[index]
 
 
 def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
