@@ -28,23 +28,30 @@ async def until(condition: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_backend_demoted_while_taking_up_the_lead_never_subscribes(tmp_path: Path, ha: dict) -> None:
-    cluster, zookeeper = ha["cluster"], ha["zookeeper"]
+def first_take_up_held(tmp_path: Path, ha: dict) -> tuple[Runtime, asyncio.Event, asyncio.Event]:
+    """A backend in mesos mode (not started) whose first take-up of the lead stops half-way, its state
+    loaded but not yet subscribed to the master, until `gate` is set; `reached` is set when it gets there."""
     port = free_port()
-    settings = Settings(mode="mesos", mesos_master=cluster.address, zk_hosts=zookeeper.hosts, zk_root=ha["root"],
-                        zk_session_timeout=2, db_url=ha["db_url"], data_dir=tmp_path / "a", port=port,
-                        advertise_url=f"http://127.0.0.1:{port}")
-    a = Runtime(settings)
-    # Hold a's take-up of the lead half-way: its state is loaded, it has not subscribed yet.
+    settings = Settings(mode="mesos", mesos_master=ha["cluster"].address, zk_hosts=ha["zookeeper"].hosts,
+                        zk_root=ha["root"], zk_session_timeout=2, db_url=ha["db_url"], data_dir=tmp_path / "a",
+                        port=port, advertise_url=f"http://127.0.0.1:{port}")
+    rt = Runtime(settings)
     reached, gate = asyncio.Event(), asyncio.Event()
-    find_master = a._find_master
+    find_master = rt._find_master
 
-    async def held() -> None:
-        reached.set()
-        await gate.wait()
+    async def first_held() -> None:
+        if not reached.is_set():
+            reached.set()
+            await gate.wait()
         await find_master()
 
-    a._find_master = held  # type: ignore[method-assign]
+    rt._find_master = first_held  # type: ignore[method-assign]
+    return rt, reached, gate
+
+
+async def test_a_backend_demoted_while_taking_up_the_lead_never_subscribes(tmp_path: Path, ha: dict) -> None:
+    cluster = ha["cluster"]
+    a, reached, gate = first_take_up_held(tmp_path, ha)
     await a.start()
     try:
         await asyncio.wait_for(reached.wait(), 30)
@@ -79,26 +86,9 @@ async def test_a_backend_elected_again_while_taking_up_the_lead_leads_once_it_is
     """Demoted half-way through taking up the lead, and elected again at once (the only backend): the
     first take-up is undone before the second runs, not after it (which stopped the second one's
     scheduler and fenced its store off, leaving a backend that held the lead and could save nothing)."""
-    cluster, zookeeper = ha["cluster"], ha["zookeeper"]
-    port = free_port()
-    settings = Settings(mode="mesos", mesos_master=cluster.address, zk_hosts=zookeeper.hosts, zk_root=ha["root"],
-                        zk_session_timeout=2, db_url=ha["db_url"], data_dir=tmp_path / "a", port=port,
-                        advertise_url=f"http://127.0.0.1:{port}")
-    a = Runtime(settings)
-    app = create_app(settings, a)
-    reached, gate = asyncio.Event(), asyncio.Event()
-    find_master = a._find_master
-    take_ups = 0
-
-    async def first_held() -> None:
-        nonlocal take_ups
-        take_ups += 1
-        if take_ups == 1:
-            reached.set()
-            await gate.wait()
-        await find_master()
-
-    a._find_master = first_held  # type: ignore[method-assign]
+    cluster = ha["cluster"]
+    a, reached, gate = first_take_up_held(tmp_path, ha)
+    app = create_app(a.settings, a)
     await a.start()
     try:
         await asyncio.wait_for(reached.wait(), 30)

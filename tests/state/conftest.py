@@ -9,7 +9,7 @@ import pytest
 from sing_backend.state.sqlite import SqliteStateStore
 from sing_backend.state.store import StateStore
 from sing_backend.state.zookeeper import ZkStateStore
-from tests.servers import ZooKeeperServer
+from tests.servers import ZooKeeperServer, require_zookeeper
 from tests.servers import zookeeper as zookeeper  # the session's ZooKeeper server, a fixture
 
 OpenStore = Callable[[], StateStore]
@@ -41,3 +41,15 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
 @pytest.fixture
 def store(open_store: OpenStore) -> StateStore:
     return open_store()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ZooKeeperServer]:
+    """A ZooKeeper server of the test's own, to stop, freeze and restart."""
+    require_zookeeper()
+    server = ZooKeeperServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

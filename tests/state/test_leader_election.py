@@ -5,25 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from kazoo.client import KazooClient, KazooState
 
 from sing_backend.leader import LeaderElection
-from tests.servers import ZooKeeperServer, require_zookeeper
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ZooKeeperServer]:
-    require_zookeeper()
-    server = ZooKeeperServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.servers import ZooKeeperServer
 
 
 def test_a_win_that_lands_after_the_connection_was_suspended_is_not_taken_up(server: ZooKeeperServer) -> None:

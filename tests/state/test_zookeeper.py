@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -21,7 +20,7 @@ from kazoo.client import KazooClient
 from sing_backend.state import zookeeper
 from sing_backend.state.store import StateUnavailable
 from sing_backend.state.zookeeper import COMPRESS_OVER, MAX_REQUEST_BYTES, Fenced, ZkStateStore
-from tests.servers import ZooKeeperServer, require_zookeeper
+from tests.servers import ZooKeeperServer
 
 from .test_store_contract import large_doc
 
@@ -50,18 +49,6 @@ def store(zookeeper: ZooKeeperServer, root: str) -> Iterator[ZkStateStore]:
     opened = ZkStateStore(zookeeper.hosts, root=root)
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ZooKeeperServer]:
-    """A ZooKeeper server of the test's own, to stop, freeze and restart."""
-    require_zookeeper()
-    server = ZooKeeperServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_one_znode_per_document_with_encoded_keys(store: ZkStateStore, raw: KazooClient, root: str) -> None:
