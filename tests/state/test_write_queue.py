@@ -19,6 +19,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from sing_backend.api.app import create_app
+from sing_backend.api.queued_writes import QueuedWriteApplier
 from sing_backend.errors import ApiError
 from sing_backend.history import HistoryStore
 from sing_backend.runtime import Runtime
@@ -344,6 +345,66 @@ async def test_a_queued_write_too_large_for_one_multi_is_answered_and_not_applie
     assert applying.changed and not applying.abandoned and election.resigned
     await queue.finish(name, {"status": 413, "body": "{}"}, changed=True)
     assert (await queue.answer(name))["status"] == 413  # type: ignore[index]
+
+
+async def test_a_write_that_queued_on_the_new_leader_is_not_overtaken_by_one_sent_after_it(
+        store: ZkStateStore, queue: WriteQueue, tmp_path: Path, zookeeper: ZooKeeperServer) -> None:
+    """A new leader first applies the writes queued before it was elected; a write sent to it meanwhile
+    queues behind them, and may be answered 202 while it waits. A write sent after that one must not be
+    applied before it: the last write sent holds (here, the last scale)."""
+    settings = Settings(data_dir=tmp_path, mode="mesos", mesos_master="127.0.0.1:5050", zk_hosts=zookeeper.hosts,
+                        db_url=f"sqlite+aiosqlite:///{tmp_path / 'history.db'}", standby_write_wait_seconds=0.2)
+    rt = Runtime(settings)
+    rt.store, rt.write_queue = store, queue
+    rt.scheduler = Scheduler(settings, store, None, HistorySink())
+    rt._loop = asyncio.get_running_loop()
+    await asyncio.to_thread(queue.watch, rt._write_queue_changed_from_thread)  # wakes the applier
+    app = create_app(settings, rt)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sing/singularity",
+                                 timeout=30) as api:
+        # Queued on a standby before the election: "svc" is created with 1 instance.
+        r = await api.post("/api/requests", json={"id": "svc", "requestType": "WORKER", "instances": 1})
+        assert r.status_code == 202, r.text
+        # Elected: the applier's first pass is held before it applies the write it found.
+        rt.leading = True
+        applier = QueuedWriteApplier(rt, app)
+        apply = applier._apply
+        in_first_pass, first_pass, scale_held, release = (asyncio.Event() for _ in range(4))
+
+        async def held(client: httpx.AsyncClient, name: str) -> bool:
+            if write_id_of(name) == "scale5":
+                scale_held.set()
+                await release.wait()
+            elif not first_pass.is_set():
+                in_first_pass.set()
+                await first_pass.wait()
+            return await apply(client, name)
+
+        applier._apply = held  # type: ignore[method-assign]
+        rt._applier = applier
+        applier.start()
+        try:
+            await asyncio.wait_for(in_first_pass.wait(), 10)  # the queue is listed: svc's creation is next
+            # Sent to the leader during that first pass: it queues, and is answered 202 before it is applied.
+            r = await api.put("/api/requests/request/svc/scale", json={"instances": 5},
+                              headers={"X-Sing-Write-Id": "scale5"})
+            assert r.status_code == 202, r.text
+            first_pass.set()
+            await asyncio.wait_for(scale_held.wait(), 10)  # the first pass is done; scale5 is next
+            # Sent after the 202: it must not overtake scale5.
+            r = await api.put("/api/requests/request/svc/scale", json={"instances": 3})
+            assert r.status_code in (200, 202), r.text  # 202: queued behind scale5, not applied yet
+            release.set()
+            deadline = time.monotonic() + 10
+            while await queue.names():
+                assert time.monotonic() < deadline, "the queued writes were not applied"
+                await asyncio.sleep(0.05)
+            r = await api.get("/api/requests/request/svc")
+            assert r.json()["request"]["instances"] == 3
+        finally:
+            release.set()
+            first_pass.set()
+            await applier.stop()
 
 
 def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
