@@ -242,15 +242,10 @@ class Runtime:
             self.scheduler = await asyncio.to_thread(self._new_scheduler)
             self._check_elected(lock)
         self._lead_lock = lock
-        st = self.settings
         await self._find_master()
         # Set before the check: a demotion from here on finds this gateway and disables it (its driver
         # stops before it subscribes, or at once if it has); one before it is caught by the check.
-        self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
-                                     framework_name=st.framework_name, role=st.framework_role,
-                                     principal=st.framework_principal, secret=st.framework_secret,
-                                     failover_timeout=st.framework_failover_timeout_seconds,
-                                     call_timeout=st.mesos_call_timeout_seconds)
+        self.gateway = self._new_gateway()
         self._check_elected(lock)
         self.scheduler.gateway = self.gateway
         self.scheduler.start()
@@ -309,19 +304,21 @@ class Runtime:
             self.scheduler.on_disconnected()
             await asyncio.to_thread(gateway.stop)
             await self._find_master()
-            self.gateway = DriverGateway(self.scheduler, self.master_address, self._loop,
-                                         framework_name=self.settings.framework_name,
-                                         role=self.settings.framework_role,
-                                         principal=self.settings.framework_principal,
-                                         secret=self.settings.framework_secret,
-                                         failover_timeout=self.settings.framework_failover_timeout_seconds,
-                                         call_timeout=self.settings.mesos_call_timeout_seconds)
+            self.gateway = self._new_gateway()
             if not self._still_elected(self._lead_lock):
                 return  # demoted meanwhile: the step-down stops the rest
             self.scheduler.gateway = self.gateway
             # Off the event loop: against a master that is still silent, pymesos' start() blocks in
             # its /version request, and the API must keep answering meanwhile.
             await asyncio.to_thread(self.gateway.start)
+
+    def _new_gateway(self) -> DriverGateway:
+        """A driver for the current scheduler and master, not started."""
+        st = self.settings
+        return DriverGateway(self.scheduler, self.master_address, self._loop, framework_name=st.framework_name,
+                             role=st.framework_role, principal=st.framework_principal, secret=st.framework_secret,
+                             failover_timeout=st.framework_failover_timeout_seconds,
+                             call_timeout=st.mesos_call_timeout_seconds)
 
     async def _find_master(self) -> None:
         """Pick the master to subscribe to from the configured list again: the one picked before may
