@@ -7,11 +7,14 @@ trip to a query process that lists nothing (its snapshot's one SELECT), idle and
 listing built on that path can be faster than it.
 Targets: >= 30,000 rows/s; query p99 during the writes <= 1.2x idle.
 
+With --rate, the scheduler's hand-over is paced to that many rows/s (a round no sooner than its share of
+the time): whether the query's p99 during the writes depends on how fast they come.
+
 MariaDB runs twice: on the machine's shared server (127.0.0.1:3306, whatever its configuration; Debian's
 default buffer pool is 128 MiB, less than the history of 100,000 tasks), and on a server of the
 benchmark's own with the buffer pool and redo log a production server would have for this data
 (1 GiB, 512 MiB).
-Usage: python -m bench.history_offload [--tasks 100000] [--runs 1] [--db sqlite|shared|sized ...]
+Usage: python -m bench.history_offload [--tasks 100000] [--runs 1] [--db sqlite|shared|sized ...] [--rate ROWS]
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ async def loop_lags(stop: asyncio.Event, out: list[float]) -> None:
         out.append((time.perf_counter() - start) * 1000 - 1)
 
 
-async def run(url: str, tasks: int) -> tuple[float, float, float, float, float, float]:
+async def run(url: str, tasks: int, rate: float | None = None) -> tuple[float, float, float, float, float, float]:
     tune_interpreter()  # as the backend runs
     store = await HistoryStore.open(url)
     freeze_heap()
@@ -118,6 +121,8 @@ async def run(url: str, tasks: int) -> tuple[float, float, float, float, float, 
             # a round is handed over while the previous one is committed.
             if committing is not None:
                 await committing
+            if rate is not None:
+                await asyncio.sleep(start + rows / rate - time.perf_counter())  # no-op when behind
             committing = asyncio.create_task(store.flush())
         await store.flush()
         elapsed = time.perf_counter() - start
@@ -134,21 +139,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1, help="runs per database; the figures are their medians")
+    parser.add_argument("--rate", type=float, help="hand the rows over at this many per second at most")
     parser.add_argument("--db", choices=("sqlite", "shared", "sized"), action="append",
                         help="only these databases (repeatable; default: all three)")
     args = parser.parse_args()
     dbs = set(args.db or ("sqlite", "shared", "sized"))
-    print(f"History volume: {args.tasks} finished tasks (1 task row + 3 updates each), "
+    paced = f", handed over at {args.rate:.0f} rows/s at most" if args.rate else ""
+    print(f"History volume: {args.tasks} finished tasks (1 task row + 3 updates each){paced}, "
           f"median of {args.runs} run(s)")
     results: dict[str, list[tuple[float, float, float, float, float, float]]] = {}
     for _ in range(args.runs):
         if "sqlite" in dbs:
             with tempfile.TemporaryDirectory() as tmp:
                 results.setdefault("SQLite", []).append(
-                    asyncio.run(run(f"sqlite+aiosqlite:///{Path(tmp) / 'h.db'}", args.tasks)))
+                    asyncio.run(run(f"sqlite+aiosqlite:///{Path(tmp) / 'h.db'}", args.tasks, args.rate)))
         if "shared" in dbs:
             with mysql_database() as url:
-                results.setdefault("MariaDB, shared server", []).append(asyncio.run(run(url, args.tasks)))
+                results.setdefault("MariaDB, shared server", []).append(asyncio.run(run(url, args.tasks, args.rate)))
         if "sized" not in dbs:
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +163,7 @@ def main() -> None:
             server.start()
             try:
                 results.setdefault("MariaDB, sized server", []).append(
-                    asyncio.run(run(server.create_database(), args.tasks)))
+                    asyncio.run(run(server.create_database(), args.tasks, args.rate)))
             finally:
                 server.close()
     for name, runs in results.items():
