@@ -7,13 +7,20 @@ writes and the pure merge of a database page with them; the store does the SQL.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import islice
 from typing import Any
 
+from sortedcontainers import SortedList
+
 Row = dict[str, Any]
+# The columns a task listing filters and sorts on are the task's identity: its id says its request,
+# deploy, host and start, and its run is its pending task's, which a later save may give if an earlier
+# one did not. So a database row out of date in its document or status lists where the task's newest
+# save does, or (a run id given since) not at all under a filter on the run.
+IDENTITY = ("request_id", "deploy_id", "host", "started_at", "task_id_body")
 
 
 class Kind(Enum):
@@ -65,8 +72,32 @@ class PendingWrites:
         self._tasks: dict[str, PendingTask] = {}
         self._tasks_by_request: dict[str, set[str]] = {}
         self._unknown_request: set[str] = set()  # tasks known so far only by updates without a taskId object
+        # The tasks with a queued save, in listing order (startedAt, then id), of all requests and of each:
+        # a listing's page takes the first few without going through a backlog of tens of thousands.
+        self._saved = SortedList()
+        self._saved_by_request: dict[str, SortedList] = {}
+        # The tasks with queued updates and no queued save, of all requests and of each: a listing reads
+        # their rows to place them. (Those of no known request are in _unknown_request too.)
+        self._updates_only: set[str] = set()
+        self._updates_only_by_request: dict[str, set[str]] = {}
+
+    def check_saves(self, rows: list[Row]) -> None:
+        """Refuse (ValueError) a save that gives a task other identity columns than its save still queued
+        (see IDENTITY), or another run id than one it gave; nothing is changed."""
+        for row in rows:
+            task = self._tasks.get(row["task_id"])
+            if task is None or not task.saves:
+                continue
+            queued = task.saves[-1][1]
+            changed = [column for column in IDENTITY if row.get(column) != queued.get(column)]
+            if queued.get("run_id") is not None and row.get("run_id") != queued["run_id"]:
+                changed.append("run_id")
+            if changed:
+                raise ValueError(f"task {row['task_id']}: a save cannot change {', '.join(changed)} "
+                                 f"(a task's identity; only its document changes)")
 
     def add(self, write: Write) -> None:
+        """Index a write (its saves accepted by `check_saves`)."""
         kind, seq = write.kind, write.seq
         for row in write.rows:
             entry = (seq, row)
@@ -84,6 +115,14 @@ class PendingWrites:
                     task.request_id = request_id
                     self._tasks_by_request.setdefault(request_id, set()).add(task_id)
                     self._unknown_request.discard(task_id)
+                # After the request is set: an update that gives it files the task under it here.
+                if kind is Kind.TASK and not task.saves:
+                    self._mark_updates_only(task_id, task, False)
+                    key = (row["started_at"], task_id)
+                    self._saved.add(key)
+                    self._saved_by_request.setdefault(row["request_id"], SortedList()).add(key)
+                elif kind is Kind.TASK_UPDATE and not task.saves:
+                    self._mark_updates_only(task_id, task, True)
                 _entries(task, kind).append(entry)
 
     def forget(self, write: Write) -> None:
@@ -97,6 +136,17 @@ class PendingWrites:
             else:
                 task = self._tasks[row["task_id"]]
                 _entries(task, kind).pop(0)
+                if kind is Kind.TASK and not task.saves:
+                    key = (row["started_at"], row["task_id"])
+                    self._saved.remove(key)
+                    by_request = self._saved_by_request[row["request_id"]]
+                    by_request.remove(key)
+                    if not by_request:
+                        del self._saved_by_request[row["request_id"]]
+                    if task.updates:
+                        self._mark_updates_only(row["task_id"], task, True)
+                elif kind is Kind.TASK_UPDATE and not task.updates:
+                    self._mark_updates_only(row["task_id"], task, False)
                 if not (task.saves or task.updates or task.checks):
                     del self._tasks[row["task_id"]]
                     self._unknown_request.discard(row["task_id"])
@@ -105,6 +155,19 @@ class PendingWrites:
                         ids.discard(row["task_id"])
                         if not ids:
                             del self._tasks_by_request[task.request_id]
+
+    def _mark_updates_only(self, task_id: str, task: PendingTask, updates_only: bool) -> None:
+        by_request = None if task.request_id is None else self._updates_only_by_request
+        if updates_only:
+            self._updates_only.add(task_id)
+            if by_request is not None:
+                by_request.setdefault(task.request_id, set()).add(task_id)
+            return
+        self._updates_only.discard(task_id)
+        if by_request is not None and (ids := by_request.get(task.request_id)) is not None:
+            ids.discard(task_id)
+            if not ids:
+                del by_request[task.request_id]
 
     # Copies taken before a query's first await: the writer may commit (and forget) meanwhile, and the
     # query's snapshot then holds those writes, which the seq filter accounts for.
@@ -126,47 +189,37 @@ class PendingWrites:
         first: int | None = None,
         descending: bool = True,
         listed: Callable[[Row], bool] | None = None,
-    ) -> tuple[dict[str, PendingTask], list[str]]:
+    ) -> dict[str, PendingTask]:
         """Queued saves and updates of the tasks of a request (every task with None) for a task listing,
         each row cut to what a listing reads: they are sent to a query process, and the documents were
         most of the bytes. A task known only by its id (an update without its taskId object) is included
         in every request's, to be sorted out against its database row.
 
-        With `first`, of the tasks with a queued save only the first `first` (by startedAt, then id) whose
-        last save passes `listed` are included: the listing's page ends before the others. That holds
-        only when the listing does not filter on status or updatedAt, which the saves do not give. The
-        ids of the others come second: their rows in the database may be out of date (a save can change
-        any column), so the listing leaves those rows out."""
+        With `first`, of the tasks with a queued save only the first `first` in listing order whose last
+        save passes `listed` are included: the listing's page ends before the others. That holds only
+        when the listing does not filter on status or updatedAt, which the saves do not give. The
+        others' rows in the database need not be left out of the listing: they list where their queued
+        saves would (see IDENTITY), after the first `first`, or not at all."""
         if request_id is None:
-            chosen: Iterable[str] = self._tasks
+            order: SortedList = self._saved
+            updates_only: set[str] = self._updates_only
         else:
-            chosen = [*self._tasks_by_request.get(request_id, ()), *self._unknown_request]
-        saved: list[str] = []
-        unsaved: list[str] = []
-        for task_id in chosen:
-            task = self._tasks[task_id]
-            if task.saves:
-                saved.append(task_id)
-            elif task.updates:
-                unsaved.append(task_id)
-        left_out: list[str] = []
-        if first is not None and len(saved) > first:
-            rows = ((self._tasks[task_id].saves[-1][1], task_id) for task_id in saved)
-            passing = [pair for pair in rows if listed is None or listed(pair[0])]
-            pick = heapq.nlargest if descending else heapq.nsmallest
-            picked = [task_id for _, task_id in pick(first, passing, key=_save_order)]
-            kept = set(picked)
-            left_out = [task_id for task_id in saved if task_id not in kept]
-            saved = picked
+            order = self._saved_by_request.get(request_id, SortedList())
+            updates_only = (self._updates_only_by_request.get(request_id, set())
+                            | (self._unknown_request & self._updates_only))
+        keys = reversed(order) if descending else iter(order)
+        saved = (task_id for _, task_id in keys)
+        if first is not None and listed is not None:
+            saved = (task_id for task_id in saved if listed(self._tasks[task_id].saves[-1][1]))
         views = {}
-        for task_id in [*saved, *unsaved]:
+        for task_id in [*islice(saved, first), *updates_only]:
             task = self._tasks[task_id]
             views[task_id] = PendingTask(
                 task.request_id,
                 [(seq, {key: row[key] for key in _LISTED_SAVE}) for seq, row in task.saves],
                 [(seq, {key: row[key] for key in _LISTED_UPDATE}) for seq, row in task.updates],
             )
-        return views, left_out
+        return views
 
 
 _LISTED_SAVE = ("task_id", "request_id", "deploy_id", "run_id", "host", "started_at", "task_id_body")
@@ -177,10 +230,6 @@ def _entries(task: PendingTask, kind: Kind) -> list[tuple[int, Row]]:
     if kind is Kind.TASK_UPDATE:
         return task.updates
     return task.saves if kind is Kind.TASK else task.checks
-
-
-def _save_order(pair: tuple[Row, str]) -> tuple[int, str]:
-    return pair[0]["started_at"], pair[1]
 
 
 def _pop_first(index: dict[Any, list[tuple[int, Row]]], key: Any) -> None:

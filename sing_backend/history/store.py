@@ -230,7 +230,12 @@ class HistoryStore:
         host: str,
         started_at: int,
     ) -> None:
-        """Record a SingularityTask; saving it again replaces the document but keeps its status."""
+        """Record a SingularityTask; saving it again replaces the document but keeps its status. The other
+        arguments are the task's identity (its id says them; the run is its pending task's): every save of
+        a task must give the same ones, except that a run id may come with a later save. A save that
+        differs from one still queued is refused with ValueError. One that differs from a committed save
+        is not seen: the task keeps what it was first saved with (listings show the other only while that
+        save is queued)."""
         row = {
             "task_id": task_id,
             "request_id": request_id,
@@ -338,9 +343,9 @@ class HistoryStore:
         listed = None
         if equal or started_before is not None or started_after is not None:
             listed = partial(_listed, equal=equal, below=below, above=above)
-        queued, left_out = self._pending.tasks(request_id, first=first, descending=order_desc, listed=listed)
+        queued = self._pending.tasks(request_id, first=first, descending=order_desc, listed=listed)
         return await self._read(partial(
-            _task_ids_query, queued=queued, left_out=left_out, equal=equal, below=below, above=above,
+            _task_ids_query, queued=queued, equal=equal, below=below, above=above,
             order_desc=order_desc, offset=offset, count=count,
         ))
 
@@ -368,6 +373,8 @@ class HistoryStore:
             await self._room.wait()
             if self._closing:
                 raise RuntimeError("the history store is closed")
+        if kind is Kind.TASK:
+            self._pending.check_saves(rows)
         self._seq += 1
         write = Write(self._seq, kind, rows)
         self._pending.add(write)
@@ -654,7 +661,6 @@ def _task_ids_query(
     committed: int,
     *,
     queued: dict[str, PendingTask],
-    left_out: list[str],
     equal: dict[str, str],
     below: dict[str, int | None],
     above: dict[str, int | None],
@@ -662,15 +668,15 @@ def _task_ids_query(
     offset: int,
     count: int,
 ) -> list[Doc]:
-    """A page of task listing. `queued` are the queued writes of the tasks that can reach the page;
-    `left_out` the tasks with a queued save that cannot, which are neither in `queued` nor in the page."""
+    """A page of task listing. `queued` are the queued writes of the tasks that can reach the page (see
+    PendingWrites.tasks)."""
     wanted = partial(_listed, equal=equal, below=below, above=above)
     views = {task_id: view for task_id, q in queued.items() if (view := q.after(committed))}
     # Overlay rows after the first offset + count cannot reach the page: as many rows precede each.
     overlay = sorted((task for task in _tasks_with(conn, views) if wanted(task)), key=_by_start,
                      reverse=order_desc)[: offset + count]
     # Their rows, as the queued writes change them, are the overlay's (or beyond the page).
-    excluded = [*views, *left_out]
+    excluded = list(views)
     bounds = {f"below_{column}": bound for column, bound in below.items() if bound is not None}
     bounds.update((f"above_{column}", bound) for column, bound in above.items() if bound is not None)
     stmt = _task_ids_statement(tuple(equal), tuple(bounds), order_desc, bool(excluded))

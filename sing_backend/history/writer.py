@@ -24,7 +24,7 @@ from itertools import count as counter
 from typing import Any
 
 from pymysql.constants import SERVER_STATUS
-from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy import bindparam, event, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
@@ -284,10 +284,16 @@ async def _upsert_tasks(conn: AsyncConnection, rows: list[dict[str, Any]], updat
             status, updated_at = follow_updates(row["started_at"], status_updates.get(task_id, []))
             inserts.append({**row, "last_task_status": status, "updated_at": updated_at})
         await _insert(conn, TaskHistoryRow, inserts)
-    # A second save replaces the document; the status columns belong to the updates.
-    again = [{**row, "b_task_id": row["task_id"]} for task_id, row in latest.items() if task_id in existing]
+    # A second save replaces the document, and gives the run id if the task had none: the status columns
+    # belong to the updates, and the others are the task's identity, which no save changes (pending.py).
+    again = [{"b_body": row["body"], "b_run_id": row["run_id"], "b_task_id": task_id}
+             for task_id, row in latest.items() if task_id in existing]
     if again:
-        replace = update(TaskHistoryRow).where(TaskHistoryRow.task_id == bindparam("b_task_id"))
+        replace = (
+            update(TaskHistoryRow)
+            .where(TaskHistoryRow.task_id == bindparam("b_task_id"))
+            .values(body=bindparam("b_body"), run_id=func.coalesce(TaskHistoryRow.run_id, bindparam("b_run_id")))
+        )
         await _execute_chunked(conn, replace, again)
     return set(new)
 

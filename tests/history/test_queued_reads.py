@@ -129,6 +129,7 @@ async def test_task_listings_with_queued_writes_equal_the_committed_ones(
 ) -> None:
     rng = random.Random(seed)
     tasks: list[str] = []
+    documents: dict[str, dict[str, Any]] = {}
 
     async def some_writes(n: int) -> None:
         for _ in range(n):
@@ -137,6 +138,15 @@ async def test_task_listings_with_queued_writes_equal_the_committed_ones(
                 task = make_task(rng.choice("ab"), rng.choice(["v1", "v2"]), 1000 + len(tasks) * 10 + rng.randrange(5),
                                  instance_no=len(tasks))
                 tasks.append(await save(store, task))
+                documents[tasks[-1]] = task
+            elif roll < 0.5:
+                # Saved again (a task's last save, when it ends): a new document, the same identity. While
+                # it is queued, the task's committed row is out of date.
+                again = rng.choice(tasks)
+                await store.save_task(
+                    {**documents[again], "again": roll}, task_id=again, request_id=documents[again]["taskId"][
+                        "requestId"], deploy_id=documents[again]["taskId"]["deployId"], run_id=None,
+                    host=documents[again]["taskId"]["host"], started_at=documents[again]["taskId"]["startedAt"])
             elif roll < 0.9:
                 # Status changes, some stamped older than what the task has (delivered out of order).
                 await store.add_task_updates([update(rng.choice(tasks), rng.randrange(1000, 1400), rng.choice(STATES))])
@@ -145,6 +155,7 @@ async def test_task_listings_with_queued_writes_equal_the_committed_ones(
                 task = make_task(rng.choice("ab"), "v1", 1000 + len(tasks) * 10, instance_no=len(tasks))
                 await store.add_task_updates([update(task["taskId"]["id"], 1350, "TASK_RUNNING")])
                 tasks.append(await save(store, task))
+                documents[tasks[-1]] = task
 
     await some_writes(200)
     await store.flush()
@@ -187,33 +198,35 @@ async def test_request_and_deploy_history_with_queued_writes_equal_the_committed
     assert [await query() for query in queries] == while_queued
 
 
-async def test_a_task_saved_again_with_other_columns_is_listed_as_saved_last(
+async def test_a_save_replaces_the_document_and_never_the_identity_of_a_task(
     store: HistoryStore, history_db: str
 ) -> None:
-    """Saving a task again replaces every column. While the new save is queued, the task's committed row
-    is out of date, also when the task lies beyond the page of a listing that looks at few queued tasks."""
-    async def save_as(task_id: str, host: str, started_at: int) -> None:
-        task = make_task("r", "v1", started_at, host=host)
+    """A task's request, deploy, run, host and start are its identity: listings place a task whose save
+    is queued by that save, and its database row, left in the listing, must list the same. A save that
+    would change them is refused while the task's earlier save is queued, and does not change them once
+    it is committed; the document is what a save replaces."""
+    async def save_as(task_id: str, host: str, started_at: int, note: str) -> None:
+        task = {**make_task("r", "v1", started_at, host=host), "note": note}
         await store.save_task(task, task_id=task_id, request_id="r", deploy_id="v1", run_id=None, host=host,
                               started_at=started_at)
 
-    moved = await save(store, make_task("r", "v1", 250, host="a"))
+    first = await save(store, make_task("r", "v1", 250, host="a"))
     await store.flush()
-    listings: list[Query] = [
-        lambda: store.request_task_ids("r", host="a", count=2),
-        lambda: store.request_task_ids("r", count=1, page=2),
-        lambda: store.request_task_ids(None, count=1),
-        lambda: store.request_task_ids("r", count=2, order_desc=False),
-    ]
-    async with queued(store, history_db):
-        others = [await save(store, make_task("r", "v1", started_at, host="a")) for started_at in (300, 200, 150)]
-        await save_as(moved, "b", 100)  # another host, and now the oldest
-        while_queued = [await timed(listing()) for listing in listings]
-    committed = [await listing() for listing in listings]
-    assert committed == while_queued
-    assert [t["taskId"]["id"] for t in committed[0]] == others[:2]  # host a: no longer the moved task
-    # The oldest now: listed first from the oldest, with what its last save says.
-    assert [(t["taskId"]["startedAt"], t["taskId"]["host"]) for t in committed[3]] == [(100, "b"), (150, "a")]
+    with writer_held(history_db):
+        queued_first = await save(store, make_task("r", "v1", 100, host="a"))
+        with pytest.raises(ValueError, match="host, started_at"):
+            await save_as(queued_first, "b", 50, "moved while queued")
+        await save_as(first, "b", 50, "moved once committed")  # the committed save: not seen here
+        await asyncio.sleep(0.05)
+    await store.flush()
+    listed = [(t["taskId"]["id"], t["taskId"]["host"], t["taskId"]["startedAt"])
+              for t in await store.request_task_ids("r")]
+    assert listed == [(first, "a", 250), (queued_first, "a", 100)]
+    assert [t["taskId"]["id"] for t in await store.request_task_ids("r", host="b")] == []
+    history = await store.task_history(first)
+    assert history is not None and history["task"]["note"] == "moved once committed"
+    history = await store.task_history(queued_first)
+    assert history is not None and "note" not in history["task"]
 
 
 async def test_queries_racing_commits_see_each_write_once(store: HistoryStore) -> None:
