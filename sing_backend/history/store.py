@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Select, asc, bindparam, delete, desc, func, i
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..ids import TaskId
 from ..models.common import TERMINAL_TASK_STATES
 from . import db
 from .db import make_engine, migrate_engine
@@ -231,11 +232,13 @@ class HistoryStore:
         started_at: int,
     ) -> None:
         """Record a SingularityTask; saving it again replaces the document but keeps its status. The other
-        arguments are the task's identity (its id says them; the run is its pending task's): every save of
-        a task must give the same ones, except that a run id may come with a later save. A save that
-        differs from one still queued is refused with ValueError. One that differs from a committed save
-        is not seen: the task keeps what it was first saved with (listings show the other only while that
-        save is queued)."""
+        arguments are the task's identity: its id says its request, deploy and start, which must agree
+        with it (ValueError), and the host must be its taskId's. Its run is its pending task's, which a
+        later save may give if an earlier one did not; a save that changes a run id still queued is
+        refused (ValueError), and one that changes a committed run id is not seen: the task keeps the
+        run id first saved (listings show the other only while that save is queued)."""
+        _check_identity(task, task_id=task_id, request_id=request_id, deploy_id=deploy_id, host=host,
+                        started_at=started_at)
         row = {
             "task_id": task_id,
             "request_id": request_id,
@@ -517,6 +520,19 @@ class HistoryStore:
                 await conn.execute(delete(TaskHealthcheckRow).where(TaskHealthcheckRow.task_id.in_(task_ids)))
                 result = await conn.execute(delete(TaskHistoryRow).where(TaskHistoryRow.task_id.in_(task_ids)))
                 deleted += result.rowcount
+
+
+def _check_identity(task: Doc, *, task_id: str, request_id: str, deploy_id: str, host: str, started_at: int) -> None:
+    """A task's listing columns must be what its id says (see pending.IDENTITY): no save can change them."""
+    said = TaskId.parse(task_id)
+    wrong = [name for name, given, expected in (
+        ("request_id", request_id, said.requestId), ("deploy_id", deploy_id, said.deployId),
+        ("started_at", started_at, said.startedAt), ("host", host, task["taskId"].get("host")),
+        ("taskId.id", task["taskId"].get("id"), task_id),
+        ("taskId.sanitizedHost", task["taskId"].get("sanitizedHost"), said.sanitizedHost),
+    ) if given != expected]
+    if wrong:
+        raise ValueError(f"task {task_id}: {', '.join(wrong)} disagree with the task's id")
 
 
 # Queries (they run in the query processes: see readers.py) ----------------------------------------

@@ -201,32 +201,31 @@ async def test_request_and_deploy_history_with_queued_writes_equal_the_committed
 async def test_a_save_replaces_the_document_and_never_the_identity_of_a_task(
     store: HistoryStore, history_db: str
 ) -> None:
-    """A task's request, deploy, run, host and start are its identity: listings place a task whose save
-    is queued by that save, and its database row, left in the listing, must list the same. A save that
-    would change them is refused while the task's earlier save is queued, and does not change them once
-    it is committed; the document is what a save replaces."""
-    async def save_as(task_id: str, host: str, started_at: int, note: str) -> None:
-        task = {**make_task("r", "v1", started_at, host=host), "note": note}
-        await store.save_task(task, task_id=task_id, request_id="r", deploy_id="v1", run_id=None, host=host,
-                              started_at=started_at)
-
+    """A task's request, deploy, host and start are its identity (its id says them) and its run is its
+    pending task's: listings place a task whose save is queued by that save, and its database row, left
+    in the listing, must list the same. A save that disagrees with the task's id is refused, whether the
+    task's earlier save is queued or committed; a run id may come with a later save, and then stays."""
     first = await save(store, make_task("r", "v1", 250, host="a"))
     await store.flush()
     with writer_held(history_db):
-        queued_first = await save(store, make_task("r", "v1", 100, host="a"))
-        with pytest.raises(ValueError, match="host, started_at"):
-            await save_as(queued_first, "b", 50, "moved while queued")
-        await save_as(first, "b", 50, "moved once committed")  # the committed save: not seen here
+        queued_first = await save(store, make_task("r", "v1", 100, host="a"), run_id="run-1")
+        for task_id in (first, queued_first):
+            moved = make_task("r", "v1", 50, host="b")  # another start and host, under the same task id
+            moved["taskId"]["id"] = task_id
+            with pytest.raises(ValueError, match="started_at, taskId.sanitizedHost"):
+                await store.save_task(moved, task_id=task_id, request_id="r", deploy_id="v1", run_id=None,
+                                      host="b", started_at=50)
+        with pytest.raises(ValueError, match="run_id"):
+            await save(store, make_task("r", "v1", 100, host="a"), run_id="run-2")
+        await save(store, {**make_task("r", "v1", 250, host="a"), "note": "saved again"}, run_id="run-3")
         await asyncio.sleep(0.05)
-    await store.flush()
-    listed = [(t["taskId"]["id"], t["taskId"]["host"], t["taskId"]["startedAt"])
-              for t in await store.request_task_ids("r")]
-    assert listed == [(first, "a", 250), (queued_first, "a", 100)]
-    assert [t["taskId"]["id"] for t in await store.request_task_ids("r", host="b")] == []
+        while_queued = [await timed(store.request_task_ids("r", run_id=run)) for run in (None, "run-1", "run-3")]
+    committed = [await store.request_task_ids("r", run_id=run) for run in (None, "run-1", "run-3")]
+    assert committed == while_queued
+    assert [(t["taskId"]["id"], t["taskId"]["host"], t["taskId"]["startedAt"], t.get("runId"))
+            for t in committed[0]] == [(first, "a", 250, "run-3"), (queued_first, "a", 100, "run-1")]
     history = await store.task_history(first)
-    assert history is not None and history["task"]["note"] == "moved once committed"
-    history = await store.task_history(queued_first)
-    assert history is not None and "note" not in history["task"]
+    assert history is not None and history["task"]["note"] == "saved again"
 
 
 async def test_queries_racing_commits_see_each_write_once(store: HistoryStore) -> None:
