@@ -70,16 +70,14 @@ class PendingWrites:
         self._events: dict[str, list[tuple[int, Row]]] = {}
         self._deploys: dict[tuple[str, str], list[tuple[int, Row]]] = {}
         self._tasks: dict[str, PendingTask] = {}
-        self._tasks_by_request: dict[str, set[str]] = {}
-        self._unknown_request: set[str] = set()  # tasks known so far only by updates without a taskId object
         # The tasks with a queued save, in listing order (startedAt, then id), of all requests and of each:
         # a listing's page takes the first few without going through a backlog of tens of thousands.
         self._saved = SortedList()
         self._saved_by_request: dict[str, SortedList] = {}
-        # The tasks with queued updates and no queued save, of all requests and of each: a listing reads
-        # their rows to place them. (Those of no known request are in _unknown_request too.)
+        # The tasks with queued updates and no queued save, of all requests and of each (None: tasks known
+        # so far only by updates without a taskId object): a listing reads their rows to place them.
         self._updates_only: set[str] = set()
-        self._updates_only_by_request: dict[str, set[str]] = {}
+        self._updates_only_by_request: dict[str | None, set[str]] = {}
 
     def check_saves(self, rows: list[Row]) -> None:
         """Refuse (ValueError) a save that gives a task other identity columns than its save still queued
@@ -110,12 +108,11 @@ class PendingWrites:
                 task = self._tasks.get(task_id)
                 if task is None:
                     task = self._tasks[task_id] = PendingTask()
-                    self._unknown_request.add(task_id)
                 if task.request_id is None and (request_id := row.get("request_id")) is not None:
+                    # Out of the updates-only tasks of no request; the row (a save or an update: health
+                    # checks carry no request) files it anew below.
+                    self._mark_updates_only(task_id, task, False)
                     task.request_id = request_id
-                    self._tasks_by_request.setdefault(request_id, set()).add(task_id)
-                    self._unknown_request.discard(task_id)
-                # After the request is set: an update that gives it files the task under it here.
                 if kind is Kind.TASK and not task.saves:
                     self._mark_updates_only(task_id, task, False)
                     key = (row["started_at"], task_id)
@@ -149,22 +146,15 @@ class PendingWrites:
                     self._mark_updates_only(row["task_id"], task, False)
                 if not (task.saves or task.updates or task.checks):
                     del self._tasks[row["task_id"]]
-                    self._unknown_request.discard(row["task_id"])
-                    if task.request_id is not None:
-                        ids = self._tasks_by_request[task.request_id]
-                        ids.discard(row["task_id"])
-                        if not ids:
-                            del self._tasks_by_request[task.request_id]
 
     def _mark_updates_only(self, task_id: str, task: PendingTask, updates_only: bool) -> None:
-        by_request = None if task.request_id is None else self._updates_only_by_request
+        by_request = self._updates_only_by_request
         if updates_only:
             self._updates_only.add(task_id)
-            if by_request is not None:
-                by_request.setdefault(task.request_id, set()).add(task_id)
+            by_request.setdefault(task.request_id, set()).add(task_id)
             return
         self._updates_only.discard(task_id)
-        if by_request is not None and (ids := by_request.get(task.request_id)) is not None:
+        if (ids := by_request.get(task.request_id)) is not None:
             ids.discard(task_id)
             if not ids:
                 del by_request[task.request_id]
@@ -206,7 +196,7 @@ class PendingWrites:
         else:
             order = self._saved_by_request.get(request_id, SortedList())
             updates_only = (self._updates_only_by_request.get(request_id, set())
-                            | (self._unknown_request & self._updates_only))
+                            | self._updates_only_by_request.get(None, set()))
         keys = reversed(order) if descending else iter(order)
         saved = (task_id for _, task_id in keys)
         if first is not None and listed is not None:
