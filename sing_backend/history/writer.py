@@ -359,7 +359,7 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
 
 
 async def updates_of(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
-    """(timestamp, taskState) of the updates already written for these tasks, oldest first."""
+    """(timestamp, taskState) of the updates already written for these tasks, in the order written."""
     return collect_updates([await conn.execute(UPDATES_OF_TASKS, {"ids": chunk}) for chunk in chunks(task_ids)])
 
 
@@ -375,13 +375,15 @@ UPDATES_OF_TASKS = (
 
 
 def collect_updates(results: Iterable[Iterable[Any]]) -> dict[str, list[tuple[int, str]]]:
-    """(timestamp, taskState) of each task's updates, in the order they were written. Sorted here, not
-    by the database: an ORDER BY made the optimizer weigh a sort of the whole table against the index."""
+    """(timestamp, taskState) of each task's updates, in the order they were written (their row ids):
+    the order in which a batch's own and queued updates apply too, so that a task's status does not
+    depend on which batch its row and its updates landed in. Sorted here, not by the database: an ORDER
+    BY made the optimizer weigh a sort of the whole table against the index."""
     found: dict[str, list[tuple[int, int, str]]] = {}
     for result in results:
         for task_id, timestamp, id_, state in result:
-            found.setdefault(task_id, []).append((timestamp, id_, state))
-    return {task_id: [(timestamp, state) for timestamp, _, state in sorted(rows)] for task_id, rows in found.items()}
+            found.setdefault(task_id, []).append((id_, timestamp, state))
+    return {task_id: [(timestamp, state) for _, timestamp, state in sorted(rows)] for task_id, rows in found.items()}
 
 
 def follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[str | None, int]:

@@ -68,6 +68,33 @@ async def test_first_update_sets_status_even_before_started_at(store: HistorySto
     assert listed["updatedAt"] == 1000
 
 
+@pytest.mark.parametrize("landing", ["task first", "updates first", "one batch"])
+async def test_updates_stamped_before_the_start_give_the_same_status_however_they_land(
+    store: HistoryStore, landing: str
+) -> None:
+    # A skewed agent clock: both updates are stamped before the task's start, and arrive newest first.
+    # The first written sets the status and the other, older than updatedAt, does not move it, whether
+    # the task row was committed before them, after them, or with them.
+    task = make_task("billing", "v1", 1000)
+    updates = [update(task["taskId"], 999, "TASK_STARTING"), update(task["taskId"], 990, "TASK_LAUNCHED")]
+    if landing == "task first":
+        await save(store, task)
+        await store.flush()
+        await store.add_task_updates(updates)
+    elif landing == "updates first":
+        await store.add_task_updates(updates)
+        await store.flush()
+        await save(store, task)
+    else:
+        await store.add_task_updates(updates)
+        await save(store, task)
+    (queued,) = await store.request_task_ids("billing")
+    await store.flush()
+    (committed,) = await store.request_task_ids("billing")
+    assert (queued["lastTaskStatus"], queued["updatedAt"]) == ("TASK_STARTING", 1000)
+    assert committed == queued
+
+
 async def test_save_task_again_replaces_document_keeps_status(store: HistoryStore) -> None:
     task = make_task("billing", "v1", 1000)
     tid = await save(store, task)
