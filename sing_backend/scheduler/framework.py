@@ -87,6 +87,18 @@ class BoundedCallsDriver(MesosSchedulerDriver):
             conn.timeout = self.call_timeout  # used when it connects
         return conn
 
+    def acknowledgeStatusUpdate(self, status: dict[str, Any]) -> None:  # noqa: N802 (pymesos API)
+        # pymesos acknowledges each update on its IO thread, after the callback, and an error there aborts
+        # the driver and interrupts the main thread, which stops the whole backend. A master refuses the
+        # acknowledgement when another scheduler has subscribed with this framework id since (a backend
+        # frozen while it led, then thawed, still reads the updates its old stream had delivered). The
+        # update stays unacknowledged, so the master sends it again to the scheduler that now leads.
+        try:
+            super().acknowledgeStatusUpdate(status)
+        except RuntimeError as exc:
+            log.warning("the master refused the acknowledgement of an update of task %s: %s",
+                        status.get("task_id", {}).get("value"), exc)
+
     def _get_version(self, master: str | None) -> str | None:
         if master is None:
             return None

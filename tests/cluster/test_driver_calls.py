@@ -9,7 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from sing_backend.cluster import EmbeddedCluster
 from sing_backend.scheduler import framework
+
+from .helpers import Recorder, task_info
 
 
 @pytest.fixture
@@ -39,3 +42,34 @@ def test_calls_to_a_hung_master_give_up(hung_master: str, monkeypatch: pytest.Mo
     with pytest.raises(TimeoutError):
         driver._send({"type": "RECONCILE"})
     assert time.monotonic() - started < 5
+
+
+def test_an_update_whose_acknowledgement_the_master_refuses_leaves_the_driver_running(
+    cluster: EmbeddedCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A backend frozen while it led, then thawed: its stream still holds updates, and another backend has
+    # subscribed with the same framework id since, so the master refuses the acknowledgements sent with
+    # the old stream id (400). pymesos raising that on its IO thread would abort the driver and interrupt
+    # the main thread, stopping the backend.
+    sched = Recorder()
+    driver = framework.BoundedCallsDriver(sched, {"user": "root", "name": "sing", "failover_timeout": 60.0},
+                                          cluster.master_address, use_addict=False, implicit_acknowledgements=True,
+                                          failover=True)
+    driver.start()
+    try:
+        sched.wait_event("registered")
+        offer = sched.offer_for("agent-1")
+        sched.forget(offer)
+        driver.launchTasks(offer["id"], [task_info("kept", offer, "sleep 1000")])
+        running = sched.status("kept", "TASK_RUNNING")
+        current, driver.stream_id = driver.stream_id, "a-stream-replaced-by-a-newer-subscription"
+        driver.on_event({"type": "UPDATE", "update": {"status": running}})  # as its IO thread does
+        assert sched.states("kept") == ["TASK_RUNNING", "TASK_RUNNING"]
+        assert "the master refused the acknowledgement of an update of task kept" in caplog.text
+        assert "does not match framework" in caplog.text
+        driver.stream_id = current
+        driver.killTask({"value": "kept"})
+        sched.status("kept", "TASK_KILLED")
+    finally:
+        driver.stop(failover=True)
+        driver.join()
