@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ApiError
 from ..runtime import Runtime
 from ..settings import Settings
-from ..state.store import StateUnavailable
+from ..state.store import StateUnavailable, TooLarge
 from ..state.zookeeper import Fenced
 from . import cluster, deploys, history, logs, requests, sandbox, tasks
 from .forwarding import LeaderForwarder
@@ -43,7 +43,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 class BodyLimit:
-    """Refuse bodies over the configured size before they are read into memory."""
+    """Refuse bodies over the configured size: at once when Content-Length says so, else (a chunked body)
+    as soon as the bytes read pass the limit. The body is read here, whole, before the app sees it: an
+    error raised while the app reads it would reach the caller as whatever that reader makes of it (a
+    500, or FastAPI's "error parsing the body"), not as this 413."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -53,21 +56,35 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = error_response(ApiError(413, f"body: larger than {self.limit} bytes"))
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await error_response(ApiError(413, f"body: larger than {self.limit} bytes"))(scope, receive, send)
+                await too_large(scope, receive, send)
                 return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                return  # the client went away before it finished sending
+            chunk = message.get("body", b"")
+            seen += len(chunk)
             if seen > self.limit:
-                raise ApiError(413, f"body: larger than {self.limit} bytes")
-            return message
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal body
+            if body is not None:
+                message, body = body, None
+                return message
+            return await receive()  # then only a disconnect, which streaming answers wait for
+
+        await self.app(scope, replay, send)
 
 
 def api_router() -> APIRouter:
@@ -128,6 +145,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
             return json_response({"code": 503, "message": f"{exc}: nothing of this change was saved; send it again "
                                   "(it then goes to the leader)"}, 503)
+        except TooLarge as exc:
+            # An object too large for ZooKeeper, found as the change saved it: nothing of it was saved (the
+            # scheduler's memory had it, and its leader gave up the lead to start again from what is saved).
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return json_response({"code": 413, "message": f"this change is too large to be saved ({exc}); nothing "
+                                  "of it was saved"}, 413)
         except StateUnavailable as exc:
             # ZooKeeper went away during the call (this backend then stops leading): the caller must
             # learn that the change may not have been made, and that retrying is the way on.

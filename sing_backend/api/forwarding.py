@@ -10,7 +10,7 @@ import httpx
 from fastapi import Request, Response
 
 from ..state.write_queue import APPLYING
-from .queued_writes import SKIP_HEADERS, WRITE_ID_HEADER, queue_for_leader
+from .queued_writes import SKIP_HEADERS, WRITE_ID_HEADER, queue_for_leader, refuse_if_too_large
 
 _LEADER_CACHE_SECONDS = 0.5
 _READS = ("GET", "HEAD")
@@ -35,6 +35,11 @@ class LeaderForwarder:
                 and (runtime.queue_first() or WRITE_ID_HEADER in request.headers):
             # (A write with an id of the client's goes through the queue, where a repeat of it is caught.)
             return await queue_for_leader(runtime, request)
+        if runtime.leading and runtime.write_queue is not None and request.method not in _READS \
+                and APPLYING.get() is None and "/api/" in path:
+            refused = await refuse_if_too_large(runtime, request)
+            if refused is not None:
+                return refused
         if runtime.settings.mode == "local" or runtime.leading or "/api/" not in path \
                 or path.endswith(("/openapi.json", "/docs")) or APPLYING.get() is not None:
             # (A queued write being applied is for this backend itself, even if it has just stopped

@@ -56,6 +56,40 @@ def _text(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
+TOO_LARGE = ApiError(413, "body: too large to be saved in ZooKeeper, where the backends keep their state (about "
+                          "1 MB per write, after compression); nothing was changed")
+# Bodies this much under ZooKeeper's limit fit in a queued write whatever its headers (which the HTTP
+# server caps far below it): only larger ones are compressed to find out.
+_SURELY_FITS = MAX_REQUEST_BYTES - 256 * 1024
+
+
+def _write(rt: Runtime, request: Request, body: bytes) -> dict[str, Any]:
+    """The queued write of a call: what the leader needs to make it again."""
+    scope = request.scope
+    write = {"method": request.method,
+             # The path as sent (percent-escapes included) and every header, repeated ones too.
+             "path": _text(scope.get("raw_path") or scope["path"].encode()), "query": _text(scope["query_string"]),
+             "headers": [[_text(k), _text(v)] for k, v in scope["headers"] if _text(k).lower() not in SKIP_HEADERS],
+             "body": _text(body), "queuedAt": int(time.time() * 1000), "queuedBy": rt.advertise_url}
+    write["fingerprint"] = fingerprint(write["method"], write["path"], write["query"], write["body"])
+    return write
+
+
+def _too_large(write: dict[str, Any]) -> bool:
+    return len(write["body"]) > _SURELY_FITS and len(encode_doc(write)) > MAX_REQUEST_BYTES - 1024
+
+
+async def refuse_if_too_large(rt: Runtime, request: Request) -> Response | None:
+    """The leader's answer to a write too large to go through the queue of writes: the one a standby
+    gives. Refused before it is applied: made, it would not fit in ZooKeeper either (the objects it saves
+    hold what it sent), and a change found too large only when saved leaves the scheduler's memory ahead
+    of what is saved, which its leader can only mend by giving up the lead."""
+    body = await request.body()
+    if len(body) > _SURELY_FITS and _too_large(_write(rt, request, body)):
+        return error_response(TOO_LARGE)
+    return None
+
+
 # Standby side --------------------------------------------------------------------------------------
 
 async def queue_for_leader(rt: Runtime, request: Request) -> Response:
@@ -66,17 +100,9 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     elif not _WRITE_ID.fullmatch(write_id):
         return error_response(ApiError(400, f"{WRITE_ID_HEADER}: must be 1 to 64 letters, digits or _ (a UUID's hex "
                                             f"digits, say), got {write_id[:80]!r}"))
-    body = await request.body()
-    scope = request.scope
-    write = {"method": request.method,
-             # The path as sent (percent-escapes included) and every header, repeated ones too.
-             "path": _text(scope.get("raw_path") or scope["path"].encode()), "query": _text(scope["query_string"]),
-             "headers": [[_text(k), _text(v)] for k, v in scope["headers"] if _text(k).lower() not in SKIP_HEADERS],
-             "body": _text(body), "queuedAt": int(time.time() * 1000), "queuedBy": rt.advertise_url}
-    write["fingerprint"] = fingerprint(write["method"], write["path"], write["query"], write["body"])
-    if len(encode_doc(write)) > MAX_REQUEST_BYTES - 1024:
-        return error_response(ApiError(413, "body: too large to go through the queue of writes for the leader "
-                                            "(ZooKeeper takes about 1 MB per write, after compression)"))
+    write = _write(rt, request, await request.body())
+    if _too_large(write):
+        return error_response(TOO_LARGE)
     if not rt.write_queue.connected:
         # Checked first: kazoo keeps a call made while it is disconnected and sends it once it is back,
         # so a write tried now could land after its caller was told it had not.

@@ -137,7 +137,7 @@ class ZkStateStore:
         path = self._path(collection, key)
         data = encode_doc(doc)
         if request_bytes(path, data) > MAX_REQUEST_BYTES:
-            raise ValueError(f"{collection}/{key}: {len(data)} bytes is more than ZooKeeper takes in one znode")
+            raise TooLarge(f"{collection}/{key}: {len(data)} bytes is more than ZooKeeper takes in one znode")
         if self._pending is not None:
             self._pending[path] = data
             self._takes.discard(path)

@@ -4,6 +4,7 @@ leader changes."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import signal
@@ -252,3 +253,36 @@ def test_a_write_sent_again_with_its_id_is_applied_once(ha: dict):
             assert b.client.get(f"/api/queued-writes/{ref}").status_code == 404
     wait_for(lambda: queued(ha) == [], what="the refused writes out of the queue")
     assert runs(leader, "job") == ["once"]
+
+
+def test_a_write_too_large_for_zookeeper_is_refused_alike_by_leader_and_standby_and_changes_nothing(ha: dict):
+    leader = ha["backend"]("a")
+    one_leader([leader])
+    standby = ha["backend"]("b")
+    one_leader([leader, standby])
+    leader.post("/api/requests", {"id": "svc", "requestType": "WORKER", "instances": 1})
+    # 1.8 MB that compresses to 1.35 MB (under the 2 MiB body limit, over ZooKeeper's 1 MB per write).
+    owners = [base64.b64encode(os.urandom(750)).decode() for _ in range(1800)]
+    huge = {"id": "huge", "requestType": "WORKER", "instances": 1, "owners": owners}
+    answers = [b.client.post("/api/requests", json=huge) for b in (leader, standby)]
+    answers.append(leader.client.post("/api/deploys", json={"deploy": {
+        "requestId": "svc", "id": "v1", "command": "sleep 1000", "resources": RES, "env": {"BIG": "".join(owners)}}}))
+    for r in answers:
+        assert r.status_code == 413 and r.json()["message"].startswith("body: too large to be saved in ZooKeeper"), \
+            r.text[:300]
+    assert leader.client.get("/api/requests/request/huge").status_code == 404
+    assert "pendingDeploy" not in leader.get("/api/requests/request/svc")["requestDeployState"]
+    # The leader kept the lead: a refused write is not a failure of the leader's.
+    assert {b.get("/api/state")["leader"] for b in (leader, standby)} == {leader.url}
+    assert leader.get("/api/state")["queuedWrites"] == 0 and queued(ha) == []
+
+    # A body over the limit sent in chunks (no Content-Length) gets the same 413 as one that says its size.
+    def chunks():
+        for _ in range(40):
+            yield b" " * 65536
+
+    for b in (leader, standby):
+        r = b.client.post("/api/requests", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["message"] == "body: larger than 2097152 bytes", r.text[:300]
+    standby.put("/api/requests/request/svc/scale", {"instances": 2})
+    assert leader.get("/api/requests/request/svc")["request"]["instances"] == 2

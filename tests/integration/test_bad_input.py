@@ -53,6 +53,16 @@ def test_malformed_empty_and_huge_bodies(backend: Backend):
     _error(backend, "POST", "/api/deploys", 413, "body", content=b"{" + b" " * (3 * 1024 * 1024) + b"}",
            headers={"content-type": "application/json"})
 
+    def chunked():  # no Content-Length: the limit is found while reading
+        yield b"{"
+        for _ in range(48):
+            yield b" " * 65536
+        yield b"}"
+
+    _error(backend, "POST", "/api/deploys", 413, "body: larger than", content=chunked(),
+           headers={"content-type": "application/json"})
+    assert backend.get("/api/requests/request/svc")["request"]["id"] == "svc"  # and it keeps answering
+
 
 @pytest.mark.parametrize(("deploy", "status", "fragment"), [
     ({"requestId": "svc", "id": "bad-id", "command": "true"}, 400, "id"),
