@@ -43,8 +43,12 @@ def _serve(settings: Settings, on_ready: callable | None = None) -> None:  # typ
     for chatty in ("httpx", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     app = create_app(settings)
+    app.state.settings_error = None
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, lifespan="on")
+    # A wrong setting found as the backend starts is said in one line (main), not in uvicorn's report of
+    # a failed start-up: the traceback, then "Application startup failed".
+    logging.getLogger("uvicorn.error").addFilter(lambda _record: app.state.settings_error is None)
     server = uvicorn.Server(config)
 
     if on_ready is not None:
@@ -55,7 +59,12 @@ def _serve(settings: Settings, on_ready: callable | None = None) -> None:  # typ
                 threading.Event().wait(0.05)
             on_ready()
         threading.Thread(target=wait_then_run, daemon=True).start()
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    except SystemExit:  # how uvicorn ends a failed start-up
+        if app.state.settings_error is not None:
+            raise app.state.settings_error from None
+        raise
 
 
 def cmd_backend(args: argparse.Namespace) -> int:

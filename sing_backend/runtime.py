@@ -32,7 +32,7 @@ from .scheduler.history_sink import HistorySink
 from .scheduler.lb_driver import LbDriver
 from .scheduler.views_cache import ListCache
 from .settings import Settings, SettingsError
-from .startup import open_history, open_state_store, resolve_mesos_master
+from .startup import check_master_in_zookeeper, open_history, open_state_store, resolve_mesos_master
 from .state.store import Gone, StateStore, StateUnavailable, TooLarge
 from .state.write_queue import ANSWERS, APPLYING, QUEUE, Applying, WriteQueue, provisional_answer, write_id_of
 from .state.zookeeper import Fenced, ZkStateStore
@@ -103,6 +103,11 @@ class Runtime:
         self._loop = asyncio.get_running_loop()
         tune_interpreter()
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.mode == "mesos":
+            # First: nothing is opened yet (no ZooKeeper session, no history processes) if it is wrong.
+            self.master_address = await asyncio.to_thread(resolve_mesos_master, s.mesos_master or "")
+            if self.master_address.startswith(("zk://", "zoo://")):
+                await asyncio.to_thread(check_master_in_zookeeper, self.master_address)
         self.store = await asyncio.to_thread(open_state_store, s)
         self.history = await open_history(s)
         self.sink.start()
@@ -115,7 +120,6 @@ class Runtime:
             await self._start_embedded_cluster()
             await self._lead()
         else:
-            self.master_address = await asyncio.to_thread(resolve_mesos_master, s.mesos_master or "")
             assert isinstance(self.store, ZkStateStore)
             store = self.store
             self.write_queue = WriteQueue(store.client, s.zk_root, timeout=s.zk_session_timeout,

@@ -6,8 +6,9 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .executor.settings import ExecutorSettings
 
@@ -128,6 +129,23 @@ class Settings(BaseModel):
     simulated_agents: bool = False
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
 
+    @field_validator("advertise_url")
+    @classmethod
+    def _advertise_url(cls, value: str | None) -> str | None:
+        # Other backends send this backend's reads and answers there, and clients are told it leads.
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        try:
+            parsed.port  # noqa: B018 (raises for a port that is not a number in range)
+        except ValueError:
+            parsed = parsed._replace(netloc="")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/") \
+                or parsed.query or parsed.fragment or any(c.isspace() for c in value):
+            raise ValueError(f"must be this backend's API root as the other backends reach it, "
+                             f"http://host:port, not {value!r}")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _mesos_needs(self) -> Settings:
         if self.mode == "mesos":
@@ -201,6 +219,7 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from exc

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPConnection, HTTPException
 from urllib.parse import urlparse
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from sqlalchemy.exc import DBAPIError
 
 from .history import HistoryStore
 from .settings import Settings, SettingsError
@@ -37,7 +42,11 @@ async def open_history(settings: Settings) -> HistoryStore:
     except Exception as exc:
         where = "db_url" if settings.db_url else "data_dir"
         safe = re.sub(r"//[^@/]*@", "//***@", settings.history_url)
-        raise SettingsError(f"{where}: cannot open the history database {safe} ({type(exc).__name__}: {exc})") from exc
+        # The driver's own error, without SQLAlchemy's wrapping (the statement, a link on a second line).
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        detail = " ".join(str(cause).split())
+        raise SettingsError(f"{where}: cannot open the history database {safe} ({type(cause).__name__}: "
+                            f"{detail})") from exc
 
 
 def resolve_mesos_master(text: str, probe_timeout: float = 3.0) -> str:
@@ -78,6 +87,41 @@ def resolve_mesos_master(text: str, probe_timeout: float = 3.0) -> str:
         finally:
             pool.shutdown(wait=False)
     raise SettingsError(f"mesos_master: no Mesos master answers at {', '.join(candidates)}")
+
+
+def check_master_in_zookeeper(text: str, timeout: float = 3.0) -> str:
+    """For a master given as zk://hosts/path: the address of the leading master registered there, which
+    must answer as resolve_mesos_master asks the others to. pymesos would wait without a word for a master
+    that an unreachable ensemble, a wrong path or a dead master never gives it."""
+    hosts, _, path = text.split("://", 1)[1].partition("/")
+    client = KazooClient(hosts=hosts, timeout=timeout)
+    try:
+        client.start(timeout=timeout)
+    except Exception as exc:  # kazoo raises several kinds; all mean the same to the operator
+        client.close()
+        raise SettingsError(f"mesos_master: cannot reach ZooKeeper at {hosts} (of {text}) within {timeout:g} s "
+                            f"({type(exc).__name__})") from exc
+    try:
+        try:
+            # As pymesos chooses: the lowest sequence number, log_replicas aside.
+            children = [child for child in client.get_children(f"/{path}") if child != "log_replicas"]
+        except NoNodeError:
+            children = []
+        if not children:
+            raise SettingsError(f"mesos_master: no Mesos master is registered in ZooKeeper at {text}")
+        data, _ = client.get(f"/{path}/{min(children)}")
+        try:
+            address = json.loads(data)["address"]
+            master = f"{address['ip']}:{int(address['port'])}"
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SettingsError(f"mesos_master: /{path}/{min(children)} in ZooKeeper at {hosts} is not a Mesos "
+                                "master's JSON MasterInfo") from exc
+    finally:
+        client.stop()
+        client.close()
+    if not _answers(master, timeout):
+        raise SettingsError(f"mesos_master: no Mesos master answers at {master}, the leader registered in {text}")
+    return master
 
 
 def _answers(address: str, timeout: float) -> bool:

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ApiError
 from ..runtime import Runtime
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 from ..state.store import StateUnavailable, TooLarge
 from ..state.zookeeper import Fenced
 from . import cluster, deploys, history, logs, requests, sandbox, tasks
@@ -99,7 +99,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await rt.start()
+        try:
+            await rt.start()
+        except SettingsError as exc:
+            app.state.settings_error = exc  # said in one line by `sing` once the server has stopped
+            raise
         try:
             yield
         finally:

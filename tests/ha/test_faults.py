@@ -3,6 +3,7 @@ scheduling, keeps reads and refuses writes, and everything resumes when it retur
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from kazoo.client import KazooClient
 
 from sing_backend.local_backend import Backend, free_port, wait_for
 from sing_tui.app import SingApp
@@ -19,11 +22,14 @@ from tests.tui.conftest import screen_text, top_right, until
 
 
 def _start_fails(tmp_path: Path, *args: str) -> str:
+    """What `sing backend` says when it refuses to start: one line, and no traceback."""
     proc = subprocess.run([sys.executable, "-m", "sing_backend.cli", "backend", "--port", str(free_port()),
                            "--data-dir", str(tmp_path), *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "SING_LOG_LEVEL": "error"})
-    assert proc.returncode != 0
-    return proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sing: "), proc.stderr[-2000:]
+    return lines[0]
 
 
 def test_bad_settings_fail_fast_naming_the_setting(tmp_path: Path, ha: dict):
@@ -35,12 +41,44 @@ def test_bad_settings_fail_fast_naming_the_setting(tmp_path: Path, ha: dict):
     out = _start_fails(tmp_path, "--mode", "mesos", "--master", f"http://127.0.0.1:{free_port()}", "--zk", zk,
                        "--db", ha["db_url"])
     assert "mesos_master: no Mesos master answers" in out
+    out = _start_fails(tmp_path, "--mode", "mesos", "--master", f"zk://127.0.0.1:{free_port()}/mesos", "--zk", zk,
+                       "--db", ha["db_url"])
+    assert "mesos_master: cannot reach ZooKeeper at 127.0.0.1:" in out
+    out = _start_fails(tmp_path, "--mode", "mesos", "--master", f"zk://{zk}/no-mesos-here", "--zk", zk,
+                       "--db", ha["db_url"])
+    assert "mesos_master: no Mesos master is registered in ZooKeeper" in out
     out = _start_fails(tmp_path, "--mode", "mesos", "--master", ha["cluster"].address,
                        "--zk", f"127.0.0.1:{free_port()}", "--db", ha["db_url"], "--zk-session-timeout", "2")
     assert "zk_hosts: cannot reach ZooKeeper" in out
     out = _start_fails(tmp_path, "--mode", "mesos", "--master", ha["cluster"].address, "--zk", zk,
                        "--db", f"mysql://nobody@127.0.0.1:{free_port()}/x")
     assert "db_url: cannot open the history database" in out
+    out = _start_fails(tmp_path, "--mode", "mesos", "--master", ha["cluster"].address, "--zk", zk,
+                       "--db", ha["db_url"], "--advertise-url", "not a url")
+    assert "advertise_url" in out
+
+
+def test_a_master_found_through_zookeeper(ha: dict):
+    """--master zk://hosts/path: pymesos finds the leading master as Mesos registers it (the lowest
+    json.info_ node); the backend checks it there first, and then leads through it."""
+    path = f"{ha['root']}-mesos"
+    client = KazooClient(hosts=ha["zookeeper"].hosts)
+    client.start(timeout=10)
+    try:
+        host, port = ha["cluster"].address.split(":")
+        info = {"address": {"ip": host, "port": int(port), "hostname": host}, "hostname": host, "id": "master-1"}
+        client.create(f"{path}/json.info_0000000007", json.dumps(info).encode(), makepath=True)
+        client.create(f"{path}/log_replicas", b"", makepath=True)
+    finally:
+        client.stop()
+        client.close()
+    b = ha["backend"]("z", SING_MESOS_MASTER=f"zk://{ha['zookeeper'].hosts}{path}")
+    wait_for(lambda: b.get("/api/state")["leader"] == b.url and b.get("/api/state")["activeAgents"] > 0,
+             timeout=30, what="leading through the master found in ZooKeeper, with its agents")
+    b.post("/api/requests", {"id": "via-zk", "requestType": "WORKER", "instances": 1})
+    b.post("/api/deploys", {"deploy": {"requestId": "via-zk", "id": "v1", "command": "sleep 1000",
+                                       "resources": {"cpus": 0.01, "memoryMb": 8}}})
+    wait_for(lambda: b.active_tasks("via-zk"), timeout=30, what="a task launched through that master")
 
 
 @contextmanager

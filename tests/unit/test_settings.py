@@ -38,3 +38,17 @@ def test_bad_settings_name_the_setting(tmp_path: Path, toml: str, env: dict, fra
 def test_missing_config_file(tmp_path: Path):
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+@pytest.mark.parametrize("url", ["not a url", "127.0.0.1:7201", "ftp://h:7201", "http://h:99999", "http://h:7201/api",
+                                 "http://h:7201?x=1", "http://:7201"])
+def test_an_advertise_url_other_backends_cannot_use_is_refused(url: str):
+    # The other backends forward reads there and clients are told it leads: a typo must not start.
+    with pytest.raises(SettingsError, match=r"^invalid settings: advertise_url: must be this backend's API root"):
+        load_settings(overrides={"advertise_url": url}, environ={})
+
+
+def test_an_advertise_url_is_kept_without_its_trailing_slash():
+    for url, kept in (("http://10.0.0.5:7099", "http://10.0.0.5:7099"), ("https://sing.example.com/",
+                                                                          "https://sing.example.com")):
+        assert load_settings(overrides={"advertise_url": url}, environ={}).advertise_url == kept
