@@ -32,12 +32,9 @@ def _relative(path: str | None, default: str) -> str:
 
 async def _locate(rt: Runtime, task_id: str) -> tuple[str, str, str]:
     """(agent files URL, sandbox root directory, host) of a task, active or finished."""
-    s = rt.scheduler
-    task = s.tasks.get(task_id)
+    task = rt.scheduler.tasks.get(task_id)
     if task is not None:
-        agent_id, directory, host = task.agent_id, task.directory, task.tid.host
-        if directory is None and s.sandbox_locator is not None:
-            directory = task.directory = s.sandbox_locator(task_id)
+        agent_id, directory, host = task.agent_id, await rt.sandbox_directory(task), task.tid.host
     else:
         history = await rt.task_history(task_id)
         if history is None:

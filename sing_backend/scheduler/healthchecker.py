@@ -40,7 +40,8 @@ class CheckJob:
     method: str
     timeout: float
     startup: bool
-    result_file: Path | None = None  # process-level check: this file must exist
+    # Process-level check: this file must exist (on this machine, or read through the task's agent).
+    result_file: Path | httpx.URL | None = None
     error: str | None = None  # the check cannot even be attempted (e.g. no such port)
 
 
@@ -51,7 +52,7 @@ class HealthChecker:
     so thousands of checks a second do not delay offers and status updates.
     """
 
-    def __init__(self, scheduler: Scheduler, locate_result_file: Callable[[TaskEntry, str], Path | None],
+    def __init__(self, scheduler: Scheduler, locate_result_file: Callable[[TaskEntry, str], Path | httpx.URL | None],
                  max_concurrent: int = 200, poll_seconds: float = 0.25) -> None:
         self._scheduler = scheduler
         self._locate = locate_result_file
@@ -158,7 +159,7 @@ class HealthChecker:
         if job.error:
             return CheckResult(now, error=job.error, startup=job.startup)
         if job.url is None:
-            if job.result_file is not None and job.result_file.exists():
+            if await self._exists(job.result_file, job.timeout):
                 return CheckResult(now, status_code=200, duration_ms=0, startup=job.startup)
             # Not there yet behaves like a refused connection: it only fails once startup is over.
             return CheckResult(now, error="the result file does not exist yet", refused=True, startup=job.startup)
@@ -183,6 +184,19 @@ class HealthChecker:
         except httpx.HTTPError as exc:
             return CheckResult(now, error=f"{type(exc).__name__}: {exc}", startup=job.startup,
                                duration_ms=_ms_since(start))
+
+
+    async def _exists(self, result_file: Path | httpx.URL | None, timeout: float) -> bool:
+        """Whether a process-level check's file is there: on this machine, or asked of the task's agent
+        (its files API answers 404 for a file that does not exist)."""
+        if result_file is None or isinstance(result_file, Path):
+            return result_file is not None and result_file.exists()
+        assert self._http is not None
+        resp = await self._http.get(result_file, timeout=timeout)
+        if resp.status_code == 404:
+            return False
+        resp.raise_for_status()  # the agent's error is the check's (see _run_job)
+        return True
 
 
 def _ms_since(start: float) -> int:
