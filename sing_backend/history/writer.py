@@ -436,7 +436,20 @@ async def serve(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None
         # Writes up to here were committed by an earlier writer of this store (it died before saying so):
         # the store sends them again, and they are skipped, not written twice.
         done = await _committed_seq_when_reachable(writer)
-        out.write(frame(("ready", done)))
+        heard = True  # the store still reads the answers
+
+        async def answer(message: tuple[Any, ...]) -> None:
+            nonlocal heard
+            if not heard:
+                return
+            out.write(frame(message))
+            try:
+                await out.drain()
+            except ConnectionResetError:
+                # The backend is gone (killed): what it handed over is committed all the same, unheard.
+                heard = False
+
+        await answer(("ready", done))
         queued: deque[Write] = deque()
         arrived = asyncio.Event()
 
@@ -460,12 +473,10 @@ async def serve(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None
                     rows += len(queued[0].rows)
                     batch.append(queued.popleft())
                 dropped = await writer.commit(batch)
-                out.write(frame(("done", batch[-1].seq, dropped, writer.commits)))
-                await out.drain()
+                await answer(("done", batch[-1].seq, dropped, writer.commits))
             if writer.closing and not queued:
                 break
         await receiving
-        await out.drain()
     finally:
         await engine.dispose()
 

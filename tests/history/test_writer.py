@@ -2,12 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sing_backend.history import HistoryStore, db
+from sing_backend.history.frames import frame
+from sing_backend.history.pending import Kind
 
 from .helpers import history_url, make_task, save, update
 
@@ -162,3 +167,30 @@ async def test_a_writer_process_that_dies_is_replaced_and_nothing_is_lost_or_dou
     seen += [e["createdAt"] for e in await store.request_history("r", count=1000, page=3, order_desc=False)]
     assert seen == list(range(3000))
     assert store.dropped_writes == 0
+
+
+async def test_a_writer_whose_backend_is_gone_commits_everything_handed_to_it(db_path: Path) -> None:
+    # A backend killed with SIGKILL: nobody reads the writer's answers any more, and its input ends. What
+    # it had handed over is still committed, batch after batch, though no answer can be sent.
+    store = await HistoryStore.open(history_url(db_path))  # the schema
+    await store.close()
+    writer = subprocess.Popen([sys.executable, "-c", "from sing_backend.history.writer import main; main()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdout.close()  # before the writer's first answer: every answer finds the reader gone
+    writer.stdin.write(frame({"url": history_url(db_path), "writer_id": "gone", "sqlite_busy_timeout_ms": 5000,
+                              "max_batch_rows": 10, "retry_seconds": 5.0}))
+    for start in range(0, 500, 50):
+        writer.stdin.write(frame([(n + 1, Kind.REQUEST_EVENT.value, [{
+            "request_id": "r", "created_at": n, "event_type": "UPDATED", "user": None, "message": None,
+            "body": orjson.dumps({"request": {"id": "r"}, "eventType": "UPDATED", "createdAt": n})}])
+            for n in range(start, start + 50)]))
+    writer.stdin.close()
+    assert await asyncio.to_thread(writer.wait, 60) == 0
+    assert writer.stderr is not None and writer.stderr.read() == b""  # and no traceback
+    reopened = await HistoryStore.open(history_url(db_path))
+    try:
+        events = await reopened.request_history("r", count=1000, order_desc=False)
+        assert [e["createdAt"] for e in events] == list(range(500))
+    finally:
+        await reopened.close()
