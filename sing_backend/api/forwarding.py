@@ -56,7 +56,9 @@ class LeaderForwarder:
             except httpx.HTTPError:
                 self._looked_at = 0.0  # the leader may have changed: look again next time
             else:
-                out = {k: v for k, v in upstream.headers.items() if k.lower() not in SKIP_HEADERS}
+                # Date and Server are this backend's to send (its HTTP server adds them): not twice.
+                out = {k: v for k, v in upstream.headers.items()
+                       if k.lower() not in SKIP_HEADERS and k.lower() not in ("date", "server")}
                 out["X-Sing-Leader"] = leader
                 return Response(upstream.content, status_code=upstream.status_code, headers=out)
         response = await call_next(request)

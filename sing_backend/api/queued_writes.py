@@ -106,14 +106,16 @@ async def queue_for_leader(rt: Runtime, request: Request) -> Response:
     if not rt.write_queue.connected:
         # Checked first: kazoo keeps a call made while it is disconnected and sends it once it is back,
         # so a write tried now could land after its caller was told it had not.
-        return error_response(ApiError(503, "no leader, and this backend has lost ZooKeeper: it cannot queue the "
-                                            "write for a leader; nothing was changed, retry shortly"))
+        return error_response(ApiError(503, "this backend has lost ZooKeeper, so it can neither lead nor queue the "
+                                            "write for the leader; nothing was changed: retry shortly, or send it to "
+                                            "another backend"))
     try:
         name = await rt.write_queue.put(write_id, write)
         rt.queued_here(name)
     except (StateUnavailable, KazooException) as exc:
         return json_response({"code": 503, "queuedWrite": write_id, "message": (
-            f"ZooKeeper stopped answering while this standby queued the write ({exc}): it may or may not have "
+            f"ZooKeeper stopped answering while this backend queued the write ({str(exc) or type(exc).__name__}): "
+            "it may or may not have "
             f"been queued, and if it was, the leader applies it. Send it again with the header {WRITE_ID_HEADER}: "
             f"{write_id} to have it applied once either way; GET /api/queued-writes/{write_id} shows it once it "
             "is found")}, 503)

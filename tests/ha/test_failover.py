@@ -73,6 +73,10 @@ def test_one_leader_standbys_forward_and_failover_keeps_tasks(ha: dict):
                                              "resources": RES, "considerHealthyAfterRunningForSeconds": 0}})
     before = wait_for(lambda: len(ids := running_ids(standby, "svc")) == 2 and ids, what="2 tasks")
     assert standby.get("/api/state")["leader"] == leader.url
+    # A read the standby forwards comes back with the leader's body and one set of the standby's own headers.
+    r = standby.client.get("/api/requests/request/svc")
+    assert r.headers["x-sing-leader"] == leader.url and r.json() == leader.get("/api/requests/request/svc")
+    assert len(r.headers.get_list("date")) == 1 and len(r.headers.get_list("server")) == 1
 
     started = time.monotonic()
     leader.stop(signal.SIGKILL)
