@@ -34,8 +34,10 @@ class LeaderElection:
         self._reconnected.set()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        # Who leads, kept current by a watch: the API asks on every call and must never wait on ZooKeeper.
+        # Who leads, and who stands by (every contender, the leader first), kept current by a watch: the
+        # API asks on every call and must never wait on ZooKeeper.
         self._leader_id: str | None = None
+        self._contenders: list[str] = []
         self._client.add_listener(self._state_changed)
         self._client.ensure_path(path)
         self._watch = ChildrenWatch(client, path, self._contenders_changed)
@@ -50,17 +52,23 @@ class LeaderElection:
             return self._identifier
         return self._leader_id if self._client.connected else None
 
+    def contenders(self) -> list[str]:
+        """The identifiers (API URLs) of every backend in the election, the leader first; never blocks."""
+        return list(self._contenders) if self._client.connected else []
+
     def _contenders_changed(self, children: list[str]) -> None:
-        # kazoo's callback thread: one bounded read of the first contender (the lock holder).
-        if not children:
-            self._leader_id = None
-            return
-        first = min(children, key=lambda name: name[-10:])
-        try:
-            data, _ = self._client.get_async(f"{self._path}/{first}").get(timeout=2.0)
-            self._leader_id = data.decode("utf-8") or None
-        except (KazooException, TimeoutError, self._client.handler.timeout_exception):
-            self._leader_id = None
+        # kazoo's callback thread: bounded reads of the contenders, all sent at once; the first (lowest
+        # sequence number) holds the lock.
+        ordered = sorted(children, key=lambda name: name[-10:])
+        reads = [self._client.get_async(f"{self._path}/{name}") for name in ordered]
+        identifiers: list[str] = []
+        for read in reads:
+            try:
+                identifiers.append(read.get(timeout=2.0)[0].decode("utf-8"))
+            except (KazooException, TimeoutError, self._client.handler.timeout_exception):
+                identifiers.append("")  # gone since it was listed, or unreadable
+        self._leader_id = identifiers[0] or None if identifiers else None
+        self._contenders = [identifier for identifier in identifiers if identifier]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._campaign, name="leader-election", daemon=True)
@@ -128,3 +136,4 @@ class LeaderElection:
             self._contenders_changed(self._client.get_children(self._path))
         except KazooException:
             self._leader_id = None
+            self._contenders = []

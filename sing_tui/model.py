@@ -354,8 +354,11 @@ def leader_line(state: Json, now: int) -> str:
     if not hosts:
         return "no scheduler host reported"
     parts = []
-    for h in hosts:
+    for index, h in enumerate(hosts):
         role = "leader" if h.get("master") else "standby"
+        if index:  # the other backends: the answering one (first) knows only their role
+            parts.append(f"{h.get('hostname', '?')} ({role})")
+            continue
         mesos = "mesos connected" if h.get("mesosConnected") else "MESOS DISCONNECTED"
         zookeeper = ""
         if "zookeeperConnected" in state:  # production mode only

@@ -37,6 +37,18 @@ async def get_state(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
         out["queuedWrites"] = rt.queued_writes
     out["hostStates"][0]["hostname"] = rt.advertise_url
     out["hostStates"][0]["master"] = rt.leading
+    if rt.election is not None:
+        # Every backend in the election, as Singularity lists every scheduler host. A standby drives
+        # no Mesos driver; of another backend that leads (an answer of this one while it cannot reach
+        # it), only that it leads is known here.
+        for url in rt.election.contenders():
+            if url == rt.advertise_url:
+                continue
+            if url == leader:
+                out["hostStates"].append({"hostname": url, "master": True})
+            else:
+                out["hostStates"].append({"hostname": url, "master": False, "driverStatus": "DRIVER_NOT_STARTED",
+                                          "mesosConnected": False})
     return json_response(out)
 
 

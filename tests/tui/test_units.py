@@ -200,3 +200,10 @@ def test_leader_line_names_zookeeper_and_another_leader() -> None:
     assert leader_line({"hostStates": [host], "zookeeperConnected": True, "queuedWrites": 3}, 0).endswith(
         "; 3 writes queued for the leader")
     assert "queued" not in leader_line({"hostStates": [host], "zookeeperConnected": True, "queuedWrites": 0}, 0)
+    # The leader answers for every backend in the election; of the others, only their role is known.
+    leading = {**host, "hostname": "http://a:7099", "master": True, "driverStatus": "DRIVER_RUNNING",
+               "mesosConnected": True}
+    line = leader_line({"hostStates": [leading, {"hostname": "http://b:7099", "master": False}],
+                        "zookeeperConnected": True, "leader": "http://a:7099"}, 0)
+    assert line == ("http://a:7099 (leader, DRIVER_RUNNING, mesos connected, ZooKeeper connected, up 1m); "
+                    "http://b:7099 (standby)")
