@@ -87,6 +87,28 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class HeadAsGet:
+    """HEAD on a GET resource answers as GET does, without the body (Singularity's Jersey does; FastAPI
+    routes answer 405). Placed outside the forwarding, so a standby forwards it as the GET it is."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def api_router() -> APIRouter:
     router = APIRouter()
     for module in (requests, deploys, tasks, history, sandbox, logs, cluster):
@@ -167,6 +189,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app.middleware("http")(LeaderForwarder())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(HeadAsGet)
     return app
 
 

@@ -108,3 +108,13 @@ def test_a_write_id_header_is_harmless_in_local_mode(backend: Backend):
                            headers={"X-Sing-Write-Id": "local_1"})
     assert r.status_code == 200 and r.json()["request"]["instances"] == 1, r.text
     assert backend.client.get("/api/queued-writes/local_1").status_code == 404
+
+
+def test_head_answers_as_get_without_the_body(backend: Backend):
+    # Singularity answers HEAD on every GET resource; scripts use it to check that something exists.
+    got = backend.client.get("/api/requests/request/svc", headers={"accept-encoding": "identity"})
+    head = backend.client.head("/api/requests/request/svc", headers={"accept-encoding": "identity"})
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(got.content))
+    assert head.headers["content-type"] == "application/json"
+    assert backend.client.head("/api/requests/request/nope").status_code == 404
