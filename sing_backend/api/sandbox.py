@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Depends, Response
 
+from ..agent_sandbox import find_sandbox
 from ..errors import ApiError, bad_request, not_found
 from ..runtime import Runtime
 from .deps import runtime
@@ -42,9 +43,12 @@ async def _locate(rt: Runtime, task_id: str) -> tuple[str, str, str]:
         agent_id = history["task"]["agentId"]["value"]
         directory = history.get("directory") or history["task"].get("directory")
         host = history["task"]["taskId"]["host"]
+    url = rt.agent_url(agent_id)
+    if not directory and task is None and url is not None:
+        # Ended before its sandbox was looked up: its agent keeps listing it among completed executors.
+        directory = await find_sandbox(rt.http, url, task_id)
     if not directory:
         raise not_found(f"Task {task_id} has no sandbox yet (it has not started)")
-    url = rt.agent_url(agent_id)
     if url is None:
         raise not_found(f"The agent {agent_id} of task {task_id} is gone")
     return url, directory, host

@@ -46,6 +46,22 @@ def test_sandbox_and_result_file_checks_go_through_the_agent(ha: dict):
     assert b.get("/api/requests/request/svc")["requestDeployState"]["activeDeploy"]["deployId"] == "v1"
 
 
+def test_a_finished_tasks_sandbox_is_read_through_its_agent(ha: dict):
+    b = ha["backend"]("a")
+    one_leader([b])
+    b.post("/api/requests", {"id": "job", "requestType": "ON_DEMAND"})
+    b.post("/api/deploys", {"deploy": {"requestId": "job", "id": "v1", "command": "echo done > out.txt",
+                                       "resources": RES}})
+    wait_for(lambda: b.get("/api/requests/request/job")["requestDeployState"].get("activeDeploy"), timeout=30,
+             what="job deployed")
+    b.post("/api/requests/request/job/run", {"runId": "once"})
+    finished = wait_for(lambda: [t for t in b.get("/api/history/request/job/tasks")
+                                 if t.get("lastTaskStatus") == "TASK_FINISHED"], timeout=30, what="the run finished")
+    tid = finished[0]["taskId"]["id"]
+    read = b.get(f"/api/sandbox/{tid}/read", params={"path": f"{tid}/app/out.txt", "offset": 0})
+    assert read["data"] == "done\n"
+
+
 def test_a_sandbox_is_found_in_an_agents_state_while_the_task_runs_and_after():
     state = {"frameworks": [{"executors": [
         {"id": "a", "directory": "/s/a", "tasks": [{"id": "a"}]},
