@@ -56,10 +56,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = error_response(ApiError(413, f"body: larger than {self.limit} bytes"))
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await too_large(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
         chunks: list[bytes] = []
         seen = 0
@@ -70,7 +69,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                await too_large(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -85,6 +84,9 @@ class BodyLimit:
             return await receive()  # then only a disconnect, which streaming answers wait for
 
         await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(ApiError(413, f"body: larger than {self.limit} bytes"))(scope, receive, send)
 
 
 class HeadAsGet:
