@@ -15,26 +15,31 @@ import httpx
 STATE_TIMEOUT_SECONDS = 5.0
 
 
-def sandbox_in_state(state: dict[str, Any], task_id: str) -> str | None:
-    """The directory of the executor that runs (or ran) `task_id`, in an agent's /state."""
+def sandboxes_in_state(state: dict[str, Any]) -> dict[str, str]:
+    """Task id -> sandbox directory, for every task an agent's /state lists (running, queued or ended)."""
+    found: dict[str, str] = {}
     for framework in [*state.get("frameworks", ()), *state.get("completed_frameworks", ())]:
         for executor in [*framework.get("executors", ()), *framework.get("completed_executors", ())]:
+            directory = executor.get("directory")
+            if not directory:
+                continue
             tasks = [*executor.get("tasks", ()), *executor.get("queued_tasks", ()),
                      *executor.get("completed_tasks", ())]
-            if executor.get("id") == task_id or any(task.get("id") == task_id for task in tasks):
-                return executor.get("directory") or None
-    return None
+            # The command executor runs one task under its own id; a custom one lists its tasks.
+            for task_id in [executor.get("id"), *(task.get("id") for task in tasks)]:
+                if task_id:
+                    found.setdefault(task_id, directory)
+    return found
 
 
-async def find_sandbox(http: httpx.AsyncClient, agent_url: str, task_id: str) -> str | None:
-    """The task's sandbox directory, from its agent's /state; None if the agent does not list it (yet)
-    or does not answer."""
+async def agent_sandboxes(http: httpx.AsyncClient, agent_url: str) -> dict[str, str]:
+    """The sandboxes an agent lists in its /state (see sandboxes_in_state); none if it does not answer."""
     try:
         resp = await http.get(f"{agent_url}/state", timeout=STATE_TIMEOUT_SECONDS)
         resp.raise_for_status()
-        return sandbox_in_state(resp.json(), task_id)
+        return sandboxes_in_state(resp.json())
     except (httpx.HTTPError, ValueError):
-        return None
+        return {}
 
 
 def inside(relative: str) -> bool:

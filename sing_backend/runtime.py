@@ -14,7 +14,7 @@ import httpx
 import uvicorn
 from sqlalchemy.exc import DBAPIError
 
-from .agent_sandbox import find_sandbox, inside
+from .agent_sandbox import agent_sandboxes, inside
 from .api.queued_writes import QueuedWriteApplier
 from .cluster import EmbeddedCluster, default_agents
 from .errors import ApiError
@@ -82,7 +82,9 @@ class Runtime:
         self.scheduler: Scheduler
         self.list_cache = ListCache(self)
         self.http = httpx.AsyncClient(timeout=10.0)
-        self._sandbox_lookups: dict[str, asyncio.Task[None]] = {}  # mesos mode: agents asked for sandboxes
+        # Mesos mode: an agent's /state being fetched for the sandboxes it lists, by agent URL.
+        self._sandbox_fetches: dict[str, asyncio.Future[dict[str, str]]] = {}
+        self._sandbox_lookups: set[asyncio.Task[str | None]] = set()
         self.scheduler_started = False
         self.leading = False
         self.master_address = ""
@@ -480,41 +482,52 @@ class Runtime:
         self.scheduler.resume_load_balancer(empty=mode == "nginx")
 
     def _sandbox_dir(self, task_id: str) -> str | None:
-        """A task's sandbox directory if it is known now; in mesos mode its agent is asked, and the task
-        has it once the agent answers (see sandbox_directory)."""
+        """A task's sandbox directory, as the embedded cluster knows it (None in mesos mode: see
+        sandbox_directory, which asks the task's agent)."""
         if self.cluster is None:
-            if task_id not in self._sandbox_lookups and self._loop is not None:
-                lookup = self._loop.create_task(self._look_up_sandbox(task_id))
-                self._sandbox_lookups[task_id] = lookup
-                lookup.add_done_callback(lambda _: self._sandbox_lookups.pop(task_id, None))
             return None
         found = self.cluster.sandbox_dir(task_id)
         return str(found) if found else None
-
-    async def _look_up_sandbox(self, task_id: str) -> None:
-        task = self.scheduler.tasks.get(task_id)
-        if task is not None:
-            await self.sandbox_directory(task)
 
     async def sandbox_directory(self, task: TaskEntry) -> str | None:
         """A live task's sandbox directory: known, or asked of its agent (and then kept on the task)."""
         if task.directory is None and self.cluster is not None:
             task.directory = self._sandbox_dir(task.id)
         if task.directory is None and task.agent_id and (url := self.agent_url(task.agent_id)) is not None:
-            task.directory = await find_sandbox(self.http, url, task.id)
+            await self._learn_sandboxes(task.agent_id, url)
         return task.directory
+
+    async def _learn_sandboxes(self, agent_id: str, url: str) -> None:
+        """Ask an agent for its sandboxes, once for every caller waiting on it, and give each of its live
+        tasks that lacks one its directory: the agent's /state lists them all in one answer."""
+        fetch = self._sandbox_fetches.get(url)
+        if fetch is None:
+            fetch = self._sandbox_fetches[url] = asyncio.ensure_future(agent_sandboxes(self.http, url))
+            fetch.add_done_callback(lambda _: self._sandbox_fetches.pop(url, None))
+        found = await asyncio.shield(fetch)
+        for task in self.scheduler.tasks.values():
+            if task.directory is None and task.agent_id == agent_id:
+                task.directory = found.get(task.id)
 
     def _result_file(self, task: TaskEntry, path: str) -> Path | httpx.URL | None:
         """Where a task's process-level health-check file appears (under its app/ directory): a path on
         this machine with the embedded cluster, else the agent's files API address that reads it."""
         directory = task.directory or self._sandbox_dir(task.id)
-        if directory is None:
-            return None
         if self.cluster is None:
             url = self.agent_url(task.agent_id) if task.agent_id else None
             if url is None or not inside(path):
                 return None
+            if directory is None:
+                # Asked of the agent now, for a later check: this one finds no file yet, as while the task
+                # has not written it.
+                assert self._loop is not None
+                lookup = self._loop.create_task(self.sandbox_directory(task))
+                self._sandbox_lookups.add(lookup)  # held until done: the loop keeps only weak references
+                lookup.add_done_callback(self._sandbox_lookups.discard)
+                return None
             return httpx.URL(f"{url}/files/read", params={"path": f"{directory}/{task.id}/app/{path}", "offset": -1})
+        if directory is None:
+            return None
         app = Path(directory) / task.id / "app"
         target = (app / path).resolve()
         return target if target.is_relative_to(app.resolve()) else None

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Depends, Response
 
-from ..agent_sandbox import find_sandbox
+from ..agent_sandbox import agent_sandboxes
 from ..errors import ApiError, bad_request, not_found
 from ..runtime import Runtime
 from .deps import runtime
@@ -46,7 +46,7 @@ async def _locate(rt: Runtime, task_id: str) -> tuple[str, str, str]:
     url = rt.agent_url(agent_id)
     if not directory and task is None and url is not None:
         # Ended before its sandbox was looked up: its agent keeps listing it among completed executors.
-        directory = await find_sandbox(rt.http, url, task_id)
+        directory = (await agent_sandboxes(rt.http, url)).get(task_id)
     if not directory:
         raise not_found(f"Task {task_id} has no sandbox yet (it has not started)")
     if url is None:

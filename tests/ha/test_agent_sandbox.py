@@ -3,7 +3,7 @@ sandbox API and the health checks of a result file go through the agent's files 
 
 from __future__ import annotations
 
-from sing_backend.agent_sandbox import sandbox_in_state
+from sing_backend.agent_sandbox import sandboxes_in_state
 from sing_backend.local_backend import wait_for
 from tests.ha.test_failover import one_leader
 
@@ -66,6 +66,8 @@ def test_a_sandbox_is_found_in_an_agents_state_while_the_task_runs_and_after():
     state = {"frameworks": [{"executors": [
         {"id": "a", "directory": "/s/a", "tasks": [{"id": "a"}]},
         {"id": "exec-1", "directory": "/s/e", "tasks": [], "queued_tasks": [{"id": "b"}]},
+        {"id": "starting", "directory": "", "tasks": [{"id": "f"}]},
     ], "completed_executors": [{"id": "x", "directory": "/s/x", "tasks": [], "completed_tasks": [{"id": "c"}]}]}],
         "completed_frameworks": [{"executors": [], "completed_executors": [{"id": "d", "directory": "/s/d"}]}]}
-    assert [sandbox_in_state(state, t) for t in ("a", "b", "c", "d", "e")] == ["/s/a", "/s/e", "/s/x", "/s/d", None]
+    assert sandboxes_in_state(state) == {"a": "/s/a", "exec-1": "/s/e", "b": "/s/e", "x": "/s/x", "c": "/s/x",
+                                         "d": "/s/d"}
