@@ -30,7 +30,7 @@ from ..models.common import (
 )
 from ..models.deploy import SingularityDeploy
 from ..settings import Settings
-from ..state.store import StateStore
+from ..state.store import StateStore, StateUnavailable
 from .deploy_flow import DeployFlow
 from .entities import DeployEntry, PendingDeployEntry, PendingTaskEntry, RequestEntry, TaskEntry
 from .health import Health, HealthState, first_check_at
@@ -709,6 +709,18 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                 self.gateway.decline(stale, 1.0)
 
     def on_status(self, status: dict[str, Any]) -> None:
+        """A task's status from the cluster. Its writes land in one batch, and what it sends on (history,
+        calls to the cluster) goes out only once they are saved: a backend that no longer leads (frozen,
+        then thawed, with updates still in its stream) records nothing in history that the leader, to
+        which the master sends the update again, records as well."""
+        try:
+            with self.effects_after_commit(), self.store.batch():
+                self._apply_status(status)
+        except StateUnavailable as exc:
+            log.warning("task %s: %s not saved, nor recorded in history (%s)",
+                        status.get("task_id", {}).get("value"), status.get("state"), exc)
+
+    def _apply_status(self, status: dict[str, Any]) -> None:
         task_id = status.get("task_id", {}).get("value", "")
         state = status.get("state", "")
         task = self.tasks.get(task_id)
@@ -724,7 +736,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             return  # a duplicate (redelivery or reconciliation)
         if state == "TASK_RUNNING" and task.state == "TASK_RUNNING":
             return
-        update = self._update_doc(task.tid, now, state, message, reason)
+        update = self._update_doc(task.tid, _status_time(status, now), state, message, reason)
         log.info("task %s %s%s", task_id, state, f" ({message})" if message else "")
         task.updates.append(update)
         task.state = state
@@ -786,6 +798,15 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             self._save_request(entry)
             self._request_event(entry, "FINISHED")
         self._maybe_finish_delete(entry)
+
+def _status_time(status: dict[str, Any], now: int) -> int:
+    """When a status happened (epoch ms): its own timestamp (seconds, set where it arose), as
+    Singularity's updates take, not when this backend heard of it (during a fail-over, seconds later)."""
+    timestamp = status.get("timestamp")
+    if isinstance(timestamp, int | float) and timestamp > 0:
+        return int(timestamp * 1000)
+    return now
+
 
 def _offer_view(raw: dict[str, Any]) -> OfferView:
     cpus = mem = disk = 0.0
