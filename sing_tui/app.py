@@ -196,8 +196,14 @@ class SingApp(App[None]):
 
     # ---- navigation
     def action_view(self, view: str) -> None:
-        if view in VIEWS:
+        """A top-level view, at its top: what was opened on it (a request, a task, its logs) is closed,
+        whether the view was elsewhere or is the one shown (where switching alone did nothing)."""
+        if view not in VIEWS:
+            return
+        if view != self.current_mode:
             self.switch_mode(view)
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, ModalScreen):
+            self.pop_screen()
 
     def action_command(self) -> None:
         if isinstance(self.screen, SingScreen):

@@ -353,3 +353,22 @@ async def test_a_write_queued_by_a_standby_closes_the_form_saying_so() -> None:
         await until(pilot, lambda: not isinstance(app.screen, FormScreen), what="the form closed")
         await until(pilot, lambda: "queued for the leader" in screen_text(pilot), what="the queued notice")
         assert writes == ["PUT /api/requests/request/demo-worker/scale"]
+
+
+async def test_a_view_key_goes_back_to_that_views_top_from_what_was_opened_on_it() -> None:
+    from sing_tui.screens.dashboard import DashboardScreen
+    from sing_tui.screens.task import TaskScreen
+
+    fake = FakeSingApi()
+    task_id = next(p.split("/")[0] for p, text in sorted(fake.files.items()) if "working on" in text)
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="dashboard", clock=fake.clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(TaskScreen(task_id))
+        await until(pilot, lambda: isinstance(app.screen, TaskScreen), what="the task, opened on the dashboard")
+        await pilot.press("1")  # the view shown: back to its top
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        app.push_screen(TaskScreen(task_id))
+        await until(pilot, lambda: isinstance(app.screen, TaskScreen), what="the task again")
+        await pilot.press("2", "1")  # another view and back: the dashboard, not what was opened on it
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard again")
+        assert len(app.screen_stack) == 1
