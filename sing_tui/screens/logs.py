@@ -64,6 +64,11 @@ class LogScreen(SingScreen):
         Binding("t", "task", "Task", show=False, id="logs.task"),
     ]
 
+    def poll(self) -> None:
+        """Nothing to poll: the lines come from following the files (see _follow), which also tells the
+        app whether the backend answers. (The base poll, which fetches nothing here, told it "reachable"
+        every refresh, even with the backend down.)"""
+
     def __init__(self, task_ids: list[str], labels: list[str] | None = None, *, stream: str = "stdout",
                  path: str | None = None, title: str = "", archived: list[Json] | None = None) -> None:
         super().__init__()
@@ -228,6 +233,8 @@ class LogScreen(SingScreen):
         missing: dict[int, int] = {}  # failed reads (no sandbox file) per task, for the archive fallback
         interval = cfg.log_poll_seconds
 
+        said_down = False  # this view has told the app that the backend does not answer
+
         async def nothing() -> list[str]:
             return []
         while len(self._fell_back) < len(tails):
@@ -266,6 +273,10 @@ class LogScreen(SingScreen):
                 batch.extend((i, line) for line in result)
             if down is not None:
                 self.app.post_message(BackendStatus(str(down)))
+                said_down = True
+            elif said_down and any(not isinstance(r, Unreachable) for r in results):
+                self.app.post_message(BackendStatus())  # it answers again (with lines, or an error of its own)
+                said_down = False
             if batch or markers:
                 self.post_message(LogBatch(generation, batch, markers))
             if len(self._fell_back) < len(tails):

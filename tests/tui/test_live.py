@@ -317,3 +317,24 @@ async def test_dashboard_shows_recent_failures_from_the_global_search(backend: B
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, TaskScreen) and app.screen.task_id == failed,
                     what="the failed task's view")
+
+
+async def test_the_log_view_says_the_backend_is_down_until_it_answers_again(tmp_path: Path) -> None:
+    port = free_port()
+    b = Backend(tmp_path / "data", port=port).start()
+    worker(b, "ticking", "while true; do echo tick; sleep 0.2; done")
+    (task,) = wait_for(lambda: b.active_tasks("ticking"), timeout=30, what="the task running")
+    app = SingApp(TuiConfig(url=f"http://127.0.0.1:{port}", refresh_seconds=0.3), start_view="tasks")
+    try:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            app.push_screen(LogScreen([task["taskId"]["id"]]))
+            await until(pilot, lambda: "tick" in screen_text(pilot), what="the task's lines")
+            b.close()
+            # Down, and said so for as long as it is: every failed read counts, none is taken for an answer
+            # (the view told the app "reachable" at each refresh, and the retries started over).
+            await until(pilot, lambda: app.connection.failures >= 4, timeout=30, what="four failed reads in a row")
+            assert app.connection.ok is False and "Reconnected" not in screen_text(pilot)
+            b = Backend(tmp_path / "data", port=port).start()
+            await until(pilot, lambda: app.connection.ok is True, timeout=30, what="the backend answering again")
+    finally:
+        b.close()
