@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
@@ -52,6 +52,7 @@ class SingScreen(Screen[None]):
         self._polling = False
         self.filter = Filter()
         self._filter_before_prompt = Filter()
+        self._typed_ahead: list[events.Key] | None = None  # keys that came with `:` or `/`, before its prompt
 
     @property
     def sing(self) -> SingApp:
@@ -176,14 +177,50 @@ class SingScreen(Screen[None]):
     def open_prompt(self, kind: str) -> None:
         if kind == "/":
             if not self.FILTERABLE:
+                self._typed_ahead = None
                 return
             self._filter_before_prompt = self.filter
             self.prompt.open("/", self.filter.text)
         else:
             self.prompt.open(":")
+        self._type_ahead_into_prompt()
 
     def action_filter(self) -> None:
         self.open_prompt("/")
+
+    def on_key(self, event: events.Key) -> None:
+        # Keys typed in one burst with the `:` or `/` that opens the prompt (a paste, fast typing) reach the
+        # screen before that key's binding has opened it: they are the prompt's, not the screen's bindings
+        # (the `q` of `:request` quit the dashboard). Held here, and typed into the prompt once it opens.
+        if self.prompt.is_open:
+            if event.is_printable and event.character:  # (the prompt's own input keeps the ones it gets)
+                event.stop()
+                event.prevent_default()
+                self.prompt.input.insert_text_at_cursor(event.character)
+            return
+        if self._typed_ahead is not None:
+            event.stop()
+            event.prevent_default()
+            self._typed_ahead.append(event)
+            return
+        binding = self.active_bindings.get(event.key)
+        if binding is not None and binding.binding.action in ("command", "filter"):
+            self._typed_ahead = []
+
+    def _type_ahead_into_prompt(self) -> None:
+        typed, self._typed_ahead = self._typed_ahead or [], None
+        box = self.prompt.input
+        for key in typed:
+            if key.key == "enter":
+                self.call_after_refresh(box.action_submit)
+                return
+            if key.key == "escape":
+                self.prompt.action_cancel()
+                return
+            if key.key == "backspace":
+                box.action_delete_left()
+            elif key.is_printable and key.character:
+                box.insert_text_at_cursor(key.character)
 
     def action_back(self) -> None:
         if self.filter.active:

@@ -99,7 +99,9 @@ class Prompt(Horizontal):
         self.add_class("-open")
         box.value = value
         box.cursor_position = len(value)
-        box.focus()
+        # At once, not a turn of the loop later as focus() does: keys typed right after `:` or `/` (a
+        # paste, fast typing) are the prompt's, not the screen's bindings (the `q` of `:request` quit).
+        self.screen.set_focus(box)
 
     def close(self, cancelled: bool) -> None:
         if self.is_open:

@@ -372,3 +372,22 @@ async def test_a_view_key_goes_back_to_that_views_top_from_what_was_opened_on_it
         await pilot.press("2", "1")  # another view and back: the dashboard, not what was opened on it
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard again")
         assert len(app.screen_stack) == 1
+
+
+async def test_a_command_pasted_in_one_burst_goes_to_the_prompt() -> None:
+    # Keys that arrive together (a paste, fast typing) are handled before the next turn of the loop: were
+    # the prompt focused only then, `request` would reach the screen's bindings, and its `q` quit.
+    from textual import events
+
+    from sing_tui.screens.request import RequestScreen
+
+    fake = FakeSingApi()
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="dashboard", clock=fake.clock)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        for ch in ":request demo-web":
+            app.post_message(events.Key({":": "colon", " ": "space", "-": "minus"}.get(ch, ch), ch))
+        app.post_message(events.Key("enter", "\r"))
+        await until(pilot, lambda: isinstance(app.screen, RequestScreen), what="the request opened")
+        await until(pilot, lambda: "demo-web" in screen_text(pilot), what="the request shown")
+        assert app.is_running
