@@ -391,8 +391,11 @@ def cluster_problems(state: Json, *, stale: bool) -> tuple[Problem, ...]:
         problems.append(Problem("ZOOKEEPER DOWN", "this backend cannot reach ZooKeeper: it does not schedule, "
                                                   "and shows what it last knew"))
     if stale:
-        problems.append(Problem("NO LEADER", "this backend reaches no leader: the data is its last snapshot, "
-                                             "and changes are refused"))
+        # Queued in ZooKeeper for the next leader, while this backend reaches ZooKeeper.
+        changes = "changes are refused" if state.get("zookeeperConnected") is False else \
+            "changes wait in a queue for the next leader"
+        problems.append(Problem("NO LEADER", f"this backend reaches no leader: the data is its last snapshot, "
+                                             f"and {changes}"))
     hosts = state.get("hostStates") or []
     if hosts and hosts[0].get("master") and hosts[0].get("mesosConnected") is False:
         problems.append(Problem("MESOS DOWN", "the leader has lost the Mesos master: tasks keep running, new "

@@ -7,11 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from ..errors import bad_request, not_found
+from ..models.common import LIVE_TASK_STATES, TERMINAL_TASK_STATES
 from ..runtime import Runtime
 from .deps import page_args, runtime
 from .responses import json_response
 
 router = APIRouter(prefix="/history", tags=["history"])
+
+
+TASK_STATES = LIVE_TASK_STATES | TERMINAL_TASK_STATES
 
 
 def _order(orderDirection: str | None) -> bool:
@@ -49,6 +53,9 @@ async def request_tasks(rt: Annotated[Runtime, Depends(runtime)], requestId: str
                         orderDirection: str | None = None, count: int | None = None,
                         page: int | None = None) -> Response:
     count, page = page_args(count, page)
+    if lastTaskStatus is not None and lastTaskStatus not in TASK_STATES:
+        # A typo, or a lowercase name, would otherwise match nothing and look like an empty history.
+        raise bad_request(f"lastTaskStatus: must be one of {', '.join(sorted(TASK_STATES))}, got {lastTaskStatus!r}")
     rows = await rt.history_call(
         "request_task_ids", requestId, deploy_id=deployId, run_id=runId, host=host, last_task_status=lastTaskStatus,
         started_before=startedBefore, started_after=startedAfter, updated_before=updatedBefore,

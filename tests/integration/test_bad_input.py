@@ -118,3 +118,10 @@ def test_head_answers_as_get_without_the_body(backend: Backend):
     assert head.headers["content-length"] == str(len(got.content))
     assert head.headers["content-type"] == "application/json"
     assert backend.client.head("/api/requests/request/nope").status_code == 404
+
+
+@pytest.mark.parametrize("status", ["finished", "TASK_DONE"])
+def test_a_history_filter_on_an_unknown_status_is_refused(backend: Backend, status: str):
+    # Matching nothing, it would look like an empty history.
+    for path in ("/api/history/tasks", "/api/history/request/svc/tasks"):
+        _error(backend, "GET", path, 400, "lastTaskStatus: must be one of", params={"lastTaskStatus": status})

@@ -181,6 +181,10 @@ def test_cluster_problems_from_the_state_and_its_staleness() -> None:
     assert cluster_problems({"hostStates": [{"master": True, "mesosConnected": True}]}, stale=False) == ()  # local
     zk_down = {"zookeeperConnected": False, "hostStates": [{"master": False, "mesosConnected": False}]}
     assert [p.badge for p in cluster_problems(zk_down, stale=True)] == ["ZOOKEEPER DOWN", "NO LEADER"]
+    assert cluster_problems(zk_down, stale=True)[1].meaning.endswith("changes are refused")
+    # Reaching ZooKeeper but no leader (a fail-over): a write is queued for the next leader, which applies it.
+    (no_leader,) = cluster_problems({"zookeeperConnected": True, "hostStates": [{"master": False}]}, stale=True)
+    assert no_leader.meaning.endswith("changes wait in a queue for the next leader")
     mesos_down = {"zookeeperConnected": True, "hostStates": [{"master": True, "mesosConnected": False}]}
     [problem] = cluster_problems(mesos_down, stale=False)
     assert problem.badge == "MESOS DOWN" and "tasks keep running" in problem.meaning
