@@ -84,7 +84,7 @@ class Runtime:
         self.http = httpx.AsyncClient(timeout=10.0)
         # Mesos mode: an agent's /state being fetched for the sandboxes it lists, by agent URL.
         self._sandbox_fetches: dict[str, asyncio.Future[dict[str, str]]] = {}
-        self._sandbox_lookups: set[asyncio.Task[str | None]] = set()
+        self._chores: set[asyncio.Task[Any]] = set()  # background work, held until done (the loop holds weakly)
         self.scheduler_started = False
         self.leading = False
         self.master_address = ""
@@ -139,6 +139,7 @@ class Runtime:
         scheduler = Scheduler(self.settings, self.store, self.history, self.sink)
         scheduler.load()
         scheduler.sandbox_locator = self._sandbox_dir
+        scheduler.on_subscribed = self._complete_history_soon
         self._generation += 1
         return scheduler
 
@@ -481,6 +482,25 @@ class Runtime:
         self.scheduler.lb = LbDriver(BaragonClient(base_url), self.scheduler.on_lb_result)
         self.scheduler.resume_load_balancer(empty=mode == "nginx")
 
+    def _complete_history_soon(self) -> None:
+        assert self._loop is not None
+        chore = self._loop.create_task(self._complete_history(self.scheduler))
+        self._chores.add(chore)
+        chore.add_done_callback(self._chores.discard)
+
+    async def _complete_history(self, scheduler: Scheduler) -> None:
+        """Ask the cluster about tasks history shows unended that the scheduler does not run (see
+        Scheduler.ask_about_unended). Every history write handed over is committed first."""
+        assert self.history is not None
+        try:
+            await self.sink.drain()
+            unended = await self.history.unended_task_ids()
+        except Exception as exc:  # history down: asked again at the next subscription
+            log.warning("history: could not look for tasks left unended (%s)", exc)
+            return
+        if scheduler is self.scheduler and self.scheduler_started:
+            scheduler.ask_about_unended(unended)
+
     def _sandbox_dir(self, task_id: str) -> str | None:
         """A task's sandbox directory, as the embedded cluster knows it (None in mesos mode: see
         sandbox_directory, which asks the task's agent)."""
@@ -522,8 +542,8 @@ class Runtime:
                 # has not written it.
                 assert self._loop is not None
                 lookup = self._loop.create_task(self.sandbox_directory(task))
-                self._sandbox_lookups.add(lookup)  # held until done: the loop keeps only weak references
-                lookup.add_done_callback(self._sandbox_lookups.discard)
+                self._chores.add(lookup)
+                lookup.add_done_callback(self._chores.discard)
                 return None
             return httpx.URL(f"{url}/files/read", params={"path": f"{directory}/{task.id}/app/{path}", "offset": -1})
         if directory is None:

@@ -357,6 +357,12 @@ class HistoryStore:
         found = await self.request_task_ids(request_id, run_id=run_id, count=1)
         return found[0] if found else None
 
+    async def unended_task_ids(self) -> list[str]:
+        """Ids of the tasks whose history has no end: saved, never given a terminal status. Every write
+        handed over so far is committed first, so a task whose end is only queued is not among them."""
+        await self.flush()
+        return await self._read(_unended_task_ids)
+
     async def purge(self, *, older_than_ms: int | None, keep_per_request: int | None) -> int:
         """Delete tasks (with their updates and health checks) last updated before `older_than_ms`
         (epoch ms) or beyond the `keep_per_request` most recently updated of their request; None
@@ -520,6 +526,12 @@ class HistoryStore:
                 await conn.execute(delete(TaskHealthcheckRow).where(TaskHealthcheckRow.task_id.in_(task_ids)))
                 result = await conn.execute(delete(TaskHistoryRow).where(TaskHistoryRow.task_id.in_(task_ids)))
                 deleted += result.rowcount
+
+
+def _unended_task_ids(conn: Connection, _committed: int) -> list[str]:
+    row = TaskHistoryRow
+    status = row.last_task_status
+    return list(conn.scalars(select(row.task_id).where(status.is_(None) | status.not_in(TERMINAL_TASK_STATES))))
 
 
 def _check_identity(task: Doc, *, task_id: str, request_id: str, deploy_id: str, host: str, started_at: int) -> None:

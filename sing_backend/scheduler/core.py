@@ -99,6 +99,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self.connected = False
         # Called when a task starts being health-checked (wakes the checker).
         self.on_health_tracked: Callable[[], None] | None = None
+        # Called once subscribed to the cluster: the runtime asks history for tasks it shows unended.
+        self.on_subscribed: Callable[[], None] | None = None
+        self.ended_unheard: set[str] = set()  # tasks asked about by ask_about_unended, not answered yet
         self.last_offer_at: int | None = None
         self.started_at = clock()
 
@@ -642,7 +645,21 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         # Learn what the cluster still runs: tasks it does not know come back as lost and are replaced.
         if self.gateway is not None and self.tasks:
             self.gateway.reconcile(list(self.tasks))
+        if self.on_subscribed is not None:
+            self.on_subscribed()
         self.kick()
+
+    def ask_about_unended(self, task_ids: list[str]) -> None:
+        """Ask the cluster how tasks ended that history shows unended and this scheduler does not run: a
+        leader killed after saving a task's end in the state store and before handing it to history (the
+        cluster had its acknowledgement) left it so. Their answers complete the history (on_status)."""
+        unheard = [task_id for task_id in task_ids if task_id not in self.tasks]
+        if not unheard or self.gateway is None or not self.connected:
+            return
+        log.warning("history shows %d tasks that this scheduler does not run as unended: asking the cluster",
+                    len(unheard))
+        self.ended_unheard.update(unheard)
+        self.gateway.reconcile(unheard)
 
     def reconcile_unconfirmed(self, older_than_ms: int) -> None:
         """Ask the cluster about tasks launched `older_than_ms` ago that it has said nothing about since:
@@ -728,6 +745,12 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             if state not in TERMINAL_TASK_STATES and self.gateway is not None:
                 log.warning("killing unknown task %s reported %s", task_id, state)
                 self.gateway.kill(task_id, 0.0)
+            elif task_id in self.ended_unheard:
+                self.ended_unheard.discard(task_id)
+                log.info("task %s, unended in history, ended %s", task_id, state)
+                ended = self._update_doc(TaskId.parse(task_id), _status_time(status, self.clock()), state,
+                                         status.get("message"), status.get("reason"))
+                self._to_history(lambda: self.history.add_task_updates([ended]))
             return
         now = self.clock()
         message = status.get("message")

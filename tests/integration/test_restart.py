@@ -38,3 +38,28 @@ def test_restart_after_kill_keeps_state_and_leaves_no_orphans(tmp_path: Path):
         assert events == ["CREATED"]
     finally:
         backend.close()
+
+
+async def test_a_task_left_unended_in_history_is_completed_after_a_restart(tmp_path: Path):
+    # As a backend killed after saving a task's end in its state, and before handing it to history, leaves
+    # it: history shows the task running, the state store does not have it, and the cluster, whose update
+    # was acknowledged, does not send it again. The next backend to subscribe asks the cluster about it.
+    from sing_backend.history import HistoryStore
+    from tests.history.helpers import make_task, save, update
+
+    backend = Backend(tmp_path / "data").start()
+    backend.close()
+    store = await HistoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'history.db'}")
+    try:
+        task_id = await save(store, make_task("gone", "v1", 1000))
+        await store.add_task_updates([update(task_id, 1001, "TASK_RUNNING")])
+    finally:
+        await store.close()
+    backend = Backend(tmp_path / "data", port=backend.port).start()
+    try:
+        updates = wait_for(lambda: (u := backend.get(f"/api/history/task/{task_id}")["taskUpdates"])[-1][
+            "taskState"] != "TASK_RUNNING" and u, timeout=30, what="the task's end, asked of the cluster")
+        assert [u["taskState"] for u in updates] == ["TASK_RUNNING", "TASK_LOST"]  # a cluster that never ran it
+        assert backend.get("/api/history/request/gone/tasks")[0]["lastTaskStatus"] == "TASK_LOST"
+    finally:
+        backend.close()

@@ -1,0 +1,69 @@
+"""A leader killed after saving a task's end in the state store, and before handing it to history, left
+the task unended in history: the cluster had the update acknowledged and never sends it again. The next
+leader, once subscribed, asks the cluster about the tasks history shows unended that it does not run, and
+completes their history with the answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sing_backend.history import HistoryStore
+from sing_backend.ids import TaskId
+from sing_backend.scheduler.core import Scheduler
+from sing_backend.scheduler.entities import TaskEntry
+from sing_backend.scheduler.history_sink import HistorySink
+from sing_backend.settings import Settings
+from sing_backend.state.sqlite import SqliteStateStore
+
+from .helpers import history_url, make_task, save, update
+
+
+class ReconcileRecorder:
+    def __init__(self) -> None:
+        self.reconciled: list[list[str]] = []
+
+    def launch(self, offer_id: str, task_infos: list[dict[str, Any]]) -> None: ...
+    def decline(self, offer_ids: list[str], refuse_seconds: float) -> None: ...
+    def kill(self, task_id: str, grace_seconds: float | None) -> None: ...
+    def message(self, task_id: str, agent_id: str, data: str) -> None: ...
+
+    def reconcile(self, task_ids: list[str]) -> None:
+        self.reconciled.append(sorted(task_ids))
+
+
+def ended(task_id: str, state: str, at: float) -> dict[str, Any]:
+    return {"task_id": {"value": task_id}, "state": state, "timestamp": at, "message": "Exited with status 0"}
+
+
+async def test_tasks_left_unended_in_history_are_asked_about_and_completed(tmp_path: Path) -> None:
+    store = await HistoryStore.open(history_url(tmp_path / "history.db"))
+    try:
+        lost_end = await save(store, make_task("job", "v1", 1000))
+        finished = await save(store, make_task("job", "v1", 2000))
+        live = await save(store, make_task("job", "v1", 3000))
+        await store.add_task_updates([update(lost_end, 1001, "TASK_RUNNING"), update(finished, 2001, "TASK_RUNNING"),
+                                      update(finished, 2005, "TASK_FINISHED"), update(live, 3001, "TASK_RUNNING")])
+        assert sorted(await store.unended_task_ids()) == sorted([lost_end, live])
+
+        sink = HistorySink()
+        sched = Scheduler(Settings(), SqliteStateStore(tmp_path / "state.db"), store, sink)
+        tid = TaskId.parse(live)
+        sched.tasks[live] = TaskEntry(tid, {"taskId": tid.wire()}, "agent-1", state="TASK_RUNNING")
+        gateway = ReconcileRecorder()
+        sched.gateway, sched.connected = gateway, True
+        sched.ask_about_unended(await store.unended_task_ids())
+        assert gateway.reconciled == [[lost_end]]  # not the task it runs
+
+        sched.on_status(ended(lost_end, "TASK_FINISHED", 1.5))
+        sched.on_status(ended(lost_end, "TASK_FINISHED", 1.5))  # answered twice: recorded once
+        await sink.drain()
+        sched.on_status(ended("job-v1-9000-1-host_1-rack_a", "TASK_FINISHED", 9.0))  # never asked about
+        assert len(sink._queue) == 0  # nothing for history
+        assert await store.unended_task_ids() == [live]
+        history = await store.task_history(lost_end)
+        assert history is not None
+        assert [(u["taskState"], u["timestamp"]) for u in history["taskUpdates"]] == [
+            ("TASK_RUNNING", 1001), ("TASK_FINISHED", 1500)]
+    finally:
+        await store.close()
