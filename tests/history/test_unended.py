@@ -15,21 +15,9 @@ from sing_backend.scheduler.entities import TaskEntry
 from sing_backend.scheduler.history_sink import HistorySink
 from sing_backend.settings import Settings
 from sing_backend.state.sqlite import SqliteStateStore
+from tests.unit.test_unconfirmed_launches import RecordingGateway
 
 from .helpers import history_url, make_task, save, update
-
-
-class ReconcileRecorder:
-    def __init__(self) -> None:
-        self.reconciled: list[list[str]] = []
-
-    def launch(self, offer_id: str, task_infos: list[dict[str, Any]]) -> None: ...
-    def decline(self, offer_ids: list[str], refuse_seconds: float) -> None: ...
-    def kill(self, task_id: str, grace_seconds: float | None) -> None: ...
-    def message(self, task_id: str, agent_id: str, data: str) -> None: ...
-
-    def reconcile(self, task_ids: list[str]) -> None:
-        self.reconciled.append(sorted(task_ids))
 
 
 def ended(task_id: str, state: str, at: float) -> dict[str, Any]:
@@ -50,7 +38,7 @@ async def test_tasks_left_unended_in_history_are_asked_about_and_completed(tmp_p
         sched = Scheduler(Settings(), SqliteStateStore(tmp_path / "state.db"), store, sink)
         tid = TaskId.parse(live)
         sched.tasks[live] = TaskEntry(tid, {"taskId": tid.wire()}, "agent-1", state="TASK_RUNNING")
-        gateway = ReconcileRecorder()
+        gateway = RecordingGateway()
         sched.gateway, sched.connected = gateway, True
         sched.ask_about_unended(await store.unended_task_ids())
         assert gateway.reconciled == [[lost_end]]  # not the task it runs
