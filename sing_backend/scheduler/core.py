@@ -731,7 +731,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         then thawed, with updates still in its stream) records nothing in history that the leader, to
         which the master sends the update again, records as well."""
         try:
-            with self.effects_after_commit(), self.store.batch():
+            # (In parts if too large for one ZooKeeper multi: a deploy failed by this status may clean up
+            # hundreds of tasks.)
+            with self.effects_after_commit(), self.store.batch(split_if_too_large=True):
                 self._apply_status(status)
         except StateUnavailable as exc:
             log.warning("task %s: %s not saved, nor recorded in history (%s)",
