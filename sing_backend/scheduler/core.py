@@ -102,6 +102,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         # Called once subscribed to the cluster: the runtime asks history for tasks it shows unended.
         self.on_subscribed: Callable[[], None] | None = None
         self.ended_unheard: set[str] = set()  # tasks asked about by ask_about_unended, not answered yet
+        self.ended_here: set[str] | None = None  # tasks ended since on_subscribed, until ask_about_unended
         self.last_offer_at: int | None = None
         self.started_at = clock()
 
@@ -646,6 +647,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         if self.gateway is not None and self.tasks:
             self.gateway.reconcile(list(self.tasks))
         if self.on_subscribed is not None:
+            self.ended_here = set()
             self.on_subscribed()
         self.kick()
 
@@ -653,7 +655,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         """Ask the cluster how tasks ended that history shows unended and this scheduler does not run: a
         leader killed after saving a task's end in the state store and before handing it to history (the
         cluster had its acknowledgement) left it so. Their answers complete the history (on_status)."""
-        unheard = [task_id for task_id in task_ids if task_id not in self.tasks]
+        # Not those that ended here while history was asked: their ends were still on the way to it.
+        ended_here, self.ended_here = self.ended_here or set(), None
+        unheard = [task_id for task_id in task_ids if task_id not in self.tasks and task_id not in ended_here]
         if not unheard or self.gateway is None or not self.connected:
             return
         log.warning("history shows %d tasks that this scheduler does not run as unended: asking the cluster",
@@ -789,6 +793,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
 
     def _task_done(self, task: TaskEntry, state: str) -> None:
         request_id = task.tid.requestId
+        if self.ended_here is not None:
+            self.ended_here.add(task.id)
         self._lb_remove(task)  # a task that died while registered must not stay an upstream
         with self.store.batch():
             self.tasks.pop(task.id, None)

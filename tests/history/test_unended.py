@@ -32,23 +32,28 @@ async def test_tasks_left_unended_in_history_are_asked_about_and_completed(tmp_p
         live = await save(store, make_task("job", "v1", 3000))
         await store.add_task_updates([update(lost_end, 1001, "TASK_RUNNING"), update(finished, 2001, "TASK_RUNNING"),
                                       update(finished, 2005, "TASK_FINISHED"), update(live, 3001, "TASK_RUNNING")])
-        assert sorted(await store.unended_task_ids()) == sorted([lost_end, live])
-
         sink = HistorySink()
         sched = Scheduler(Settings(), SqliteStateStore(tmp_path / "state.db"), store, sink)
-        tid = TaskId.parse(live)
-        sched.tasks[live] = TaskEntry(tid, {"taskId": tid.wire()}, "agent-1", state="TASK_RUNNING")
+        doc = make_task("job", "v1", 3000)
+        tid = TaskId(**{k: doc["taskId"][k] for k in TaskId.__dataclass_fields__})
+        sched.tasks[live] = TaskEntry(tid, doc, "agent-1", state="TASK_RUNNING")
         gateway = RecordingGateway()
-        sched.gateway, sched.connected = gateway, True
-        sched.ask_about_unended(await store.unended_task_ids())
-        assert gateway.reconciled == [[lost_end]]  # not the task it runs
+        sched.gateway = gateway
+        sched.on_subscribed = lambda: None  # the runtime asks history here (see Runtime._complete_history)
+        sched.on_registered("framework-1")
+        unended = await store.unended_task_ids()
+        assert sorted(unended) == sorted([lost_end, live])
+        # The task it ran ends while history is asked: its end is on the way to history, not lost.
+        sched.on_status(ended(live, "TASK_FINISHED", 3.5))
+        sched.ask_about_unended(unended)
+        assert gateway.reconciled == [[live], [lost_end]]  # its live tasks at subscription, then the unended
 
         sched.on_status(ended(lost_end, "TASK_FINISHED", 1.5))
         sched.on_status(ended(lost_end, "TASK_FINISHED", 1.5))  # answered twice: recorded once
         await sink.drain()
         sched.on_status(ended("job-v1-9000-1-host_1-rack_a", "TASK_FINISHED", 9.0))  # never asked about
         assert len(sink._queue) == 0  # nothing for history
-        assert await store.unended_task_ids() == [live]
+        assert await store.unended_task_ids() == []
         history = await store.task_history(lost_end)
         assert history is not None
         assert [(u["taskState"], u["timestamp"]) for u in history["taskUpdates"]] == [
