@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -84,7 +84,7 @@ class Runtime:
         self.http = httpx.AsyncClient(timeout=10.0)
         # Mesos mode: an agent's /state being fetched for the sandboxes it lists, by agent URL.
         self._sandbox_fetches: dict[str, asyncio.Future[dict[str, str]]] = {}
-        self._chores: set[asyncio.Task[Any]] = set()  # background work, held until done (the loop holds weakly)
+        self._chores: set[asyncio.Task[Any]] = set()  # see _chore
         self.scheduler_started = False
         self.leading = False
         self.master_address = ""
@@ -482,11 +482,15 @@ class Runtime:
         self.scheduler.lb = LbDriver(BaragonClient(base_url), self.scheduler.on_lb_result)
         self.scheduler.resume_load_balancer(empty=mode == "nginx")
 
-    def _complete_history_soon(self) -> None:
+    def _chore(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background, held until done (the loop keeps only weak references)."""
         assert self._loop is not None
-        chore = self._loop.create_task(self._complete_history(self.scheduler))
+        chore = self._loop.create_task(work)
         self._chores.add(chore)
         chore.add_done_callback(self._chores.discard)
+
+    def _complete_history_soon(self) -> None:
+        self._chore(self._complete_history(self.scheduler))
 
     async def _complete_history(self, scheduler: Scheduler) -> None:
         """Ask the cluster about tasks history shows unended that the scheduler does not run (see
@@ -540,10 +544,7 @@ class Runtime:
             if directory is None:
                 # Asked of the agent now, for a later check: this one finds no file yet, as while the task
                 # has not written it.
-                assert self._loop is not None
-                lookup = self._loop.create_task(self.sandbox_directory(task))
-                self._chores.add(lookup)
-                lookup.add_done_callback(self._chores.discard)
+                self._chore(self.sandbox_directory(task))
                 return None
             return httpx.URL(f"{url}/files/read", params={"path": f"{directory}/{task.id}/app/{path}", "offset": -1})
         if directory is None:

@@ -89,10 +89,10 @@ def resolve_mesos_master(text: str, probe_timeout: float = 3.0) -> str:
     raise SettingsError(f"mesos_master: no Mesos master answers at {', '.join(candidates)}")
 
 
-def check_master_in_zookeeper(text: str, timeout: float = 3.0) -> str:
-    """For a master given as zk://hosts/path: the address of the leading master registered there, which
-    must answer as resolve_mesos_master asks the others to. pymesos would wait without a word for a master
-    that an unreachable ensemble, a wrong path or a dead master never gives it."""
+def check_master_in_zookeeper(text: str, timeout: float = 3.0) -> None:
+    """For a master given as zk://hosts/path: the leading master registered there must answer, as
+    resolve_mesos_master asks the others to. pymesos would wait without a word for a master that an
+    unreachable ensemble, a wrong path or a dead master never gives it."""
     hosts, _, path = text.split("://", 1)[1].partition("/")
     client = KazooClient(hosts=hosts, timeout=timeout)
     try:
@@ -109,19 +109,19 @@ def check_master_in_zookeeper(text: str, timeout: float = 3.0) -> str:
             children = []
         if not children:
             raise SettingsError(f"mesos_master: no Mesos master is registered in ZooKeeper at {text}")
-        data, _ = client.get(f"/{path}/{min(children)}")
+        node = f"/{path}/{min(children)}"
+        data, _ = client.get(node)
         try:
             address = json.loads(data)["address"]
             master = f"{address['ip']}:{int(address['port'])}"
         except (ValueError, KeyError, TypeError) as exc:
-            raise SettingsError(f"mesos_master: /{path}/{min(children)} in ZooKeeper at {hosts} is not a Mesos "
-                                "master's JSON MasterInfo") from exc
+            raise SettingsError(f"mesos_master: {node} in ZooKeeper at {hosts} is not a Mesos master's JSON "
+                                "MasterInfo") from exc
     finally:
         client.stop()
         client.close()
     if not _answers(master, timeout):
         raise SettingsError(f"mesos_master: no Mesos master answers at {master}, the leader registered in {text}")
-    return master
 
 
 def _answers(address: str, timeout: float) -> bool:

@@ -31,12 +31,10 @@ class LeaderForwarder:
         runtime = request.app.state.runtime
         path = request.url.path
         if runtime.leading and runtime.write_queue is not None and request.method not in _READS \
-                and APPLYING.get() is None and "/api/" in path \
-                and (runtime.queue_first() or WRITE_ID_HEADER in request.headers):
-            # (A write with an id of the client's goes through the queue, where a repeat of it is caught.)
-            return await queue_for_leader(runtime, request)
-        if runtime.leading and runtime.write_queue is not None and request.method not in _READS \
-                and APPLYING.get() is None and "/api/" in path:
+                and APPLYING.get() is None and "/api/" in path:  # a write sent to the leader
+            if runtime.queue_first() or WRITE_ID_HEADER in request.headers:
+                # (A write with an id of the client's goes through the queue, where a repeat of it is caught.)
+                return await queue_for_leader(runtime, request)
             refused = await refuse_if_too_large(runtime, request)
             if refused is not None:
                 return refused
