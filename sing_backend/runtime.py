@@ -501,6 +501,8 @@ class Runtime:
             unended = await self.history.unended_task_ids()
         except Exception as exc:  # history down: asked again at the next subscription
             log.warning("history: could not look for tasks left unended (%s)", exc)
+            if scheduler is self.scheduler:
+                scheduler.history_not_asked()
             return
         if scheduler is self.scheduler and self.scheduler_started:
             scheduler.ask_about_unended(unended)

@@ -17,6 +17,7 @@ from types import TracebackType
 from ..executor.reactor import Reactor
 from ..executor.settings import ExecutorPaths, ExecutorSettings
 from .agent import Agent
+from .framework import FIRST_RETRY_SECONDS
 from .httpserver import Acceptor
 from .master import Master
 from .master_http import MasterHTTPServer
@@ -37,6 +38,8 @@ class EmbeddedCluster:
     process (and TASK_KILLED when killed); never use it for the demo.
     ``kill_grace_seconds`` is the SIGTERM -> SIGKILL delay when neither the KILL call nor the
     TaskInfo carries a ``kill_policy.grace_period``.
+    ``status_retry_seconds``: an unacknowledged status update is sent again after this long, then after
+    twice that, up to 10 minutes (Mesos' default is 10 s).
     ``executor`` configures how agents run tasks (artifact cache, log rotation and archive, limits,
     sandbox retention); its unset paths are under ``data_dir`` (default: the work dir's parent).
     """
@@ -51,6 +54,7 @@ class EmbeddedCluster:
         simulated: bool = False,
         heartbeat_interval: float = 15.0,
         kill_grace_seconds: float = 3.0,
+        status_retry_seconds: float = FIRST_RETRY_SECONDS,
         executor: ExecutorSettings | None = None,
         data_dir: Path | None = None,
     ) -> None:
@@ -74,6 +78,7 @@ class EmbeddedCluster:
             reactor=self._reactor,
             heartbeat_interval=heartbeat_interval,
             kill_grace_seconds=kill_grace_seconds,
+            status_retry_seconds=status_retry_seconds,
         )
         self._server: MasterHTTPServer | None = None
         self._removed: list[Agent] = []
@@ -88,6 +93,7 @@ class EmbeddedCluster:
             raise RuntimeError("cluster already started")
         self._started = True
         self._reactor.start()
+        self._master.retry_unacked()
         self._acceptor.start()
         try:
             self.work_dir.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,18 @@ import orjson
 
 from ..executor.reactor import TimerHandle
 
-# Unacknowledged updates are kept for retransmission on re-subscribe, up to this many.
+# Unacknowledged updates are kept for retransmission, up to this many.
 _UNACKED_KEPT = 100_000
+# Mesos sends an unacknowledged status update again after 10 s, then doubling, up to 10 minutes.
+FIRST_RETRY_SECONDS = 10.0
+MAX_RETRY_SECONDS = 600.0
+
+
+@dataclass
+class Unacked:
+    event: dict[str, Any]
+    due: float  # time.monotonic() of the next retransmission
+    backoff: float
 
 
 class Subscription:
@@ -51,7 +61,7 @@ class Framework:
     # agent_id -> time.monotonic() until which this framework declined that agent
     filters: dict[str, float] = field(default_factory=dict)
     # uuid -> UPDATE event, in send order
-    unacked: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+    unacked: OrderedDict[str, Unacked] = field(default_factory=OrderedDict)
     failover_timer: TimerHandle | None = None
 
     @property
@@ -62,12 +72,28 @@ class Framework:
         if self.subscription is not None:
             self.subscription.send(event)
 
-    def send_reliably(self, uuid: str, event: dict[str, Any]) -> None:
-        """Send now if connected, and keep it until acknowledged (re-sent on re-subscribe)."""
-        self.unacked[uuid] = event
+    def send_reliably(self, uuid: str, event: dict[str, Any], now: float, first_retry: float) -> None:
+        """Send now if connected, and keep it until acknowledged: sent again on re-subscribe, and after
+        `first_retry` seconds without an acknowledgement, then after twice that, and so on."""
+        self.unacked[uuid] = Unacked(event, now + first_retry, first_retry)
         while len(self.unacked) > _UNACKED_KEPT:
             self.unacked.popitem(last=False)
         self.send(event)
+
+    def send_unacked(self, now: float, first_retry: float, *, due_only: bool) -> int:
+        """Send again the unacknowledged updates (only those due, or all of them, as on re-subscribe),
+        in their order; returns how many were sent."""
+        if self.subscription is None:
+            return 0
+        sent = 0
+        for item in self.unacked.values():
+            if due_only and item.due > now:
+                continue
+            self.subscription.send(item.event)
+            item.backoff = min(item.backoff * 2, MAX_RETRY_SECONDS) if due_only else first_retry
+            item.due = now + item.backoff
+            sent += 1
+        return sent
 
     def failover_timeout(self) -> float:
         try:

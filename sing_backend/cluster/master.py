@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..executor.reactor import Reactor
+from ..executor.reactor import Reactor, TimerHandle
 from .agent import Agent
 from .calls import CallError, call_object, id_value, id_values, launch_task_infos, refuse_seconds
-from .framework import Framework, Subscription
+from .framework import FIRST_RETRY_SECONDS, Framework, Subscription
 from .launch_plan import plan_launches
 from .offers import Offer, OfferBook
 from .resources import Resources
@@ -42,10 +42,13 @@ DEFAULT_REFUSE_SECONDS = 5.0
 
 class Master:
     def __init__(
-        self, *, lock: threading.RLock, reactor: Reactor, heartbeat_interval: float, kill_grace_seconds: float
+        self, *, lock: threading.RLock, reactor: Reactor, heartbeat_interval: float, kill_grace_seconds: float,
+        status_retry_seconds: float = FIRST_RETRY_SECONDS,
     ) -> None:
         self.master_id = str(uuid.uuid4())
         self.heartbeat_interval = heartbeat_interval
+        self.status_retry_seconds = status_retry_seconds
+        self._retry_timer: TimerHandle | None = None
         self._lock = lock
         self._reactor = reactor
         self._default_grace = kill_grace_seconds
@@ -124,7 +127,7 @@ class Master:
             # The executor made this uuid and waits for its acknowledgement (see _acknowledge).
             self._executor_updates[uuid] = (agent_id, task_id)
         if framework is not None:
-            framework.send_reliably(status["uuid"], update_event(status))
+            self._send_reliably(framework, status)
         if record.terminal:
             self.tasks.finish(record)
             self.offers.release(agent_id, record.resources)
@@ -195,8 +198,7 @@ class Master:
                 }
             )
             # At-least-once delivery: whatever the framework did not acknowledge is sent again.
-            for event in framework.unacked.values():
-                subscription.send(event)
+            framework.send_unacked(time.monotonic(), self.status_retry_seconds, due_only=False)
             self._allocate()
             return subscription
 
@@ -207,6 +209,21 @@ class Master:
                 if framework.subscription is subscription:
                     self._disconnect(framework, start_failover_timer=True)
                     return
+
+    def retry_unacked(self) -> None:
+        """Send due unacknowledged updates again to their subscribed frameworks, as a Mesos agent does (a
+        scheduler that could not record an update, its state store away, has it once more); then again
+        in half the first interval, until the master stops."""
+        with self._lock:
+            if self._stopping:
+                return
+            now = time.monotonic()
+            for framework in self.frameworks.values():
+                sent = framework.send_unacked(now, self.status_retry_seconds, due_only=True)
+                if sent:
+                    log.info("sent %d unacknowledged updates again to framework %s", sent, framework.framework_id)
+            # (So an update is sent again at most half an interval late.)
+            self._retry_timer = self._reactor.call_later(self.status_retry_seconds / 2, self.retry_unacked)
 
     def end_streams(self) -> None:
         """Fault injection: end every subscriber's stream (drivers re-subscribe; tasks keep running)."""
@@ -219,6 +236,8 @@ class Master:
         """No more offers or fail-over timers; end every stream."""
         with self._lock:
             self._stopping = True
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
             for framework in self.frameworks.values():
                 if framework.failover_timer is not None:
                     framework.failover_timer.cancel()
@@ -378,7 +397,10 @@ class Master:
         # As a Mesos agent sends it: reliable, so the scheduler hears of it even across a re-subscription.
         status = task_status(record.task_id, record.state, source="SOURCE_AGENT", agent_id=record.agent_id,
                              message=message, reason=record.reason, reliable=True)
-        framework.send_reliably(status["uuid"], update_event(status))
+        self._send_reliably(framework, status)
+
+    def _send_reliably(self, framework: Framework, status: dict[str, Any]) -> None:
+        framework.send_reliably(status["uuid"], update_event(status), time.monotonic(), self.status_retry_seconds)
 
     def _offers_for(self, framework: Framework, raw_ids: Any) -> tuple[list[Offer], bool, str | None]:
         """The outstanding offers an ACCEPT names, whether any was reached via an alias, and what is

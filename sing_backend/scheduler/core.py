@@ -69,6 +69,7 @@ class ClusterGateway(Protocol):
     def kill(self, task_id: str, grace_seconds: float | None) -> None: ...
     def message(self, task_id: str, agent_id: str, data: str) -> None: ...
     def reconcile(self, task_ids: list[str]) -> None: ...
+    def acknowledge(self, status: dict[str, Any]) -> None: ...
 
 class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalancerFlow, Machines):
     def __init__(self, settings: Settings, store: StateStore, history: Any, sink: HistorySink,
@@ -103,6 +104,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self.on_subscribed: Callable[[], None] | None = None
         self.ended_unheard: set[str] = set()  # tasks asked about by ask_about_unended, not answered yet
         self.ended_here: set[str] | None = None  # tasks ended since on_subscribed, until ask_about_unended
+        # Ends of tasks this scheduler does not run, heard in that same window: updates sent again because
+        # the backend that led died before acknowledging them, perhaps before handing them to history.
+        self.heard_ends: dict[str, dict[str, Any]] = {}
         self.last_offer_at: int | None = None
         self.started_at = clock()
 
@@ -652,18 +656,37 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self.kick()
 
     def ask_about_unended(self, task_ids: list[str]) -> None:
-        """Ask the cluster how tasks ended that history shows unended and this scheduler does not run: a
-        leader killed after saving a task's end in the state store and before handing it to history (the
-        cluster had its acknowledgement) left it so. Their answers complete the history (on_status)."""
+        """Complete the history of tasks it shows unended that this scheduler does not run: a leader killed
+        after saving a task's end in the state store and before handing it to history left them so. Ends
+        the cluster sent again since subscribing (unacknowledged) are recorded; the cluster is asked
+        about the others, and its answers complete their history (on_status)."""
         # Not those that ended here while history was asked: their ends were still on the way to it.
-        ended_here, self.ended_here = self.ended_here or set(), None
+        ended_here, heard = self.ended_here or set(), self.heard_ends
+        self.history_not_asked()
         unheard = [task_id for task_id in task_ids if task_id not in self.tasks and task_id not in ended_here]
+        for task_id in unheard:
+            if task_id in heard:  # sent again since subscribing: no need to ask
+                self._record_unheard_end(task_id, heard[task_id])
+        unheard = [task_id for task_id in unheard if task_id not in heard]
         if not unheard or self.gateway is None or not self.connected:
             return
         log.warning("history shows %d tasks that this scheduler does not run as unended: asking the cluster",
                     len(unheard))
         self.ended_unheard.update(unheard)
         self.gateway.reconcile(unheard)
+
+    def history_not_asked(self) -> None:
+        """History could not say which tasks it shows unended (or has said): stop noting the ends that
+        would have been compared with its answer."""
+        self.ended_here = None
+        self.heard_ends = {}
+
+    def _record_unheard_end(self, task_id: str, status: dict[str, Any]) -> None:
+        state = status.get("state", "")
+        log.info("task %s, unended in history, ended %s", task_id, state)
+        ended = self._update_doc(TaskId.parse(task_id), _status_time(status, self.clock()), state,
+                                 status.get("message"), status.get("reason"))
+        self._to_history(lambda: self.history.add_task_updates([ended]))
 
     def reconcile_unconfirmed(self, older_than_ms: int) -> None:
         """Ask the cluster about tasks launched `older_than_ms` ago that it has said nothing about since:
@@ -739,9 +762,27 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             # hundreds of tasks.)
             with self.effects_after_commit(), self.store.batch(split_if_too_large=True):
                 self._apply_status(status)
+                self._acknowledge_when_recorded(status)
         except StateUnavailable as exc:
-            log.warning("task %s: %s not saved, nor recorded in history (%s)",
+            log.warning("task %s: %s not saved, nor recorded in history; the cluster sends it again (%s)",
                         status.get("task_id", {}).get("value"), status.get("state"), exc)
+
+    def _acknowledge_when_recorded(self, status: dict[str, Any]) -> None:
+        """Acknowledge an update once it is saved and its history handed over: the cluster keeps sending
+        an update until it is acknowledged, so one this backend dies (or stops leading) before recording
+        reaches the next leader instead of being lost. Updates the master makes (reconciliation answers)
+        carry no uuid and take no acknowledgement."""
+        gateway = self.gateway  # the driver that delivered it: a later one holds another stream
+        if "uuid" not in status or gateway is None:
+            return
+
+        async def acknowledge() -> None:
+            # Queued behind the update's history writes, in the sink's order. Their hand-over to the
+            # writer process goes out on the next turn of the loop; this yield lets it go first.
+            await asyncio.sleep(0)
+            gateway.acknowledge(status)
+
+        self.effect(lambda: self.sink.put(acknowledge))
 
     def _apply_status(self, status: dict[str, Any]) -> None:
         task_id = status.get("task_id", {}).get("value", "")
@@ -753,10 +794,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                 self.gateway.kill(task_id, 0.0)
             elif task_id in self.ended_unheard:
                 self.ended_unheard.discard(task_id)
-                log.info("task %s, unended in history, ended %s", task_id, state)
-                ended = self._update_doc(TaskId.parse(task_id), _status_time(status, self.clock()), state,
-                                         status.get("message"), status.get("reason"))
-                self._to_history(lambda: self.history.add_task_updates([ended]))
+                self._record_unheard_end(task_id, status)
+            elif self.ended_here is not None:
+                self.heard_ends[task_id] = status  # history has not said yet whether it shows this end
             return
         now = self.clock()
         message = status.get("message")

@@ -88,11 +88,10 @@ class BoundedCallsDriver(MesosSchedulerDriver):
         return conn
 
     def acknowledgeStatusUpdate(self, status: dict[str, Any]) -> None:  # noqa: N802 (pymesos API)
-        # pymesos acknowledges each update on its IO thread, after the callback, and an error there aborts
-        # the driver and interrupts the main thread, which stops the whole backend. A master refuses the
-        # acknowledgement when another scheduler has subscribed with this framework id since (a backend
-        # frozen while it led, then thawed, still reads the updates its old stream had delivered). The
-        # update stays unacknowledged, so the master sends it again to the scheduler that now leads.
+        # A master refuses the acknowledgement when another scheduler has subscribed with this framework
+        # id since (a backend frozen while it led, then thawed, still holds the updates its old stream had
+        # delivered). The update stays unacknowledged, so the master sends it again to the scheduler that
+        # now leads. (pymesos would abort the driver, and interrupt the main thread, on the error.)
         try:
             super().acknowledgeStatusUpdate(status)
         except RuntimeError as exc:
@@ -143,7 +142,7 @@ class DriverGateway:
             framework["id"] = {"value": scheduler.framework_id}
         self._callbacks = FrameworkCallbacks(scheduler, loop)
         self.driver = BoundedCallsDriver(self._callbacks, framework, master, use_addict=False,
-                                         implicit_acknowledgements=True, failover=True,
+                                         implicit_acknowledgements=False, failover=True,
                                          principal=principal, secret=secret, call_timeout=call_timeout)
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesos-calls")
 
@@ -222,6 +221,12 @@ class DriverGateway:
 
     def reconcile(self, task_ids: list[str]) -> None:
         self._submit(self.driver.reconcileTasks, [{"task_id": {"value": t}} for t in task_ids])
+
+    def acknowledge(self, status: dict[str, Any]) -> None:
+        """Acknowledge a status update (the scheduler does, once it has recorded it: acknowledgements
+        are explicit). Dropped once this backend no longer leads: the master then sends the update
+        again to the scheduler that does."""
+        self._submit(self.driver.acknowledgeStatusUpdate, status)
 
     def _send_with_framework(self, body: dict[str, Any]) -> None:
         if not self.driver.connected:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from sing_backend.cluster import AgentSpec, EmbeddedCluster
+from sing_backend.cluster import AgentSpec, EmbeddedCluster, default_agents
 
 from .conftest import Harness
 from .helpers import Recorder, eventually, group_alive, scalar, start_driver, task_info
@@ -74,6 +75,47 @@ def test_unacknowledged_updates_are_sent_again_on_resubscribe(cluster: EmbeddedC
     finally:
         driver.stop(failover=True)
         driver.join()
+
+
+def test_unacknowledged_updates_are_sent_again_with_backoff_until_acknowledged(tmp_path: Path) -> None:
+    cluster = EmbeddedCluster(tmp_path / "cluster", default_agents(1), heartbeat_interval=1.0, status_retry_seconds=1.0)
+    cluster.start()
+    sched = Recorder()
+    driver = start_driver(cluster.master_address, sched, implicit_acknowledgements=False)
+    try:
+        offer = sched.offer_for("agent-1")
+        sched.forget(offer)
+        driver.launchTasks(offer["id"], [task_info("unacked", offer, "true")])
+        finished = sched.status("unacked", "TASK_FINISHED")
+        driver.acknowledgeStatusUpdate(sched.status("unacked", "TASK_RUNNING"))
+
+        def copies() -> int:
+            with sched._cond:
+                return sum(u.get("uuid") == finished["uuid"] for u in sched.updates)
+
+        received = [time.monotonic()]
+        for n in (2, 3):
+            sched.wait(lambda n=n: copies() >= n, what=f"copy {n} of the unacknowledged TASK_FINISHED")
+            received.append(time.monotonic())
+        # 1 s, then twice that (each at most half an interval late, as the master looks every 0.5 s).
+        assert received[1] - received[0] >= 0.9
+        assert received[2] - received[1] >= 1.8
+        assert sched.states("unacked") == ["TASK_RUNNING", "TASK_FINISHED", "TASK_FINISHED", "TASK_FINISHED"]
+
+        driver.acknowledgeStatusUpdate(finished)
+        # Another unacknowledged update, sent again after 1, 3 and 7 s: the acknowledged one was due 4 s
+        # after its last copy, in that time.
+        offer = sched.offer_for("agent-1")
+        sched.forget(offer)
+        driver.launchTasks(offer["id"], [task_info("marker", offer, "true")])
+        marker = sched.status("marker", "TASK_FINISHED")
+        sched.wait(lambda: sum(u.get("uuid") == marker["uuid"] for u in sched.updates) >= 4, timeout=15,
+                   what="the marker's update sent again three times")
+        assert copies() == 3
+    finally:
+        driver.stop(failover=True)
+        driver.join()
+        cluster.stop()
 
 
 def test_remove_agent_loses_its_tasks_and_add_agent_brings_offers(harness: Harness) -> None:

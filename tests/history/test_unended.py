@@ -1,7 +1,8 @@
-"""A leader killed after saving a task's end in the state store, and before handing it to history, left
-the task unended in history: the cluster had the update acknowledged and never sends it again. The next
-leader, once subscribed, asks the cluster about the tasks history shows unended that it does not run, and
-completes their history with the answers."""
+"""A leader killed after saving a task's end in the state store, and before handing it to history, leaves
+the task unended in history, and the next leader no longer runs it. Once subscribed, that leader looks
+at the tasks history shows unended that it does not run: the ends the cluster sends again (the leader
+that died had not acknowledged them) are recorded as they come, and the cluster is asked about the
+others, whose answers complete their history."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ async def test_tasks_left_unended_in_history_are_asked_about_and_completed(tmp_p
     store = await HistoryStore.open(history_url(tmp_path / "history.db"))
     try:
         lost_end = await save(store, make_task("job", "v1", 1000))
+        resent = await save(store, make_task("job", "v1", 1500))
         finished = await save(store, make_task("job", "v1", 2000))
         live = await save(store, make_task("job", "v1", 3000))
         await store.add_task_updates([update(lost_end, 1001, "TASK_RUNNING"), update(finished, 2001, "TASK_RUNNING"),
@@ -42,9 +44,13 @@ async def test_tasks_left_unended_in_history_are_asked_about_and_completed(tmp_p
         sched.on_subscribed = lambda: None  # the runtime asks history here (see Runtime._complete_history)
         sched.on_registered("framework-1")
         unended = await store.unended_task_ids()
-        assert sorted(unended) == sorted([lost_end, live])
+        assert sorted(unended) == sorted([lost_end, resent, live])
         # The task it ran ends while history is asked: its end is on the way to history, not lost.
         sched.on_status(ended(live, "TASK_FINISHED", 3.5))
+        # The master sends again the ends the last leader did not acknowledge: one it had not handed to
+        # history, one it had (history does not show it unended).
+        sched.on_status(ended(resent, "TASK_FAILED", 1.75))
+        sched.on_status(ended(finished, "TASK_FINISHED", 2.005))
         sched.ask_about_unended(unended)
         assert gateway.reconciled == [[live], [lost_end]]  # its live tasks at subscription, then the unended
 
@@ -58,5 +64,11 @@ async def test_tasks_left_unended_in_history_are_asked_about_and_completed(tmp_p
         assert history is not None
         assert [(u["taskState"], u["timestamp"]) for u in history["taskUpdates"]] == [
             ("TASK_RUNNING", 1001), ("TASK_FINISHED", 1500)]
+        history = await store.task_history(resent)
+        assert history is not None
+        assert [(u["taskState"], u["timestamp"]) for u in history["taskUpdates"]] == [("TASK_FAILED", 1750)]
+        history = await store.task_history(finished)
+        assert history is not None
+        assert [u["taskState"] for u in history["taskUpdates"]] == ["TASK_RUNNING", "TASK_FINISHED"]
     finally:
         await store.close()

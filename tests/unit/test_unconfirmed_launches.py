@@ -23,6 +23,7 @@ class RecordingGateway:
 
     def __init__(self) -> None:
         self.reconciled: list[list[str]] = []
+        self.acknowledged: list[str] = []  # uuids
 
     def launch(self, offer_id: str, task_infos: list[dict[str, Any]]) -> None: ...
     def decline(self, offer_ids: list[str], refuse_seconds: float) -> None: ...
@@ -31,6 +32,9 @@ class RecordingGateway:
 
     def reconcile(self, task_ids: list[str]) -> None:
         self.reconciled.append(sorted(task_ids))
+
+    def acknowledge(self, status: dict[str, Any]) -> None:
+        self.acknowledged.append(status["uuid"])
 
 
 def task(name: str, state: str, last_update_at: int) -> TaskEntry:
