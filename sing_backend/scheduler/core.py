@@ -288,12 +288,23 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             cleanup["message"] = message
         if task.cleanup and not force and task.cleanup["cleanupType"] not in GRACEFUL:
             return  # already being killed for a stronger reason
+        if task.cleanup is None or task.cleanup["cleanupType"] != kind.value:
+            self._note_cleaning(task, cleanup)
         task.cleanup = cleanup
         if kind not in GRACEFUL and kind != TaskCleanupType.INCREMENTAL_BOUNCE:
             self._send_kill(task, destroy=kind == TaskCleanupType.USER_REQUESTED_DESTROY)
         self._save_task(task)
         self._dirty.add(task.tid.requestId)
         self.version += 1
+
+    def _note_cleaning(self, task: TaskEntry, cleanup: dict[str, Any]) -> None:
+        """A TASK_CLEANING update in the task's history saying why, by whom and with what message it is
+        being stopped, worded as Singularity words it ("USER_REQUESTED by jo - wrong build")."""
+        note = cleanup["cleanupType"] + (f" by {cleanup['user']}" if "user" in cleanup else "") + \
+            (f" - {cleanup['message']}" if "message" in cleanup else "")
+        update = self._update_doc(task.tid, cleanup["timestamp"], "TASK_CLEANING", note, None)
+        task.updates.append(update)
+        self._to_history(lambda: self.history.add_task_updates([update]))
 
     def _kill_grace(self, deploy: SingularityDeploy | None) -> float:
         data = deploy.executorData if deploy else None
@@ -851,7 +862,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         if entry is None:
             return
         killed_by_us = task.cleanup is not None
-        message = next((u.get("statusMessage") for u in reversed(task.updates) if u.get("statusMessage")),
+        message = next((u["statusMessage"] for u in reversed(task.updates)
+                        if u.get("statusMessage") and u["taskState"] != "TASK_CLEANING"),
                        state.removeprefix("TASK_").lower())
         if entry.pending_deploy and task.tid.deployId == entry.pending_deploy["deployId"] and not killed_by_us \
                 and state in ("TASK_FAILED", "TASK_ERROR", "TASK_FINISHED"):

@@ -109,14 +109,19 @@ def test_killed_task_gets_sigterm_then_sigkill_and_is_replaced(backend: Backend)
                     what="stubborn worker running")
     task_id = task["taskId"]["id"]
     pid = backend.task_pid(task_id)
-    cleanup = backend.delete(f"/api/tasks/task/{task_id}", {"message": "test kill"})
+    cleanup = backend.delete(f"/api/tasks/task/{task_id}", {"message": "test kill", "user": "jo"})
     assert cleanup["cleanupType"] == "USER_REQUESTED"
+    # Why, by whom and with what message, in the task's history from then on (as Singularity words it).
+    updates = backend.get(f"/api/history/task/{task_id}")["taskUpdates"]
+    assert [u.get("statusMessage") for u in updates if u["taskState"] == "TASK_CLEANING"] == [
+        "USER_REQUESTED by jo - test kill"]
     assert any(c["taskId"]["id"] == task_id for c in backend.get("/api/tasks/cleaning"))
     wait_for(lambda: not pid_alive(pid), timeout=15, what="SIGKILL after the grace period")
     history = wait_for(lambda: (h := backend.get(f"/api/history/task/{task_id}"))["taskUpdates"][-1][
         "taskState"] == "TASK_KILLED" and h, what="TASK_KILLED in history")
     states = [u["taskState"] for u in history["taskUpdates"]]
     assert states[0] == "TASK_LAUNCHED" and "TASK_RUNNING" in states and "TASK_KILLING" in states
+    assert states.index("TASK_RUNNING") < states.index("TASK_CLEANING") < states.index("TASK_KILLING")
     wait_for(lambda: [t for t in backend.active_tasks("stubborn") if t["taskId"]["id"] != task_id],
              what="replacement task")
     backend.delete("/api/requests/request/stubborn", {"message": "done"})
