@@ -41,7 +41,7 @@ async def _locate(rt: Runtime, task_id: str) -> tuple[str, str, str]:
         if history is None:
             raise not_found(f"Couldn't find task {task_id}")
         agent_id = history["task"]["agentId"]["value"]
-        directory = history.get("directory") or history["task"].get("directory")
+        directory = history.get("directory")
         host = history["task"]["taskId"]["host"]
     url = rt.agent_url(agent_id)
     if not directory and task is None and url is not None:

@@ -662,8 +662,12 @@ def _task_history_query(
         # is stable).
         updates = sorted([*updates, *((r["timestamp"], r["body"]) for _, r in view.updates)], key=_first)
         checks = sorted([*checks, *((r["timestamp"], r["body"]) for _, r in view.checks)], key=_first)
+    task = orjson.loads(body)
+    # Saved with the task when it ended; Singularity's TaskHistory has it beside the task.
+    directory = task.pop("directory", None)
     return {
-        "task": orjson.loads(body),
+        "task": task,
+        **({"directory": directory} if directory else {}),
         "taskUpdates": [orjson.loads(update_) for _, update_ in updates],
         "healthcheckResults": [orjson.loads(check) for _, check in checks],
         # Not recorded by Sing yet; present because Singularity's clients expect the lists.

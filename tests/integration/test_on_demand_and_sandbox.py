@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sing_backend.local_backend import Backend, wait_for
 
 
@@ -29,6 +31,8 @@ def test_run_now_with_args_env_and_run_id(backend: Backend):
     history = _finished(backend, task_id)
     assert history["taskUpdates"][-1]["taskState"] == "TASK_FINISHED"
     assert history["task"]["taskRequest"]["pendingTask"]["runId"] == "run-1"
+    # Where Singularity's clients look for an ended task's sandbox: beside the task, not in it.
+    assert Path(history["directory"]).is_dir() and "directory" not in history["task"]
 
     size = backend.get(f"/api/sandbox/{task_id}/read", params={"path": f"{task_id}/stdout.log"})
     # Run-now arguments are appended to a shell command, each kept whole.
