@@ -12,7 +12,9 @@ VIEWS = ("dashboard", "requests", "tasks", "agents")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None, help="backend URL (default $SING_URL or http://127.0.0.1:7099)")
+    parser.add_argument("--url", default=None,
+                        help="backend URL, or several comma-separated (a leader and its standbys: the next is "
+                             "used when one stops answering); default $SING_URL or http://127.0.0.1:7099")
     parser.add_argument("--read-only", action="store_true", help="hide every action that changes anything")
     parser.add_argument("--config", type=Path, default=None,
                         help="TUI config file (default ~/.config/sing/tui.toml): keymap, url, refresh")

@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 
-from .client import ApiError, SingClient, Unreachable
+from .client import ApiError, SingClient, Unreachable, host_port
 from .config import TuiConfig
 from .connection import Connection, backoff
 from .messages import BackendStatus
@@ -69,7 +69,7 @@ class SingApp(App[None]):
         super().__init__()
         self.config = config or TuiConfig()
         self._owns_client = client is None
-        self.client = client or SingClient(self.config.url)
+        self.client = client or SingClient(self.config.urls)
         self.start_view = start_view if start_view in VIEWS else "dashboard"
         self.clock = clock
         self.suggester = CommandSuggester()
@@ -154,6 +154,10 @@ class SingApp(App[None]):
             screen.poll()
             if not screen.REPORTS_PROBLEMS:
                 self._check_problems()
+        # The client may have moved on a request that reports nothing when it succeeds (a log read).
+        followed = self._follow_failover(self.connection)
+        if followed is not self.connection:
+            self.connection = followed
         delay = backoff(self.connection.failures, self.config.refresh_seconds, self.config.max_backoff_seconds)
         self._poll_timer = self.set_timer(delay, self._tick)
 
@@ -184,7 +188,7 @@ class SingApp(App[None]):
             self.problems = problems
 
     def on_backend_status(self, message: BackendStatus) -> None:
-        conn = self.connection
+        conn = self._follow_failover(self.connection)
         if message.ok:
             if conn.ok is not True or conn.failures:
                 if conn.ok is False:
@@ -193,6 +197,15 @@ class SingApp(App[None]):
         else:
             self.problems = ()  # what the backend said of itself is old news once it does not answer
             self.connection = conn.down(message.error, self.config.refresh_seconds, self.config.max_backoff_seconds)
+
+    def _follow_failover(self, conn: Connection) -> Connection:
+        """The connection, moved to the backend the client now uses if it failed over since (said once)."""
+        moved = self.client.failover
+        if moved is None or moved.to_url == conn.url:
+            return conn
+        self.notify(f"{host_port(moved.from_url)} stopped answering ({moved.reason}); now using "
+                    f"{host_port(moved.to_url)}", title="Failed over", severity="warning", timeout=8)
+        return conn.moved(moved.to_url, moved.from_url)
 
     # ---- navigation
     def action_view(self, view: str) -> None:

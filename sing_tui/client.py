@@ -4,6 +4,9 @@ This module is the TUI's only door to the backend and deliberately imports nothi
 it can be tested, benchmarked and reused on its own (a test enforces that). Every call either returns
 decoded JSON or raises `ApiError` (the server answered with an error; its message is kept) or
 `Unreachable` (no answer at all).
+
+It may be given several backends (a leader and its standbys, which forward to the leader): it uses one
+at a time, and when that one does not answer it moves on to the next (see `SingClient.failover`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import zlib
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -22,6 +27,7 @@ DEFAULT_URL = "http://127.0.0.1:7099"
 _OFF_LOOP_BYTES = 256 * 1024
 
 Json = Any
+T = TypeVar("T")
 # What the dashboard counts as a failure. TASK_KILLED is left out: the history does not say why a task
 # was killed (an operator, a scale-down, a bounce or a failed health check all look alike).
 FAILURE_STATUSES = ("TASK_FAILED", "TASK_LOST", "TASK_ERROR")
@@ -32,12 +38,31 @@ class ClientError(Exception):
 
 
 class Unreachable(ClientError):
-    """The backend did not answer (refused, timed out, connection dropped)."""
+    """The backend did not answer (refused, timed out, connection dropped). `connected` is False when no
+    connection was made at all, so the request surely did not reach it."""
 
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"backend unreachable at {url}: {reason}")
+    def __init__(self, url: str, reason: str, *, connected: bool = True, message: str = "") -> None:
+        super().__init__(message or f"backend unreachable at {url}: {reason}")
         self.url = url
         self.reason = reason
+        self.connected = connected
+
+    @classmethod
+    def everywhere(cls, failures: dict[str, Unreachable]) -> Unreachable:
+        """None of several backends (the keys) answered: one error naming each and why."""
+        reasons = "; ".join(f"{host_port(base)} {f.reason}" for base, f in failures.items())
+        first = next(iter(failures.values()))
+        return cls(first.url, reasons, connected=any(f.connected for f in failures.values()),
+                   message=f"every backend is unreachable: {reasons}")
+
+
+@dataclass(frozen=True)
+class Failover:
+    """The client stopped using `from_url` (it did not answer: `reason`) and uses `to_url` instead."""
+
+    from_url: str
+    to_url: str
+    reason: str
 
 
 class Queued(ClientError):
@@ -88,6 +113,11 @@ def _error_message(status: int, body: Any) -> str:
     return f"HTTP {status}"
 
 
+def host_port(url: str) -> str:
+    """A backend's URL as the top bar shows it."""
+    return url.removeprefix("http://").removeprefix("https://")
+
+
 def _reason(exc: httpx.HTTPError) -> str:
     """A short cause an operator recognises, from the OS error under httpx's wrappers."""
     cause: BaseException | None = exc
@@ -105,15 +135,36 @@ def _reason(exc: httpx.HTTPError) -> str:
 
 
 class SingClient:
-    """One keep-alive connection pool to a Sing backend; all methods are coroutines."""
+    """A keep-alive connection pool to one or several Sing backends; all methods are coroutines.
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, timeout: float = 10.0,
+    With several backends, requests go to one (`base_url`) until it stops answering (refused, timed out,
+    dropped: not an HTTP error, which is an answer); then the same request goes to the next ones in turn,
+    and the first that answers is used from then on (`failover` says from which and why). A write is sent
+    to another backend only if it surely did not reach the silent one (no connection was made): sent twice,
+    a run or a deploy would happen twice."""
+
+    def __init__(self, base_url: str | Sequence[str] = DEFAULT_URL, *, timeout: float = 10.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport,
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("SingClient needs at least one backend URL")
+        self.backends = tuple(url.rstrip("/") for url in urls)
+        self._current = 0
+        self.failover: Failover | None = None  # the last move to another backend
+        # One pool for every backend (httpx keeps connections per host), so requests name the full URL.
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport,
                                        headers={"Accept-Encoding": "gzip", "User-Agent": "sing-tui"})
         self._etags: dict[str, tuple[str, Json]] = {}
         self._bodies: dict[str, tuple[bytes, Json]] = {}
+
+    @property
+    def base_url(self) -> str:
+        """The backend in use."""
+        return self.backends[self._current]
+
+    def serves(self, url: str) -> bool:
+        """Whether `url` is on one of the backends (not, say, a presigned URL of the log store)."""
+        return any(url == base or url.startswith(f"{base}/") for base in self.backends)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -124,6 +175,37 @@ class SingClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    # ---- fail-over
+    async def _on_any(self, method: str, attempt: Callable[[str], Awaitable[T]]) -> T:
+        """`attempt(base_url)` on the backend in use, and while backends do not answer, on the next ones
+        in turn. When none answers, the one in use stays in use (the next poll starts there again)."""
+        start = self._current
+        failures: dict[str, Unreachable] = {}  # by backend
+        for step in range(len(self.backends)):
+            index = (start + step) % len(self.backends)
+            base = self.backends[index]
+            try:
+                result = await attempt(base)
+            except Unreachable as exc:
+                failures[base] = exc
+                if method != "GET" and exc.connected:
+                    raise  # it may have reached the backend: not sent again
+                continue
+            if index != self._current:
+                self._move_to(index, failures)
+            return result
+        if len(failures) == 1:
+            raise next(iter(failures.values()))
+        raise Unreachable.everywhere(failures)
+
+    def _move_to(self, index: int, failures: dict[str, Unreachable]) -> None:
+        old = self.base_url
+        self._current = index
+        reason = failures[old].reason if old in failures else "it did not answer"
+        self.failover = Failover(old, self.base_url, reason)
+        # Another backend's ETags are its own: a 304 against them would hand back the old one's data.
+        self._etags.clear()
+
     # ---- transport
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                    body: Json = None, cache: bool = False) -> Json:
@@ -133,6 +215,11 @@ class SingClient:
 
     async def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                     body: Json = None, cache: bool = False) -> tuple[Json, httpx.Headers]:
+        return await self._on_any(method, lambda base: self._call_at(base, method, path, params=params,
+                                                                      body=body, cache=cache))
+
+    async def _call_at(self, base: str, method: str, path: str, *, params: dict[str, Any] | None,
+                       body: Json, cache: bool) -> tuple[Json, httpx.Headers]:
         headers: dict[str, str] = {}
         key = f"{path}?{sorted((params or {}).items())}"
         if cache and key in self._etags:
@@ -142,7 +229,7 @@ class SingClient:
             headers["Content-Type"] = "application/json"
         try:
             # Read the raw (maybe gzipped) bytes: a big list is decompressed and parsed off the UI's loop.
-            async with self._http.stream(method, f"/api{path}", params=_clean(params), content=content,
+            async with self._http.stream(method, f"{base}/api{path}", params=_clean(params), content=content,
                                          headers=headers) as resp:
                 try:
                     raw = b"".join([chunk async for chunk in resp.aiter_raw()])
@@ -150,7 +237,7 @@ class SingClient:
                 except httpx.StreamConsumed:  # a response built in memory (httpx.MockTransport): decoded
                     raw, encoding = resp.content, ""
         except httpx.HTTPError as exc:
-            raise Unreachable(self.base_url, _reason(exc)) from exc
+            raise _unreachable(base, exc) from exc
         if resp.status_code == 304 and key in self._etags:
             return self._etags[key][1], resp.headers
         if cache and resp.status_code == 200 and key in self._bodies and self._bodies[key][0] == raw:
@@ -336,9 +423,12 @@ class SingClient:
     async def download(self, url: str) -> bytes:
         """The bytes of one archived log file, as stored (usually gzip), from its `downloadUrl`: an
         absolute URL (the backend's `/api/logs/download?key=...`, which may redirect, or a presigned S3
-        URL) or one relative to the backend. A `Content-Encoding` the server added is undone."""
+        URL) or one relative to the backend (any of them). A `Content-Encoding` the server added is undone."""
         if not url.startswith(("http://", "https://")):
-            url = f"{self.base_url}/{url.lstrip('/')}"
+            return await self._on_any("GET", lambda base: self._download(f"{base}/{url.lstrip('/')}"))
+        return await self._download(url)
+
+    async def _download(self, url: str) -> bytes:
         try:
             async with self._http.stream("GET", url, follow_redirects=True) as resp:
                 try:
@@ -347,7 +437,7 @@ class SingClient:
                 except httpx.StreamConsumed:  # a response built in memory (httpx.MockTransport): decoded
                     raw, encoding = resp.content, ""
         except httpx.HTTPError as exc:
-            raise Unreachable(url.split("?", 1)[0], _reason(exc)) from exc
+            raise _unreachable(url.split("?", 1)[0], exc) from exc
         if resp.status_code >= 400:
             body: Any = raw.decode("utf-8", "replace")
             if resp.headers.get("content-type", "").startswith("application/json"):
@@ -369,6 +459,12 @@ class SingClient:
     async def read(self, task_id: str, path: str, offset: int | None = None, length: int | None = None) -> Json:
         """Mesos-style read: without `offset` the answer is `{data: "", offset: <file size>}`."""
         return await self.get(f"/sandbox/{_q(task_id)}/read", path=path, offset=offset, length=length)
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> Unreachable:
+    # Refused, unknown host, or no connection in time: the request never left this machine.
+    connected = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return Unreachable(url, _reason(exc), connected=connected)
 
 
 def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:

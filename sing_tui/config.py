@@ -3,7 +3,7 @@
 The file (`$SING_TUI_CONFIG`, else `$XDG_CONFIG_HOME/sing/tui.toml`, else `~/.config/sing/tui.toml`)
 may rebind any key by its binding id (listed on the `?` help screen):
 
-    url = "http://sing.example.com:7099"
+    url = "http://sing.example.com:7099"    # or several: ["http://a:7099", "http://b:7099"]
     read_only = true
     refresh_seconds = 2
     theme = "textual-light"
@@ -25,6 +25,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .client import DEFAULT_URL
 
@@ -35,6 +36,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class TuiConfig:
+    # One backend, or several separated by commas (a leader and its standbys): the dashboard uses the
+    # first, and moves on to the next when the one in use stops answering.
     url: str = DEFAULT_URL
     read_only: bool = False
     refresh_seconds: float = 2.0
@@ -45,6 +48,23 @@ class TuiConfig:
     log_tail_bytes: int = 64 * 1024
     log_max_lines: int = 20_000
     path: Path | None = None  # the file it was read from, if any
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return split_urls(self.url)
+
+
+def split_urls(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(","))
+
+
+def _check_urls(text: str, where: str) -> None:
+    """Refuse, naming it, the first entry that is not an http(s) URL with a host."""
+    for entry in split_urls(text):
+        parts = urlsplit(entry)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            listed = f" (in {text!r})" if "," in text else ""
+            raise ConfigError(f"{where}: {entry!r} is not an http:// or https:// URL{listed}")
 
 
 def default_path() -> Path:
@@ -68,22 +88,23 @@ def load_config(path: Path | None = None, *, url: str | None = None, read_only: 
     explicit = path is not None or bool(os.environ.get("SING_TUI_CONFIG"))
     path = path or default_path()
     cfg = TuiConfig()
+    url_from = "url"
     if path.exists():
         try:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         cfg = _apply(cfg, data, path)
+        url_from = f"{path}: url"
     elif explicit:
         raise ConfigError(f"{path}: no such config file")
     if os.environ.get("SING_URL"):
-        cfg = replace(cfg, url=os.environ["SING_URL"])
+        cfg, url_from = replace(cfg, url=os.environ["SING_URL"]), "SING_URL"
     if url:
-        cfg = replace(cfg, url=url)
+        cfg, url_from = replace(cfg, url=url), "--url"
     if read_only:
         cfg = replace(cfg, read_only=True)
-    if not cfg.url.startswith(("http://", "https://")):
-        raise ConfigError(f"url: {cfg.url!r} must start with http:// or https://")
+    _check_urls(cfg.url, url_from)
     return cfg
 
 
@@ -95,7 +116,12 @@ def _apply(cfg: TuiConfig, data: dict[str, Any], path: Path) -> TuiConfig:
         raise ConfigError(f"{where}unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     changes: dict[str, Any] = {"path": path}
     if "url" in data:
-        changes["url"] = str(data["url"])
+        url = data["url"]
+        if isinstance(url, list) and url and all(isinstance(u, str) for u in url):
+            url = ",".join(url)
+        if not isinstance(url, str):
+            raise ConfigError(f'{where}url: expected "http://host:port" or a list of them')
+        changes["url"] = url
     if "read_only" in data:
         if not isinstance(data["read_only"], bool):
             raise ConfigError(f"{where}read_only: must be true or false")

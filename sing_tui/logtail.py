@@ -23,6 +23,8 @@ class LogTail:
     chunk_bytes: int = 256 * 1024
     max_chunks_per_poll: int = 8
     offset: int | None = None
+    skipped: int = 0  # bytes at the file's start that were not read (start() began at its last tail_bytes)
+    at_end: bool = False  # the last poll read up to the end of the file (as it was then)
     _partial: str = ""
     _partial_since: float = 0.0
     _idle_polls: int = 0
@@ -39,7 +41,7 @@ class LogTail:
     async def start(self) -> list[str]:
         """Position near the end (the last `tail_bytes`) and return the whole lines found there."""
         size = int((await self.client.read(self.task_id, self.path))["offset"])
-        self.offset = max(0, size - self.tail_bytes)
+        self.offset = self.skipped = max(0, size - self.tail_bytes)
         skip_first = self.offset > 0
         lines = await self.poll()
         if skip_first and lines:
@@ -51,10 +53,14 @@ class LogTail:
         if self.offset is None:
             return await self.start()
         out: list[str] = []
+        self.at_end = False
         for _ in range(self.max_chunks_per_poll):
             answer = await self.client.read(self.task_id, self.path, offset=self.offset, length=self.chunk_bytes)
             data: str = answer.get("data", "")
             if not data:
+                # Only an empty read is the end: a short one may be the server's cap, or a character cut
+                # in two left for the next read.
+                self.at_end = True
                 break
             raw = len(data.encode("utf-8", "surrogateescape"))
             self.offset = int(answer.get("nextOffset", self.offset + raw))
@@ -74,6 +80,11 @@ class LogTail:
             out.append(self._partial)
             self._partial = ""
         return out
+
+    def rest(self) -> list[str]:
+        """The last line still missing its newline, at once: once the writer is done nothing completes it."""
+        rest, self._partial = self._partial, ""
+        return [rest] if rest else []
 
     async def _check_truncated(self) -> None:
         """A file shorter than our offset was truncated or replaced: start again from its beginning."""

@@ -241,6 +241,8 @@ def task_command(task: Json) -> str:
         (task.get("taskRequest") or {}).get("deploy", {}).get("command", "")
 
 
+
+
 TASK_COLUMNS = ("TASK", "REQUEST", "DEPLOY", "#", "HOST", "STATE", "AGE")
 
 

@@ -1,11 +1,13 @@
 """The log view: follows one task's stdout or stderr (or every instance of a request, each line prefixed
-and coloured by task) through the sandbox `read` API, by byte offset, written in batches. It also shows
-archived log files (downloaded and gunzipped here), and falls back to them by itself when a task's
-sandbox is gone."""
+and coloured by task) through the sandbox `read` API, by byte offset, written in batches. A task that
+has ended is read to the end of its file, from the start (as much as the view keeps), and no longer
+polled; one that ends while watched is read to the end, then left. It also shows archived log files
+(downloaded and gunzipped here), and falls back to them by itself when a task's sandbox is gone."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,10 +20,10 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from .. import archive
-from ..client import ApiError, Unreachable
+from ..client import ApiError, ClientError, Unreachable
 from ..logtail import LogTail
 from ..messages import BackendStatus
-from ..model import Json, fmt_ts
+from ..model import TERMINAL_STATES, Json, fmt_ts, short_state
 from ..query import Filter
 from ..widgets.log_view import LogView
 from .base import PaletteCommand, SingScreen
@@ -29,13 +31,16 @@ from .form import Field
 
 
 class LogBatch(Message):
-    """Lines read in one poll of every followed file: (task index, line)."""
+    """Lines read in one poll of every followed file: (task index, line); and the tasks (index: last
+    state) whose file was read to its end after they ended, with this batch."""
 
-    def __init__(self, generation: int, lines: list[tuple[int, str]], markers: list[str]) -> None:
+    def __init__(self, generation: int, lines: list[tuple[int, str]], markers: list[str],
+                 ended: dict[int, str] | None = None) -> None:
         super().__init__()
         self.generation = generation
         self.lines = lines
         self.markers = markers
+        self.ended = ended or {}
 
 
 def task_label(task_id: Json) -> str:
@@ -45,6 +50,11 @@ def task_label(task_id: Json) -> str:
 # A task whose sandbox cannot be read: look for its archived logs on the first failed read, then again
 # every this many failed reads (its sandbox may not exist yet, or the archive may still be uploading).
 ARCHIVE_RECHECK_POLLS = 20
+# An ended task's file is read from this many bytes per line the view keeps before its end: all of any
+# ordinary log, without fetching gigabytes of which the view would keep only the last lines.
+WHOLE_LOG_BYTES_PER_LINE = 256
+# Reads of an ended task's file per round before the lines are shown (a long log arrives in parts).
+DRAIN_POLLS = 8
 
 
 class LogScreen(SingScreen):
@@ -82,6 +92,7 @@ class LogScreen(SingScreen):
         self._archive_raw: list[bytes] = []  # what was downloaded, as stored, for "save"
         self._archive_state = ""  # "loading", "" when done, or what went wrong
         self._fell_back: set[int] = set()  # tasks shown from their archived logs (sandbox gone)
+        self._ended: dict[int, str] = {}  # tasks (index: last state) whose file was read to the end after they ended
         self._generation = 0
 
     @classmethod
@@ -159,6 +170,7 @@ class LogScreen(SingScreen):
     def _restart(self) -> None:
         self._generation += 1
         self._fell_back = set()
+        self._ended = {}
         self.query_one("#log-title", Static).update(self._title())
         self.top_bar_crumbs()
         if self.archived:
@@ -189,7 +201,7 @@ class LogScreen(SingScreen):
                 raw = await self.client.download(archive.entry_url(entry))
                 lines, total = await asyncio.to_thread(archive.tail_lines, raw, max_lines)
             except Unreachable as exc:
-                if exc.url.startswith(self.client.base_url):  # not a presigned URL elsewhere: the backend
+                if self.client.serves(exc.url):  # not a presigned URL elsewhere: the backend
                     self.app.post_message(BackendStatus(str(exc)))
                 out.append((-1, f"— {who}{name}: {exc} —"))
                 continue
@@ -224,24 +236,78 @@ class LogScreen(SingScreen):
             return []
         return archive.of_stream(listing or [], self.stream)
 
+    def _who(self, index: int) -> str:
+        """The prefix naming a task in a marker line of the all-instances view."""
+        return f"{self.labels[index]}: " if self.labels else ""
+
+    async def _ended_states(self, indices: list[int]) -> dict[int, str]:
+        """The tasks among `indices` that have ended, with their last state. One list of the active tasks
+        answers for all of them (and costs a 304 while nothing changes); a task missing from it is looked
+        up in its history, which has its last update. A task whose end is not confirmed (its history not
+        written yet, or the backend not answering) is taken as running, and asked about again later."""
+        if not indices:
+            return {}
+        try:
+            active = {row["taskId"]["id"] for row in await self.client.active_task_states()}
+        except ClientError:
+            return {}
+        gone = [i for i in indices if self.task_ids[i] not in active]
+        histories = await asyncio.gather(*(self.client.task_history(self.task_ids[i]) for i in gone),
+                                         return_exceptions=True)
+        ended: dict[int, str] = {}
+        for i, history in zip(gone, histories, strict=True):
+            if isinstance(history, BaseException):
+                if not isinstance(history, ClientError):
+                    raise history
+                continue
+            updates = history.get("taskUpdates") or []
+            if updates and updates[-1].get("taskState") in TERMINAL_STATES:
+                ended[i] = updates[-1]["taskState"]
+        return ended
+
+    @staticmethod
+    async def _drain(tail: LogTail) -> list[str]:
+        """An ended task's file, read on to its end (or for DRAIN_POLLS reads, if it is long)."""
+        lines = await tail.poll()
+        for _ in range(DRAIN_POLLS - 1):
+            if tail.at_end:
+                break
+            try:
+                lines += await tail.poll()
+            except ClientError:
+                break  # the lines read so far are shown; the next round reads on, or reports the error
+        return lines
+
     @work(group="follow", exclusive=True, exit_on_error=False)
     async def _follow(self, generation: int) -> None:
         cfg = self.sing.config
-        tails = [LogTail(self.client, tid, path, tail_bytes=cfg.log_tail_bytes)
-                 for tid, path in zip(self.task_ids, self._paths(), strict=True)]
+        every = range(len(self.task_ids))
+        ending = await self._ended_states(list(every))  # ended: read to the end of the file, then left
+        whole = max(cfg.log_tail_bytes, cfg.log_max_lines * WHOLE_LOG_BYTES_PER_LINE)
+        tails = [LogTail(self.client, tid, path, tail_bytes=whole if i in ending else cfg.log_tail_bytes)
+                 for i, (tid, path) in enumerate(zip(self.task_ids, self._paths(), strict=True))]
+        done: set[int] = set()  # read to the end after the task ended
+        cut_to_fit = set(ending)  # read from `whole` bytes before the end: say so if that left some out
         problems: dict[int, str] = {}
         missing: dict[int, int] = {}  # failed reads (no sandbox file) per task, for the archive fallback
         interval = cfg.log_poll_seconds
+        next_check = time.monotonic() + cfg.refresh_seconds
 
         said_down = False  # this view has told the app that the backend does not answer
 
         async def nothing() -> list[str]:
             return []
-        while len(self._fell_back) < len(tails):
-            results = await asyncio.gather(*(nothing() if i in self._fell_back else t.poll()
+        while len(self._fell_back | done) < len(tails):
+            if time.monotonic() >= next_check:
+                # Asked before reading: a task seen ended here has its last lines in the read that follows.
+                ending |= await self._ended_states([i for i in every if i not in ending and i not in self._fell_back])
+                next_check = time.monotonic() + cfg.refresh_seconds
+            results = await asyncio.gather(*(nothing() if i in self._fell_back or i in done else
+                                             self._drain(t) if i in ending else t.poll()
                                              for i, t in enumerate(tails)), return_exceptions=True)
             batch: list[tuple[int, str]] = []
             markers: list[str] = []
+            ended: dict[int, str] = {}
             down = None
             for i, result in enumerate(results):
                 if isinstance(result, ApiError) and result.not_found:
@@ -249,8 +315,7 @@ class LogScreen(SingScreen):
                     tries = missing[i] = missing.get(i, 0) + 1
                     if (tries - 1) % ARCHIVE_RECHECK_POLLS == 0 and (entries := await self._archived_stream(i)):
                         lines, _ = await self._read_archived(entries, i)
-                        who = f"{self.labels[i]}: " if self.labels else ""
-                        batch.append((-1, f"— {who}the sandbox is gone; its archived {self.stream} "
+                        batch.append((-1, f"— {self._who(i)}the sandbox is gone; its archived {self.stream} "
                                           f"({len(entries)} file{'s' if len(entries) != 1 else ''}) —"))
                         batch.extend(lines)
                         self._fell_back.add(i)
@@ -262,15 +327,26 @@ class LogScreen(SingScreen):
                     message = str(result) if isinstance(result, ApiError | Unreachable) else repr(result)
                     if problems.get(i) != message:  # say it once, not every poll
                         problems[i] = message
-                        who = f"{self.labels[i]}: " if self.labels else ""
-                        markers.append(f"— {who}{message}; retrying —")
+                        markers.append(f"— {self._who(i)}{message}; retrying —")
                     continue
                 if i in problems:
                     del problems[i]
-                    markers.append(f"— {self.labels[i] + ': ' if self.labels else ''}reading again —")
+                    markers.append(f"— {self._who(i)}reading again —")
                 while tails[i].notes:
                     markers.append(f"— {tails[i].notes.pop(0)} —")
+                if i in cut_to_fit:
+                    cut_to_fit.discard(i)
+                    if tails[i].skipped:
+                        batch.append((-1, f"— {self._who(i)}the first {archive.fmt_size(tails[i].skipped)} of "
+                                          f"{self.what} are not shown: the view keeps the last "
+                                          f"{cfg.log_max_lines:,} lines —"))
                 batch.extend((i, line) for line in result)
+                if i in ending and tails[i].at_end:
+                    batch.extend((i, line) for line in tails[i].rest())
+                    batch.append((-1, f"— {self._who(i)}the task {short_state(ending[i]).lower()}: "
+                                      f"end of its {self.what} —"))
+                    done.add(i)
+                    ended[i] = ending[i]
             if down is not None:
                 self.app.post_message(BackendStatus(str(down)))
                 said_down = True
@@ -278,8 +354,10 @@ class LogScreen(SingScreen):
                 self.app.post_message(BackendStatus())  # it answers again (with lines, or an error of its own)
                 said_down = False
             if batch or markers:
-                self.post_message(LogBatch(generation, batch, markers))
-            if len(self._fell_back) < len(tails):
+                self.post_message(LogBatch(generation, batch, markers, ended))
+            # An ended task's file that is being read to its end is read on at once.
+            draining = set(ending) - done - self._fell_back - set(problems)
+            if len(self._fell_back | done) < len(tails) and not draining:
                 await asyncio.sleep(interval if not problems else max(interval, 1.0))
 
     @on(LogBatch)
@@ -290,6 +368,14 @@ class LogScreen(SingScreen):
         for marker in message.markers:
             log.write_marker(marker)
         log.write_batch(message.lines)
+        if message.ended:
+            self._ended.update(message.ended)
+            self._status()
+
+    def _all_ended(self) -> bool:
+        """Every followed task has ended and its file was read to the end: nothing more will come."""
+        followed = set(range(len(self.task_ids))) - self._fell_back
+        return bool(followed) and followed <= set(self._ended)
 
     @on(LogView.StatusChanged)
     def _status(self) -> None:
@@ -302,13 +388,24 @@ class LogScreen(SingScreen):
                             else "")
             if not log.follow:
                 text.append(" · scrolled (End: bottom)")
-        elif log.follow:
-            text.append("● FOLLOW", style="bold green")
+        elif self._all_ended():
+            text.append("■ ENDED", style="bold magenta")
+            if len(self._ended) == 1:
+                text.append(f" · task {short_state(next(iter(self._ended.values()))).lower()}")
+            else:
+                text.append(f" · {len(self._ended)} tasks")
+            if not log.follow:
+                text.append(" · scrolled (End: bottom)")
         else:
-            text.append("❚❚ PAUSED", style="bold yellow")
-            if log.new_lines:
-                text.append(f" · {log.new_lines:,} new line{'s' if log.new_lines != 1 else ''} (End to follow)",
-                            style="bold yellow")
+            if log.follow:
+                text.append("● FOLLOW", style="bold green")
+            else:
+                text.append("❚❚ PAUSED", style="bold yellow")
+                if log.new_lines:
+                    text.append(f" · {log.new_lines:,} new line{'s' if log.new_lines != 1 else ''} (End to follow)",
+                                style="bold yellow")
+            if self._ended:
+                text.append(f" · {len(self._ended)} of {len(self.task_ids)} tasks ended")
         text.append(f" · {log.line_count:,} line{'s' if log.line_count != 1 else ''} · "
                     f"{self.what.removeprefix('archived ')}")
         if log.filter.active:

@@ -49,6 +49,16 @@ ARCHIVE_EVERY_POLLS = 5
 NO_ARCHIVE = "no archived log files (yet): logs are archived when they rotate and when the task ends"
 
 
+def sandbox_unknown(state: str) -> str:
+    """What the Sandbox line says when the history names no directory. The backend learns it when the
+    task starts running (local mode) or when it is first looked up (mesos mode: asked of the agent on
+    demand), and records what it had when the task ended: for an ended task it will never appear. Its
+    agent may still list the sandbox among its completed executors, which is where `b` looks."""
+    if state in TERMINAL_STATES:
+        return "not recorded: the task ended before the backend learned it (b asks its agent)"
+    return "not yet known (b asks its agent)"
+
+
 @dataclass
 class TaskData:
     history: Json
@@ -184,7 +194,7 @@ class TaskScreen(SingScreen):
         if updates:
             grid.add_row("Last update", f"{short_state(updates[-1]['taskState'])} at {fmt_ts(updates[-1]['timestamp'])}"
                                         f" UTC {updates[-1].get('statusMessage', '') or ''}")
-        grid.add_row("Sandbox", history.get("directory") or "not yet known")
+        grid.add_row("Sandbox", history.get("directory") or sandbox_unknown(state))
         if self.archived:
             n = len(self.archived)
             names = ", ".join(archive.entry_label(e) for e in archive.oldest_first(self.archived.values())[:4])

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, Static
 
+from ..client import host_port
 from ..connection import Connection
 from ..model import Problem
 
@@ -49,7 +50,10 @@ class TopBar(Horizontal):
             for problem in problems:
                 right.append(f" {problem.badge} ", style="bold white on red")
                 right.append(" ")
-        right.append(connection.url.removeprefix("http://").removeprefix("https://") + " ")
+        if connection.failed_over_from:
+            right.append("failed over ", style="bold yellow")
+            right.append(f"{host_port(connection.failed_over_from)} → ")
+        right.append(host_port(connection.url) + " ")
         if connection.ok:
             right.append("● live", style="bold green")
         elif connection.ok is None:
