@@ -118,5 +118,6 @@ if [ "${1:-}" = "--no-tui" ]; then
         wait -n || true
     done
 else
-    "$BIN/sing" tui --url "http://127.0.0.1:$API1"
+    # Both backends: killing the one the dashboard uses moves it to the other.
+    "$BIN/sing" tui --url "http://127.0.0.1:$API1,http://127.0.0.1:$API2"
 fi
