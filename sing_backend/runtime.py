@@ -85,6 +85,7 @@ class Runtime:
         # Mesos mode: an agent's /state being fetched for the sandboxes it lists, by agent URL.
         self._sandbox_fetches: dict[str, asyncio.Future[dict[str, str]]] = {}
         self._chores: set[asyncio.Task[Any]] = set()  # see _chore
+        self._completing: asyncio.Task[None] | None = None  # see _complete_history_soon
         self.scheduler_started = False
         self.leading = False
         self.master_address = ""
@@ -490,22 +491,32 @@ class Runtime:
         chore.add_done_callback(self._chores.discard)
 
     def _complete_history_soon(self) -> None:
-        self._chore(self._complete_history(self.scheduler))
+        # One at a time: a re-subscription opens a new window of noted ends (Scheduler.on_registered).
+        if self._completing is not None:
+            self._completing.cancel()
+        assert self._loop is not None
+        self._completing = self._loop.create_task(self._complete_history(self.scheduler))
 
     async def _complete_history(self, scheduler: Scheduler) -> None:
         """Ask the cluster about tasks history shows unended that the scheduler does not run (see
-        Scheduler.ask_about_unended). Every history write handed over is committed first."""
+        Scheduler.ask_about_unended). Every history write handed over is committed first. While history
+        does not answer, asked again, with backoff: the scheduler holds the acknowledgements of the ends
+        sent again meanwhile until then."""
         assert self.history is not None
-        try:
-            await self.sink.drain()
-            unended = await self.history.unended_task_ids()
-        except Exception as exc:  # history down: asked again at the next subscription
-            log.warning("history: could not look for tasks left unended (%s)", exc)
-            if scheduler is self.scheduler:
-                scheduler.history_not_asked()
+        delay = 1.0
+        while scheduler is self.scheduler and self.scheduler_started:
+            try:
+                await self.sink.drain()
+                unended = await self.history.unended_task_ids()
+            except Exception as exc:
+                log.warning("history: could not look for tasks left unended (%s); asking again in %.0f s",
+                            exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            if scheduler is self.scheduler and self.scheduler_started:
+                scheduler.ask_about_unended(unended)
             return
-        if scheduler is self.scheduler and self.scheduler_started:
-            scheduler.ask_about_unended(unended)
 
     def _sandbox_dir(self, task_id: str) -> str | None:
         """A task's sandbox directory, as the embedded cluster knows it (None in mesos mode: see

@@ -190,6 +190,8 @@ class SingClient:
                 failures[base] = exc
                 if method != "GET" and exc.connected:
                     raise  # it may have reached the backend: not sent again
+                # Another backend's ETags are its own: a 304 against them would hand back this one's data.
+                self._etags.clear()
                 continue
             if index != self._current:
                 self._move_to(index, failures)
@@ -203,8 +205,6 @@ class SingClient:
         self._current = index
         reason = failures[old].reason if old in failures else "it did not answer"
         self.failover = Failover(old, self.base_url, reason)
-        # Another backend's ETags are its own: a 304 against them would hand back the old one's data.
-        self._etags.clear()
 
     # ---- transport
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,

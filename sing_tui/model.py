@@ -92,6 +92,12 @@ def short_state(state: str) -> str:
     return state.removeprefix("TASK_")
 
 
+def ended_state(updates: list[Json]) -> str | None:
+    """A task's end among its history's updates (the last one), or None while it has none. Not simply
+    the last update: a TASK_CLEANING note stamped by the scheduler's clock may sort after the end."""
+    return next((u["taskState"] for u in reversed(updates) if u.get("taskState") in TERMINAL_STATES), None)
+
+
 # ---- requests
 def running_count(parent: Json) -> int:
     ids = parent.get("taskIds") or {}
@@ -239,8 +245,6 @@ def task_env(task: Json) -> dict[str, str]:
 def task_command(task: Json) -> str:
     return (task.get("mesosTask") or {}).get("command", {}).get("value", "") or \
         (task.get("taskRequest") or {}).get("deploy", {}).get("command", "")
-
-
 
 
 TASK_COLUMNS = ("TASK", "REQUEST", "DEPLOY", "#", "HOST", "STATE", "AGE")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from ..errors import not_found
 from ..models.actions import KillTaskRequest
+from ..models.common import NOTE_STATES, TERMINAL_TASK_STATES
 from ..runtime import Runtime
 from .deps import runtime
 from .responses import cached_list, json_response
@@ -125,8 +126,8 @@ async def track_task(rt: Annotated[Runtime, Depends(runtime)], taskId: str) -> R
         raise not_found(f"Couldn't find task {taskId}")
     updates = history.get("taskUpdates", [])
     out = {"taskId": history["task"]["taskId"], "taskHistory": updates, "pending": False}
-    if updates:
-        out["currentState"] = updates[-1]["taskState"]
+    if (state := ended_state(updates)) is not None:
+        out["currentState"] = state
     return json_response(out)
 
 
@@ -148,6 +149,14 @@ async def track_run(rt: Annotated[Runtime, Depends(runtime)], requestId: str, ru
     history = await rt.task_history(found["taskId"]["id"])
     updates = history.get("taskUpdates", []) if history else []
     out = {"taskId": found["taskId"], "runId": runId, "taskHistory": updates, "pending": False}
-    if updates:
-        out["currentState"] = updates[-1]["taskState"]
+    if (state := ended_state(updates)) is not None:
+        out["currentState"] = state
     return json_response(out)
+
+
+def ended_state(updates: list[dict[str, Any]]) -> str | None:
+    """The state of a task that history has (as Singularity orders updates, an end outranks the rest):
+    its last end, else its last update that is not a note of why it is being stopped."""
+    states = [u["taskState"] for u in updates if u["taskState"] not in NOTE_STATES]
+    ends = [state for state in states if state in TERMINAL_TASK_STATES]
+    return (ends or states or [None])[-1]

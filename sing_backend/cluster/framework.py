@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import queue
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ MAX_RETRY_SECONDS = 600.0
 
 @dataclass
 class Unacked:
+    task_id: str
     event: dict[str, Any]
     due: float  # time.monotonic() of the next retransmission
     backoff: float
@@ -60,8 +61,13 @@ class Framework:
     suppressed: bool = False
     # agent_id -> time.monotonic() until which this framework declined that agent
     filters: dict[str, float] = field(default_factory=dict)
-    # uuid -> UPDATE event, in send order
+    # uuid -> a task's UPDATE sent and not acknowledged yet, in send order: one per task, as a Mesos
+    # agent holds a task's next status update until the scheduler has acknowledged the one before (so a
+    # scheduler never hears a task's updates out of order, even when they are sent again).
     unacked: OrderedDict[str, Unacked] = field(default_factory=OrderedDict)
+    unacked_of_task: dict[str, str] = field(default_factory=dict)  # task id -> its uuid in unacked
+    # task id -> its updates held behind the unacknowledged one, in order: (uuid, event)
+    held: dict[str, deque[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     failover_timer: TimerHandle | None = None
 
     @property
@@ -72,13 +78,33 @@ class Framework:
         if self.subscription is not None:
             self.subscription.send(event)
 
-    def send_reliably(self, uuid: str, event: dict[str, Any], now: float, first_retry: float) -> None:
-        """Send now if connected, and keep it until acknowledged: sent again on re-subscribe, and after
+    def send_reliably(self, uuid: str, task_id: str, event: dict[str, Any], now: float, first_retry: float) -> None:
+        """Send a task's update now if connected and none of the task's is unacknowledged (else hold it
+        until they are), and keep it until acknowledged: sent again on re-subscribe, and after
         `first_retry` seconds without an acknowledgement, then after twice that, and so on."""
-        self.unacked[uuid] = Unacked(event, now + first_retry, first_retry)
+        if task_id in self.unacked_of_task:
+            self.held.setdefault(task_id, deque()).append((uuid, event))
+            return
+        self.unacked_of_task[task_id] = uuid
+        self.unacked[uuid] = Unacked(task_id, event, now + first_retry, first_retry)
         while len(self.unacked) > _UNACKED_KEPT:
-            self.unacked.popitem(last=False)
+            _, dropped = self.unacked.popitem(last=False)
+            del self.unacked_of_task[dropped.task_id]
+            self.held.pop(dropped.task_id, None)
         self.send(event)
+
+    def acknowledged(self, uuid: str, now: float, first_retry: float) -> None:
+        """The scheduler acknowledged an update: forget it, and send the task's next held one, if any."""
+        item = self.unacked.pop(uuid, None)
+        if item is None:
+            return  # acknowledged twice, or never sent
+        del self.unacked_of_task[item.task_id]
+        waiting = self.held.get(item.task_id)
+        if waiting:
+            next_uuid, event = waiting.popleft()
+            if not waiting:
+                del self.held[item.task_id]
+            self.send_reliably(next_uuid, item.task_id, event, now, first_retry)
 
     def send_unacked(self, now: float, first_retry: float, *, due_only: bool) -> int:
         """Send again the unacknowledged updates (only those due, or all of them, as on re-subscribe),

@@ -400,7 +400,8 @@ class Master:
         self._send_reliably(framework, status)
 
     def _send_reliably(self, framework: Framework, status: dict[str, Any]) -> None:
-        framework.send_reliably(status["uuid"], update_event(status), time.monotonic(), self.status_retry_seconds)
+        framework.send_reliably(status["uuid"], status["task_id"]["value"], update_event(status), time.monotonic(),
+                                self.status_retry_seconds)
 
     def _offers_for(self, framework: Framework, raw_ids: Any) -> tuple[list[Offer], bool, str | None]:
         """The outstanding offers an ACCEPT names, whether any was reached via an alias, and what is
@@ -482,7 +483,7 @@ class Master:
         uuid_value = call_object(call, "acknowledge").get("uuid")
         if not isinstance(uuid_value, str):
             raise CallError(400, "Expecting 'acknowledge.uuid' to be present")
-        framework.unacked.pop(uuid_value, None)
+        framework.acknowledged(uuid_value, time.monotonic(), self.status_retry_seconds)
         target = self._executor_updates.pop(uuid_value, None)
         if target is not None and target[0] in self.agents:
             self.agents[target[0]].acknowledged(target[1], uuid_value)

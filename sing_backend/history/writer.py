@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
+from ..models.common import NOTE_STATES
 from . import db
 from .frames import frame, read_frame
 from .models import (
@@ -304,6 +305,8 @@ async def _move_task_status(conn: AsyncConnection, updates: list[dict[str, Any]]
     folded: dict[str, tuple[int, str, str]] = {}  # task id: (newest timestamp, its last state, first state)
     for row in updates:
         timestamp, state = row["timestamp"], row["task_state"]
+        if state in NOTE_STATES:
+            continue
         seen = folded.get(row["task_id"])
         if seen is None:
             folded[row["task_id"]] = (timestamp, state, state)
@@ -389,10 +392,12 @@ def collect_updates(results: Iterable[Iterable[Any]]) -> dict[str, list[tuple[in
 def follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[str | None, int]:
     """A task's (lastTaskStatus, updatedAt) after `updates`. Updates can arrive out of order, and an
     older one must not replace a newer status; the first always sets one, even if a skewed clock
-    stamped it before startedAt, and updatedAt never goes back."""
+    stamped it before startedAt, and updatedAt never goes back. Notes (NOTE_STATES) are left out."""
     status: str | None = None
     updated_at = started_at
     for timestamp, state in updates:
+        if state in NOTE_STATES:
+            continue
         if status is None or updated_at <= timestamp:
             status, updated_at = state, max(updated_at, timestamp)
     return status, updated_at

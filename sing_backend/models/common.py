@@ -116,3 +116,7 @@ TERMINAL_TASK_STATES = frozenset(
         "TASK_DROPPED", "TASK_GONE", "TASK_UNREACHABLE", "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN",
     }
 )
+# Updates that say why a task is being stopped rather than what state it is in (the scheduler writes
+# them, stamped by its own clock): listed among the task's updates, they never become its status, as
+# one could otherwise outrank the task's end and list it as unended.
+NOTE_STATES = frozenset({"TASK_CLEANING"})

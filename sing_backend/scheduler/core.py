@@ -21,6 +21,7 @@ from ..errors import bad_request, not_found
 from ..executor.payload import attach_payload, default_executor_command, task_payload
 from ..ids import PendingTaskId, TaskId, sanitize
 from ..models.common import (
+    NOTE_STATES,
     TERMINAL_TASK_STATES,
     AgentPlacement,
     PendingType,
@@ -662,22 +663,25 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         if self.gateway is not None and self.tasks:
             self.gateway.reconcile(list(self.tasks))
         if self.on_subscribed is not None:
-            self.ended_here = set()
+            # A new window (the ends noted in an earlier one that were not acknowledged come again).
+            self.ended_here, self.heard_ends = set(), {}
             self.on_subscribed()
         self.kick()
 
     def ask_about_unended(self, task_ids: list[str]) -> None:
         """Complete the history of tasks it shows unended that this scheduler does not run: a leader killed
         after saving a task's end in the state store and before handing it to history left them so. Ends
-        the cluster sent again since subscribing (unacknowledged) are recorded; the cluster is asked
-        about the others, and its answers complete their history (on_status)."""
+        the cluster sent again since subscribing are recorded (and then acknowledged); the cluster is
+        asked about the others, and its answers complete their history (on_status)."""
         # Not those that ended here while history was asked: their ends were still on the way to it.
         ended_here, heard = self.ended_here or set(), self.heard_ends
-        self.history_not_asked()
+        self.ended_here, self.heard_ends = None, {}
         unheard = [task_id for task_id in task_ids if task_id not in self.tasks and task_id not in ended_here]
         for task_id in unheard:
             if task_id in heard:  # sent again since subscribing: no need to ask
                 self._record_unheard_end(task_id, heard[task_id])
+        for status in heard.values():  # recorded now, or already in history
+            self._acknowledge_when_recorded(status)
         unheard = [task_id for task_id in unheard if task_id not in heard]
         if not unheard or self.gateway is None or not self.connected:
             return
@@ -685,12 +689,6 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                     len(unheard))
         self.ended_unheard.update(unheard)
         self.gateway.reconcile(unheard)
-
-    def history_not_asked(self) -> None:
-        """History could not say which tasks it shows unended (or has said): stop noting the ends that
-        would have been compared with its answer."""
-        self.ended_here = None
-        self.heard_ends = {}
 
     def _record_unheard_end(self, task_id: str, status: dict[str, Any]) -> None:
         state = status.get("state", "")
@@ -707,8 +705,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             return
         now = self.clock()
         silent = [task.id for task in self.tasks.values()
-                  if task.state in ("TASK_LAUNCHED", "TASK_STAGING") and task.updates
-                  and now - task.updates[-1]["timestamp"] >= older_than_ms]
+                  if task.state in ("TASK_LAUNCHED", "TASK_STAGING") and (last := _last_status(task)) is not None
+                  and now - last["timestamp"] >= older_than_ms]
         if silent:
             log.warning("no word from the cluster on %d launched tasks: reconciling them", len(silent))
             self.gateway.reconcile(silent)
@@ -772,8 +770,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             # (In parts if too large for one ZooKeeper multi: a deploy failed by this status may clean up
             # hundreds of tasks.)
             with self.effects_after_commit(), self.store.batch(split_if_too_large=True):
-                self._apply_status(status)
-                self._acknowledge_when_recorded(status)
+                if self._apply_status(status):
+                    self._acknowledge_when_recorded(status)
         except StateUnavailable as exc:
             log.warning("task %s: %s not saved, nor recorded in history; the cluster sends it again (%s)",
                         status.get("task_id", {}).get("value"), status.get("state"), exc)
@@ -795,7 +793,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
 
         self.effect(lambda: self.sink.put(acknowledge))
 
-    def _apply_status(self, status: dict[str, Any]) -> None:
+    def _apply_status(self, status: dict[str, Any]) -> bool:
+        """Apply a status; False when its acknowledgement must wait (see ask_about_unended)."""
         task_id = status.get("task_id", {}).get("value", "")
         state = status.get("state", "")
         task = self.tasks.get(task_id)
@@ -807,15 +806,19 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                 self.ended_unheard.discard(task_id)
                 self._record_unheard_end(task_id, status)
             elif self.ended_here is not None:
-                self.heard_ends[task_id] = status  # history has not said yet whether it shows this end
-            return
+                # History has not said yet whether it shows this end: acknowledged once it has, or once
+                # recorded. Unacknowledged, it comes again if this backend dies or stops leading meanwhile.
+                self.heard_ends[task_id] = status
+                return False
+            return True
         now = self.clock()
         message = status.get("message")
         reason = status.get("reason")
-        if task.updates and task.updates[-1]["taskState"] == state and state != "TASK_RUNNING":
-            return  # a duplicate (redelivery or reconciliation)
+        last = _last_status(task)
+        if last is not None and last["taskState"] == state and state != "TASK_RUNNING":
+            return True  # a duplicate (redelivery or reconciliation)
         if state == "TASK_RUNNING" and task.state == "TASK_RUNNING":
-            return
+            return True
         update = self._update_doc(task.tid, _status_time(status, now), state, message, reason)
         log.info("task %s %s%s", task_id, state, f" ({message})" if message else "")
         task.updates.append(update)
@@ -841,6 +844,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         else:
             self._save_task(task)
         self.kick(request_id)
+        return True
 
     def _task_done(self, task: TaskEntry, state: str) -> None:
         request_id = task.tid.requestId
@@ -863,7 +867,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             return
         killed_by_us = task.cleanup is not None
         message = next((u["statusMessage"] for u in reversed(task.updates)
-                        if u.get("statusMessage") and u["taskState"] != "TASK_CLEANING"),
+                        if u.get("statusMessage") and u["taskState"] not in NOTE_STATES),
                        state.removeprefix("TASK_").lower())
         if entry.pending_deploy and task.tid.deployId == entry.pending_deploy["deployId"] and not killed_by_us \
                 and state in ("TASK_FAILED", "TASK_ERROR", "TASK_FINISHED"):
@@ -881,6 +885,11 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             self._save_request(entry)
             self._request_event(entry, "FINISHED")
         self._maybe_finish_delete(entry)
+
+def _last_status(task: TaskEntry) -> dict[str, Any] | None:
+    """The task's last update from the cluster (not a note of why it is being stopped)."""
+    return next((u for u in reversed(task.updates) if u["taskState"] not in NOTE_STATES), None)
+
 
 def _status_time(status: dict[str, Any], now: int) -> int:
     """When a status happened (epoch ms): its own timestamp (seconds, set where it arose), as

@@ -91,7 +91,7 @@ class BoundedCallsDriver(MesosSchedulerDriver):
         # A master refuses the acknowledgement when another scheduler has subscribed with this framework
         # id since (a backend frozen while it led, then thawed, still holds the updates its old stream had
         # delivered). The update stays unacknowledged, so the master sends it again to the scheduler that
-        # now leads. (pymesos would abort the driver, and interrupt the main thread, on the error.)
+        # now leads: a warning, not the error DriverGateway._submit would log as a failed call.
         try:
             super().acknowledgeStatusUpdate(status)
         except RuntimeError as exc:

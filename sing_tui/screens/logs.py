@@ -23,7 +23,7 @@ from .. import archive
 from ..client import ApiError, ClientError, Unreachable
 from ..logtail import LogTail
 from ..messages import BackendStatus
-from ..model import TERMINAL_STATES, Json, fmt_ts, short_state
+from ..model import Json, ended_state, fmt_ts, short_state
 from ..query import Filter
 from ..widgets.log_view import LogView
 from .base import PaletteCommand, SingScreen
@@ -260,9 +260,8 @@ class LogScreen(SingScreen):
                 if not isinstance(history, ClientError):
                     raise history
                 continue
-            updates = history.get("taskUpdates") or []
-            if updates and updates[-1].get("taskState") in TERMINAL_STATES:
-                ended[i] = updates[-1]["taskState"]
+            if (state := ended_state(history.get("taskUpdates") or [])) is not None:
+                ended[i] = state
         return ended
 
     @staticmethod

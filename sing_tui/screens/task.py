@@ -21,6 +21,7 @@ from ..client import ApiError
 from ..model import (
     TERMINAL_STATES,
     Json,
+    ended_state,
     fmt_age,
     fmt_ts,
     now_ms,
@@ -170,7 +171,7 @@ class TaskScreen(SingScreen):
         task = history["task"]
         tid = task["taskId"]
         updates = history.get("taskUpdates") or []
-        state = updates[-1]["taskState"] if updates else "TASK_LAUNCHED"
+        state = ended_state(updates) or (updates[-1]["taskState"] if updates else "TASK_LAUNCHED")
         summary = Text()
         summary.append(short_state(state), style=task_state_style(short_state(state)) or "bold")
         summary.append(f"  {tid['requestId']}", style="bold")

@@ -54,6 +54,7 @@ class Recorder(Scheduler):
         self.events: list[tuple[str, Any]] = []
         self.offers: dict[str, dict[str, Any]] = {}  # outstanding, by offer id
         self.updates: list[dict[str, Any]] = []
+        self.update_times: list[float] = []  # time.monotonic() each update came, in the same order
         self.framework_id: str | None = None
 
     def _add(self, kind: str, payload: Any) -> None:
@@ -88,6 +89,7 @@ class Recorder(Scheduler):
     def statusUpdate(self, driver: Any, status: dict[str, Any]) -> None:
         with self._cond:
             self.updates.append(status)
+            self.update_times.append(time.monotonic())
         self._add("update", status)
 
     def slaveLost(self, driver: Any, agent_id: dict[str, str]) -> None:

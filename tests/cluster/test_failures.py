@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -57,21 +56,39 @@ def test_driver_resubscribes_after_master_ends_stream_and_tasks_survive(harness:
     sched.status("survivor", "TASK_KILLED")
 
 
-def test_unacknowledged_updates_are_sent_again_on_resubscribe(cluster: EmbeddedCluster) -> None:
+def reliable_states(sched: Recorder, task_id: str) -> list[str]:
+    """The task's updates that take an acknowledgement (not the master's answers to reconciliation)."""
+    with sched._cond:
+        return [u["state"] for u in sched.updates if u["task_id"]["value"] == task_id and "uuid" in u]
+
+
+def test_a_tasks_next_update_waits_for_the_acknowledgement_of_the_one_before(cluster: EmbeddedCluster) -> None:
     sched = Recorder()
     driver = start_driver(cluster.master_address, sched, implicit_acknowledgements=False)
     try:
         offer = sched.offer_for("agent-1")
         sched.forget(offer)
         driver.launchTasks(offer["id"], [task_info("unacked", offer, "true"), task_info("acked", offer, "true")])
-        finished = sched.status("unacked", "TASK_FINISHED")
+        running = sched.status("unacked", "TASK_RUNNING")
         driver.acknowledgeStatusUpdate(sched.status("acked", "TASK_RUNNING"))
         driver.acknowledgeStatusUpdate(sched.status("acked", "TASK_FINISHED"))
-        cluster.end_streams()
+        # The master knows the task finished (its answer to reconciliation is not held)...
+        driver.reconcileTasks([{"task_id": {"value": "unacked"}}])
+        sched.status("unacked", "TASK_FINISHED", reason="REASON_RECONCILIATION")
+        # ...but holds its FINISHED until the RUNNING is acknowledged, as a Mesos agent does.
+        assert reliable_states(sched, "unacked") == ["TASK_RUNNING"]
+
+        cluster.end_streams()  # whatever was not acknowledged is sent again on re-subscribe
         sched.wait_event("reregistered")
-        sched.wait(lambda: sum(u.get("uuid") == finished["uuid"] for u in sched.updates) == 2)
-        assert sched.states("unacked") == ["TASK_RUNNING", "TASK_FINISHED"] * 2
-        assert sched.states("acked") == ["TASK_RUNNING", "TASK_FINISHED"]
+        sched.wait(lambda: sum(u.get("uuid") == running["uuid"] for u in sched.updates) == 2, what="RUNNING again")
+        assert reliable_states(sched, "unacked") == ["TASK_RUNNING", "TASK_RUNNING"]
+        driver.acknowledgeStatusUpdate(running)
+        finished = sched.wait(lambda: next((u for u in sched.updates if u["task_id"]["value"] == "unacked"
+                                            and u["state"] == "TASK_FINISHED" and "uuid" in u), None),
+                              what="the held TASK_FINISHED")
+        driver.acknowledgeStatusUpdate(finished)
+        assert reliable_states(sched, "unacked") == ["TASK_RUNNING", "TASK_RUNNING", "TASK_FINISHED"]
+        assert reliable_states(sched, "acked") == ["TASK_RUNNING", "TASK_FINISHED"]
     finally:
         driver.stop(failover=True)
         driver.join()
@@ -85,33 +102,28 @@ def test_unacknowledged_updates_are_sent_again_with_backoff_until_acknowledged(t
     try:
         offer = sched.offer_for("agent-1")
         sched.forget(offer)
-        driver.launchTasks(offer["id"], [task_info("unacked", offer, "true")])
-        finished = sched.status("unacked", "TASK_FINISHED")
-        driver.acknowledgeStatusUpdate(sched.status("unacked", "TASK_RUNNING"))
+        driver.launchTasks(offer["id"], [task_info("unacked", offer, "sleep 1000")])
+        running = sched.status("unacked", "TASK_RUNNING")
 
-        def copies() -> int:
+        def copies(uuid: str) -> list[float]:
+            """When each copy of an update came."""
             with sched._cond:
-                return sum(u.get("uuid") == finished["uuid"] for u in sched.updates)
+                return [t for u, t in zip(sched.updates, sched.update_times, strict=True) if u.get("uuid") == uuid]
 
-        received = [time.monotonic()]
-        for n in (2, 3):
-            sched.wait(lambda n=n: copies() >= n, what=f"copy {n} of the unacknowledged TASK_FINISHED")
-            received.append(time.monotonic())
-        # 1 s, then twice that (each at most half an interval late, as the master looks every 0.5 s).
-        assert received[1] - received[0] >= 0.9
-        assert received[2] - received[1] >= 1.8
-        assert sched.states("unacked") == ["TASK_RUNNING", "TASK_FINISHED", "TASK_FINISHED", "TASK_FINISHED"]
+        sched.wait(lambda: len(copies(running["uuid"])) >= 3, what="the unacknowledged RUNNING sent again twice")
+        first, second, third = copies(running["uuid"])[:3]
+        # 1 s, then twice that (each at most half an interval late: the master looks every 0.5 s).
+        assert second - first >= 0.8 and third - second >= 1.6, (second - first, third - second)
 
-        driver.acknowledgeStatusUpdate(finished)
+        driver.acknowledgeStatusUpdate(running)
         # Another unacknowledged update, sent again after 1, 3 and 7 s: the acknowledged one was due 4 s
         # after its last copy, in that time.
         offer = sched.offer_for("agent-1")
         sched.forget(offer)
-        driver.launchTasks(offer["id"], [task_info("marker", offer, "true")])
-        marker = sched.status("marker", "TASK_FINISHED")
-        sched.wait(lambda: sum(u.get("uuid") == marker["uuid"] for u in sched.updates) >= 4, timeout=15,
-                   what="the marker's update sent again three times")
-        assert copies() == 3
+        driver.launchTasks(offer["id"], [task_info("marker", offer, "sleep 1000")])
+        marker = sched.status("marker", "TASK_RUNNING")
+        sched.wait(lambda: len(copies(marker["uuid"])) >= 4, timeout=15, what="the marker sent again three times")
+        assert len(copies(running["uuid"])) == 3
     finally:
         driver.stop(failover=True)
         driver.join()

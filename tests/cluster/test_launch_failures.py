@@ -287,19 +287,32 @@ def test_tasks_over_the_open_files_limit_fail_alone(tight_cluster: ClusterProces
         # Killing the running tasks gives their descriptors back, and the agent launches again.
         for task_id in running:
             assert sched.call("KILL", kill={"task_id": {"value": task_id}})[0] == 202
+        acknowledged: set[str] = set()
+
+        def acknowledging(predicate: Callable[[], bool]) -> Callable[[], bool]:
+            """`predicate`, once every update come so far is acknowledged: the master holds a task's
+            next update until then, as Mesos does."""
+            def check() -> bool:
+                for status in sched.statuses():
+                    if "uuid" in status and status["uuid"] not in acknowledged:
+                        sched.acknowledge(status)
+                        acknowledged.add(status["uuid"])
+                return predicate()
+            return check
 
         def all_killed() -> bool:
             killed = {s["task_id"]["value"] for s in sched.statuses() if s["state"] == "TASK_KILLED"}
             return killed >= set(running)
 
-        sched.wait(all_killed, "TASK_KILLED for every running task")
+        eventually(acknowledging(all_killed), timeout=_DEADLINE, what="TASK_KILLED for every running task")
         assert not any(pid_alive(pid) for pid in pids.values())
         eventually(lambda: _get_json(master, "/state")["frameworks"][0]["tasks"] == 0, timeout=_DEADLINE,
                    what="no live task left in the master")
         offer = sched.offer()
         assert _launch(sched, offer, [_task("afterwards", offer, "echo fine")]) == (202, b"")
-        sched.wait(lambda: any(s["task_id"]["value"] == "afterwards" and s["state"] == "TASK_FINISHED"
-                               for s in sched.statuses()), "the task launched afterwards to finish")
+        eventually(acknowledging(lambda: any(s["task_id"]["value"] == "afterwards" and s["state"] == "TASK_FINISHED"
+                                             for s in sched.statuses())),
+                   timeout=_DEADLINE, what="the task launched afterwards to finish")
         assert "Too many open files" in cluster.log()  # the agent says why, too
     finally:
         sched.close()

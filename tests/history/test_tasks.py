@@ -60,6 +60,37 @@ async def test_last_status_follows_the_newest_update(store: HistoryStore) -> Non
     assert listed["lastTaskStatus"] == "TASK_LOST"
 
 
+@pytest.mark.parametrize("landing", ["task first", "updates first", "one batch"])
+async def test_a_cleaning_note_is_listed_among_the_updates_but_never_becomes_the_status(
+    store: HistoryStore, landing: str
+) -> None:
+    # A cleanup stamped by the scheduler's clock after the task's end, as a new leader may make it for a
+    # task whose end it has not heard yet (or with an agent's clock behind the scheduler's).
+    task = make_task("billing", "v1", 1000)
+    updates = [update(task["taskId"], 1005, "TASK_RUNNING"), update(task["taskId"], 2000, "TASK_FINISHED"),
+               update(task["taskId"], 3000, "TASK_CLEANING", statusMessage="SCALING_DOWN")]
+    if landing == "task first":
+        await save(store, task)
+        await store.flush()
+        await store.add_task_updates(updates)
+    elif landing == "updates first":
+        await store.add_task_updates(updates)
+        await store.flush()
+        await save(store, task)
+    else:
+        await store.add_task_updates(updates)
+        await save(store, task)
+    (queued,) = await store.request_task_ids("billing")
+    await store.flush()
+    (committed,) = await store.request_task_ids("billing")
+    assert (queued["lastTaskStatus"], queued["updatedAt"]) == ("TASK_FINISHED", 2000)
+    assert committed == queued
+    assert await store.unended_task_ids() == []
+    history = await store.task_history(task["taskId"]["id"])
+    assert history is not None
+    assert [u["taskState"] for u in history["taskUpdates"]] == ["TASK_RUNNING", "TASK_FINISHED", "TASK_CLEANING"]
+
+
 async def test_first_update_sets_status_even_before_started_at(store: HistoryStore) -> None:
     tid = await save(store, make_task("billing", "v1", 1000))
     await store.add_task_updates([update(tid, 999, "TASK_LAUNCHED")])  # skewed clock

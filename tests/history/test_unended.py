@@ -49,10 +49,16 @@ async def test_tasks_left_unended_in_history_are_asked_about_and_completed(tmp_p
         sched.on_status(ended(live, "TASK_FINISHED", 3.5))
         # The master sends again the ends the last leader did not acknowledge: one it had not handed to
         # history, one it had (history does not show it unended).
-        sched.on_status(ended(resent, "TASK_FAILED", 1.75))
-        sched.on_status(ended(finished, "TASK_FINISHED", 2.005))
+        sent_again = [{**ended(resent, "TASK_FAILED", 1.75), "uuid": "u-1"},
+                      {**ended(finished, "TASK_FINISHED", 2.005), "uuid": "u-2"}]
+        for status in sent_again:
+            sched.on_status(status)
+        await sink.drain()
+        assert gateway.acknowledged == []  # not before history has said whether it shows them ended
         sched.ask_about_unended(unended)
         assert gateway.reconciled == [[live], [lost_end]]  # its live tasks at subscription, then the unended
+        await sink.drain()
+        assert sorted(gateway.acknowledged) == ["u-1", "u-2"]  # one recorded, the other already there
 
         sched.on_status(ended(lost_end, "TASK_FINISHED", 1.5))
         sched.on_status(ended(lost_end, "TASK_FINISHED", 1.5))  # answered twice: recorded once

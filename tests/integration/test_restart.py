@@ -42,8 +42,8 @@ def test_restart_after_kill_keeps_state_and_leaves_no_orphans(tmp_path: Path):
 
 async def test_a_task_left_unended_in_history_is_completed_after_a_restart(tmp_path: Path):
     # As a backend killed after saving a task's end in its state, and before handing it to history, leaves
-    # it: history shows the task running, the state store does not have it, and the cluster, whose update
-    # was acknowledged, does not send it again. The next backend to subscribe asks the cluster about it.
+    # it: history shows the task running, and the state store does not have it. Here the cluster has no
+    # update of it to send again (it never ran it): the next backend to subscribe asks the cluster.
     from sing_backend.history import HistoryStore
     from tests.history.helpers import make_task, save, update
 
