@@ -69,17 +69,7 @@ async def test_a_cleaning_note_is_listed_among_the_updates_but_never_becomes_the
     task = make_task("billing", "v1", 1000)
     updates = [update(task["taskId"], 1005, "TASK_RUNNING"), update(task["taskId"], 2000, "TASK_FINISHED"),
                update(task["taskId"], 3000, "TASK_CLEANING", statusMessage="SCALING_DOWN")]
-    if landing == "task first":
-        await save(store, task)
-        await store.flush()
-        await store.add_task_updates(updates)
-    elif landing == "updates first":
-        await store.add_task_updates(updates)
-        await store.flush()
-        await save(store, task)
-    else:
-        await store.add_task_updates(updates)
-        await save(store, task)
+    await land(store, task, updates, landing)
     (queued,) = await store.request_task_ids("billing")
     await store.flush()
     (committed,) = await store.request_task_ids("billing")
@@ -99,15 +89,8 @@ async def test_first_update_sets_status_even_before_started_at(store: HistorySto
     assert listed["updatedAt"] == 1000
 
 
-@pytest.mark.parametrize("landing", ["task first", "updates first", "one batch"])
-async def test_updates_stamped_before_the_start_give_the_same_status_however_they_land(
-    store: HistoryStore, landing: str
-) -> None:
-    # A skewed agent clock: both updates are stamped before the task's start, and arrive newest first.
-    # The first written sets the status and the other, older than updatedAt, does not move it, whether
-    # the task row was committed before them, after them, or with them.
-    task = make_task("billing", "v1", 1000)
-    updates = [update(task["taskId"], 999, "TASK_STARTING"), update(task["taskId"], 990, "TASK_LAUNCHED")]
+async def land(store: HistoryStore, task: dict[str, Any], updates: list[dict[str, Any]], landing: str) -> None:
+    """Write a task and its updates with the task row committed before them, after them, or with them."""
     if landing == "task first":
         await save(store, task)
         await store.flush()
@@ -119,6 +102,18 @@ async def test_updates_stamped_before_the_start_give_the_same_status_however_the
     else:
         await store.add_task_updates(updates)
         await save(store, task)
+
+
+@pytest.mark.parametrize("landing", ["task first", "updates first", "one batch"])
+async def test_updates_stamped_before_the_start_give_the_same_status_however_they_land(
+    store: HistoryStore, landing: str
+) -> None:
+    # A skewed agent clock: both updates are stamped before the task's start, and arrive newest first.
+    # The first written sets the status and the other, older than updatedAt, does not move it, whether
+    # the task row was committed before them, after them, or with them.
+    task = make_task("billing", "v1", 1000)
+    updates = [update(task["taskId"], 999, "TASK_STARTING"), update(task["taskId"], 990, "TASK_LAUNCHED")]
+    await land(store, task, updates, landing)
     (queued,) = await store.request_task_ids("billing")
     await store.flush()
     (committed,) = await store.request_task_ids("billing")

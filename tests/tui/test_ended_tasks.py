@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from textual.pilot import Pilot
 from textual.widgets import Static
 
 from sing_backend.local_backend import Backend, wait_for
@@ -64,6 +65,12 @@ def log_status(app: SingApp) -> str:
     return str(app.screen.query_one("#log-status", Static).content)
 
 
+async def open_logs(pilot: Pilot[None], app: SingApp, task_id: str) -> LogView:
+    await pilot.press("colon", *f"logs {task_id}", "enter")
+    await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
+    return app.screen.query_one(LogView)
+
+
 def follow_worker_done(app: SingApp) -> bool:
     return all(w.is_finished for w in app.workers if w.group == "follow")
 
@@ -75,9 +82,7 @@ async def test_an_ended_tasks_log_is_shown_whole_said_ended_and_not_polled(backe
     transport = CountingTransport()
     app = app_on(backend, transport)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await pilot.press("colon", *f"logs {task_id}", "enter")
-        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
-        log = app.screen.query_one(LogView)
+        log = await open_logs(pilot, app, task_id)
         await until(pilot, lambda: "■ ENDED" in screen_text(pilot), what="the view saying the task ended")
         lines = log.lines
         assert lines[0] == "line 00001 of the finished job ............"  # from the start, not a tail
@@ -102,9 +107,7 @@ async def test_a_task_that_ends_while_watched_goes_from_follow_to_ended(backend:
     transport = CountingTransport()
     app = app_on(backend, transport)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await pilot.press("colon", *f"logs {task_id}", "enter")
-        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
-        log = app.screen.query_one(LogView)
+        log = await open_logs(pilot, app, task_id)
         await until(pilot, lambda: log.lines.count("waiting") >= 3, what="the running task's lines")
         assert "● FOLLOW" in screen_text(pilot) and "ENDED" not in screen_text(pilot)
         assert not follow_worker_done(app)  # a running task's log keeps being read
