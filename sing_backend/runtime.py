@@ -141,6 +141,7 @@ class Runtime:
         scheduler.load()
         scheduler.sandbox_locator = self._sandbox_dir
         scheduler.on_subscribed = self._complete_history_soon
+        scheduler.on_unsaved = self._status_unsaved
         self._generation += 1
         return scheduler
 
@@ -412,6 +413,10 @@ class Runtime:
         assert self.write_queue is not None
         answer = self.write_queue.provisional_answer_of(applying.name)
         return answer is not None and answer.get("token") == applying.token
+
+    def _status_unsaved(self, exc: Exception) -> None:
+        if not isinstance(exc, Fenced):  # fenced: that leadership has already ended
+            self._resign()
 
     def _resign(self) -> None:
         if self.election is not None:

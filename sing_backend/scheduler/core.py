@@ -103,6 +103,11 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self.on_health_tracked: Callable[[], None] | None = None
         # Called once subscribed to the cluster: the runtime asks history for tasks it shows unended.
         self.on_subscribed: Callable[[], None] | None = None
+        # Called when a status changed this scheduler's memory but could not be saved: the runtime gives up
+        # the lead unless that leadership has already ended, to start again from what is saved (the cluster
+        # sends the unacknowledged status again, to the next leader). Otherwise a copy sent again would be
+        # taken for a duplicate, acknowledged, and never saved.
+        self.on_unsaved: Callable[[Exception], None] | None = None
         self.ended_unheard: set[str] = set()  # tasks asked about by ask_about_unended, not answered yet
         self.ended_here: set[str] | None = None  # tasks ended since on_subscribed, until ask_about_unended
         # Ends of tasks this scheduler does not run, heard in that same window: updates sent again because
@@ -775,6 +780,13 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         except StateUnavailable as exc:
             log.warning("task %s: %s not saved, nor recorded in history; the cluster sends it again (%s)",
                         status.get("task_id", {}).get("value"), status.get("state"), exc)
+            if self.on_unsaved is not None:
+                self.on_unsaved(exc)
+        except Exception as exc:
+            log.exception("task %s: %s could not be applied; the cluster sends it again",
+                          status.get("task_id", {}).get("value"), status.get("state"))
+            if self.on_unsaved is not None:
+                self.on_unsaved(exc)
 
     def _acknowledge_when_recorded(self, status: dict[str, Any]) -> None:
         """Acknowledge an update once it is saved and its history handed over: the cluster keeps sending
