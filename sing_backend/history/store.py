@@ -375,6 +375,11 @@ class HistoryStore:
 
     # Writer ------------------------------------------------------------------------------------------
 
+    @property
+    def backed_up(self) -> bool:
+        """MAX_QUEUED writes are not committed yet (the database away for long): writers wait for room."""
+        return not self._room.is_set()
+
     async def _enqueue(self, kind: Kind, rows: list[dict[str, Any]]) -> None:
         if self._closing:
             raise RuntimeError("the history store is closed")

@@ -789,10 +789,10 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                 self.on_unsaved(exc)
 
     def _acknowledge_when_recorded(self, status: dict[str, Any]) -> None:
-        """Acknowledge an update once it is saved and its history handed over: the cluster keeps sending
-        an update until it is acknowledged, so one this backend dies (or stops leading) before recording
-        reaches the next leader instead of being lost. Updates the master makes (reconciliation answers)
-        carry no uuid and take no acknowledgement."""
+        """Acknowledge an update once it is saved and its history handed over (or at once, when history
+        is backed up): the cluster keeps sending an update until it is acknowledged, so one this backend
+        dies (or stops leading) before recording reaches the next leader instead of being lost. Updates
+        the master makes (reconciliation answers) carry no uuid and take no acknowledgement."""
         gateway = self.gateway  # the driver that delivered it: a later one holds another stream
         if "uuid" not in status or gateway is None:
             return
@@ -803,7 +803,15 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             await asyncio.sleep(0)
             gateway.acknowledge(status)
 
-        self.effect(lambda: self.sink.put(acknowledge))
+        def after_history() -> None:
+            if self.history is not None and self.history.backed_up:
+                # History has been away so long that its writes wait for room: the cluster holds a task's
+                # next update until this one is acknowledged, and the scheduler must not go blind with it.
+                gateway.acknowledge(status)
+            else:
+                self.sink.put(acknowledge)
+
+        self.effect(after_history)
 
     def _apply_status(self, status: dict[str, Any]) -> bool:
         """Apply a status; False when its acknowledgement must wait (see ask_about_unended)."""
