@@ -42,7 +42,18 @@ async def agent_sandboxes(http: httpx.AsyncClient, agent_url: str) -> dict[str, 
         return {}
 
 
-def inside(relative: str) -> bool:
-    """Whether a path given relative to a directory stays inside it."""
+def leaves(relative: str) -> str | None:
+    """Why a path given relative to a task's sandbox could lead out of it, or None if it cannot."""
+    if "\x00" in relative:
+        return "contains a NUL byte"
     path = PurePosixPath(relative)
-    return bool(relative) and not path.is_absolute() and ".." not in path.parts and "\x00" not in relative
+    if path.is_absolute():
+        return "must be relative to the task's sandbox, not absolute"
+    if ".." in path.parts:
+        return "must not contain '..'"
+    return None
+
+
+def inside(relative: str) -> bool:
+    """Whether a path given relative to a task's sandbox names something inside it."""
+    return bool(relative) and leaves(relative) is None

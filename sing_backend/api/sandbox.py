@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Depends, Response
 
-from ..agent_sandbox import agent_sandboxes
+from ..agent_sandbox import agent_sandboxes, leaves
 from ..errors import ApiError, bad_request, not_found
 from ..runtime import Runtime
 from .deps import runtime
@@ -21,14 +21,9 @@ def _relative(path: str | None, default: str) -> str:
     """A path inside the sandbox root; anything that could leave it is refused."""
     if path is None or path.strip() == "":
         return default
-    if "\x00" in path:
-        raise bad_request("path: contains a NUL byte")
-    p = PurePosixPath(path)
-    if p.is_absolute():
-        raise bad_request("path: must be relative to the task's sandbox, not absolute")
-    if ".." in p.parts:
-        raise bad_request("path: must not contain '..'")
-    return str(p)
+    if (problem := leaves(path)) is not None:
+        raise bad_request(f"path: {problem}")
+    return str(PurePosixPath(path))
 
 
 async def _locate(rt: Runtime, task_id: str) -> tuple[str, str, str]:

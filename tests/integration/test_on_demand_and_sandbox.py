@@ -67,10 +67,12 @@ def test_sandbox_layout_browse_and_download(backend: Backend):
 
 def test_sandbox_refuses_paths_that_leave_it(backend: Backend):
     task_id = backend.get("/api/history/request/job/tasks")[0]["taskId"]["id"]
-    for path in ("../../../../etc/passwd", "/etc/passwd", f"{task_id}/../../x"):
+    for path, why in (("../../../../etc/passwd", "must not contain '..'"),
+                      (f"{task_id}/../../x", "must not contain '..'"),
+                      ("/etc/passwd", "must be relative to the task's sandbox, not absolute"),
+                      (f"{task_id}/stdout.log\x00.png", "contains a NUL byte")):
         r = backend.client.get(f"/api/sandbox/{task_id}/read", params={"path": path, "offset": 0})
-        assert r.status_code == 400, path
-        assert "path" in r.json()["message"]
+        assert (r.status_code, r.json()["message"]) == (400, f"path: {why}"), path
     r = backend.client.get(f"/api/sandbox/{task_id}/read", params={"path": f"{task_id}/nope.log", "offset": 0})
     assert r.status_code == 404
 
