@@ -547,9 +547,11 @@ class Runtime:
             fetch = self._sandbox_fetches[url] = asyncio.ensure_future(agent_sandboxes(self.http, url))
             fetch.add_done_callback(lambda _: self._sandbox_fetches.pop(url, None))
         found = await asyncio.shield(fetch)
-        for task in self.scheduler.tasks.values():
-            if task.directory is None and task.agent_id == agent_id:
-                task.directory = found.get(task.id)
+        tasks = self.scheduler.tasks
+        for task_id, directory in found.items():  # the agent's sandboxes, not every task of the cluster
+            task = tasks.get(task_id)
+            if task is not None and task.directory is None and task.agent_id == agent_id:
+                task.directory = directory
 
     def _result_file(self, task: TaskEntry, path: str) -> Path | httpx.URL | None:
         """Where a task's process-level health-check file appears (under its app/ directory): a path on
