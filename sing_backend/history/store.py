@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..ids import TaskId
-from ..models.common import NOTE_STATES, TERMINAL_TASK_STATES
+from ..models.common import TERMINAL_TASK_STATES
 from . import db
 from .db import make_engine, migrate_engine
 from .frames import frame, read_frame
@@ -50,6 +50,7 @@ from .writer import (
     UPDATES_OF_TASKS,
     chunks,
     collect_updates,
+    follow_update,
     follow_updates,
 )
 
@@ -879,11 +880,8 @@ def _tasks_with(conn: Connection, views: dict[str, PendingTask]) -> list[Row]:
         elif task is None:
             continue  # updates of a task not saved yet: not listed, as in the database
         for _, update_ in view.updates:
-            if update_["task_state"] in NOTE_STATES:
-                continue
-            if task["last_task_status"] is None or task["updated_at"] <= update_["timestamp"]:
-                task["last_task_status"] = update_["task_state"]
-                task["updated_at"] = max(task["updated_at"], update_["timestamp"])
+            task["last_task_status"], task["updated_at"] = follow_update(
+                task["last_task_status"], task["updated_at"], update_["timestamp"], update_["task_state"])
         tasks.append(task)
     return tasks
 

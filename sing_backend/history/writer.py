@@ -389,17 +389,21 @@ def collect_updates(results: Iterable[Iterable[Any]]) -> dict[str, list[tuple[in
     return {task_id: [(timestamp, state) for _, timestamp, state in sorted(rows)] for task_id, rows in found.items()}
 
 
-def follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[str | None, int]:
-    """A task's (lastTaskStatus, updatedAt) after `updates`. Updates can arrive out of order, and an
-    older one must not replace a newer status; the first always sets one, even if a skewed clock
+def follow_update(status: str | None, updated_at: int, timestamp: int, state: str) -> tuple[str | None, int]:
+    """A task's (lastTaskStatus, updatedAt) after one more update. Updates can arrive out of order, and
+    an older one must not replace a newer status; the first always sets one, even if a skewed clock
     stamped it before startedAt, and updatedAt never goes back. Notes (NOTE_STATES) are left out."""
+    if state in NOTE_STATES or (status is not None and timestamp < updated_at):
+        return status, updated_at
+    return state, max(updated_at, timestamp)
+
+
+def follow_updates(started_at: int, updates: list[tuple[int, str]]) -> tuple[str | None, int]:
+    """A task's (lastTaskStatus, updatedAt) after `updates`, from its start (see follow_update)."""
     status: str | None = None
     updated_at = started_at
     for timestamp, state in updates:
-        if state in NOTE_STATES:
-            continue
-        if status is None or updated_at <= timestamp:
-            status, updated_at = state, max(updated_at, timestamp)
+        status, updated_at = follow_update(status, updated_at, timestamp, state)
     return status, updated_at
 
 
