@@ -67,6 +67,7 @@ _STALE_WRITER_MS = 7 * 24 * 3600 * 1000
 _READERS = 2  # queries at once, each in a process and connection of its own
 _RESTART_SECONDS = 1.0  # before starting a writer process again after one died
 _FORGET_ROWS = 200
+UNENDED_SLICE = 5000  # tasks read per statement by the search for unended tasks: some ms each
 
 
 class HistoryStore:
@@ -535,9 +536,22 @@ class HistoryStore:
 
 
 def _unended_task_ids(conn: Connection, _committed: int) -> list[str]:
+    """No index has a task's status (each status change would move it, see migration 0004), so this reads
+    the whole table: in slices of UNENDED_SLICE tasks, one statement each. In one statement, a history of
+    some million tasks outlasted the query timeout, and the search failed at every try."""
     row = TaskHistoryRow
     status = row.last_task_status
-    return list(conn.scalars(select(row.task_id).where(status.is_(None) | status.not_in(TERMINAL_TASK_STATES))))
+    unended = status.is_(None) | status.not_in(TERMINAL_TASK_STATES)
+    found: list[str] = []
+    after = ""  # every task id sorts after it
+    while True:
+        last = conn.scalar(select(row.task_id).where(row.task_id > after).order_by(row.task_id)
+                           .offset(UNENDED_SLICE - 1).limit(1))
+        within = row.task_id > after if last is None else (row.task_id > after) & (row.task_id <= last)
+        found += conn.scalars(select(row.task_id).where(within & unended))
+        if last is None:
+            return found
+        after = last
 
 
 def _check_identity(task: Doc, *, task_id: str, request_id: str, deploy_id: str, host: str, started_at: int) -> None:

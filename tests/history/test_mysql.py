@@ -328,3 +328,42 @@ async def test_a_user_who_may_not_make_temporary_tables_fails_the_open(mysql_url
         await store.close()
     finally:
         query(mysql_url, f"DROP USER '{user}'@'%%'")
+
+
+UNENDED_SCAN = ("SELECT task_id FROM task_history "
+                "WHERE last_task_status IS NULL OR last_task_status NOT IN ('TASK_FINISHED', 'TASK_FAILED')")
+
+
+def scan_in_one_statement(conn: Connection, _committed: int) -> list[str]:
+    return list(conn.exec_driver_sql(UNENDED_SCAN).scalars())
+
+
+async def test_the_search_for_unended_tasks_finishes_on_a_history_too_large_to_read_within_the_query_timeout(
+    mysql_url: str,
+) -> None:
+    """A new leader looks for the tasks history shows unended by reading the whole task table. The query
+    timeout bounds each statement: read in one, a large history would fail the search at every try, and
+    the ends it waits for would never be completed."""
+    await (await HistoryStore.open(mysql_url)).close()  # the schema
+    tasks = 200_000
+    query(mysql_url, "INSERT INTO task_history (task_id, request_id, deploy_id, host, started_at, updated_at, "
+                     "last_task_status, task_id_body, body) "
+                     "SELECT CONCAT('job-v1-', LPAD(seq, 7, '0'), '-1-host-rack'), 'job', 'v1', 'host', seq, seq, "
+                     "CASE WHEN seq %% 1000 = 0 THEN 'TASK_RUNNING' WHEN seq %% 1000 = 1 THEN NULL "
+                     "WHEN seq %% 2 = 0 THEN 'TASK_FAILED' ELSE 'TASK_FINISHED' END, '{}', REPEAT('x', 1500) "
+                     f"FROM seq_1_to_{tasks}")
+    # A timeout well under the time the whole table takes to read here, and well above a slice's.
+    whole = []
+    for _ in range(2):
+        started = time.monotonic()
+        query(mysql_url, UNENDED_SCAN)
+        whole.append(time.monotonic() - started)
+    timeout = min(whole) / 3
+    store = await HistoryStore.open(mysql_url, query_timeout_seconds=timeout)
+    try:
+        with pytest.raises(DBAPIError, match="max_statement_time"):
+            await store._read(scan_in_one_statement)
+        unended = await store.unended_task_ids()
+        assert sorted(unended) == [f"job-v1-{n:07d}-1-host-rack" for n in range(1, tasks + 1) if n % 1000 in (0, 1)]
+    finally:
+        await store.close()
