@@ -32,6 +32,19 @@ def sandboxes_in_state(state: dict[str, Any]) -> dict[str, str]:
     return found
 
 
+def agent_address(url: dict[str, Any]) -> str:
+    """The base address of an agent's HTTP API, from the `url` (a Mesos URL) of its offers."""
+    addr = url.get("address", {})
+    return f"{url.get('scheme', 'http')}://{addr.get('ip') or addr.get('hostname')}:{addr.get('port')}"
+
+
+def offered_agent_address(task: dict[str, Any]) -> str | None:
+    """The address of a task's agent as the offer it was launched on gave it (a SingularityTask's
+    `offers`), for a backend that has had no offer from that agent yet."""
+    url = (task.get("offers") or [{}])[0].get("url")
+    return agent_address(url) if url else None
+
+
 async def agent_sandboxes(http: httpx.AsyncClient, agent_url: str) -> dict[str, str]:
     """The sandboxes an agent lists in its /state (see sandboxes_in_state); none if it does not answer."""
     try:

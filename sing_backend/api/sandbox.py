@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Depends, Response
 
-from ..agent_sandbox import agent_sandboxes, leaves
+from ..agent_sandbox import agent_sandboxes, leaves, offered_agent_address
 from ..errors import ApiError, bad_request, not_found
 from ..runtime import Runtime
 from .deps import runtime
@@ -31,17 +31,23 @@ async def _locate(rt: Runtime, task_id: str) -> tuple[str, str, str]:
     task = rt.scheduler.tasks.get(task_id)
     if task is not None:
         agent_id, directory, host = task.agent_id, await rt.sandbox_directory(task), task.tid.host
+        url = rt.agent_url(agent_id)  # its offer's address included (Scheduler.load)
     else:
+        # Ended, or (on a standby answering from its last snapshot) launched since that snapshot.
         history = await rt.task_history(task_id)
         if history is None:
             raise not_found(f"Couldn't find task {task_id}")
         agent_id = history["task"]["agentId"]["value"]
         directory = history.get("directory")
         host = history["task"]["taskId"]["host"]
-    url = rt.agent_url(agent_id)
-    if not directory and task is None and url is not None:
-        # Ended before its sandbox was looked up: its agent keeps listing it among completed executors.
-        directory = (await agent_sandboxes(rt.http, url)).get(task_id)
+        url = rt.agent_url(agent_id) or offered_agent_address(history["task"])
+        if not directory and url is not None:
+            # Ended before its sandbox was looked up (its agent keeps listing it among completed
+            # executors), or not in the snapshot: the agent lists it too.
+            directory = (await agent_sandboxes(rt.http, url)).get(task_id)
+    if url is None and task is not None:
+        raise ApiError(503, f"This backend does not know the address of agent {agent_id} (of task {task_id}) "
+                            "yet: it learns it from the agent's next offer; try again in a moment")
     if not directory:
         raise not_found(f"Task {task_id} has no sandbox yet (it has not started)")
     if url is None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from ..agent_sandbox import agent_address, offered_agent_address
 from ..errors import bad_request, not_found
 from ..executor.payload import attach_payload, default_executor_command, task_payload
 from ..ids import PendingTaskId, TaskId, sanitize
@@ -97,6 +98,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         # Operator-set machine states (frozen, decommissioning...), by "agent/<id>" or "rack/<id>".
         self.machine_states: dict[str, dict[str, Any]] = {}
         self.agent_urls: dict[str, str] = {}
+        self.agent_offer_urls: dict[str, dict[str, Any]] = {}  # the `url` of each agent's offers, as sent
         self.framework_id: str | None = None
         self.connected = False
         # Called when a task starts being health-checked (wakes the checker).
@@ -149,6 +151,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             t = TaskEntry.from_doc(doc)
             self.tasks[t.id] = t
             self.tasks_by_request[t.tid.requestId].add(t.id)
+            # Until the agent makes this backend an offer, its address is known from the task's own.
+            if t.agent_id not in self.agent_urls and (url := offered_agent_address(t.task)) is not None:
+                self.agent_urls[t.agent_id] = url
         self.request_cleanups = self.store.load("requestCleanups")
         self.machine_states = self.store.load("machineStates")
         meta = self.store.load("meta")
@@ -560,6 +565,14 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             if self.gateway is not None:
                 self.gateway.launch(offer_id, infos)
 
+    def _offer_doc(self, offer_id: str, agent_id: str, host: str) -> dict[str, Any]:
+        """The offer a task was launched on, as Singularity keeps it; its `url` (the agent's address) lets a
+        later leader reach the task's sandbox before that agent has made it an offer."""
+        offer: dict[str, Any] = {"id": {"value": offer_id}, "agentId": {"value": agent_id}, "hostname": host}
+        if (url := self.agent_offer_urls.get(agent_id)) is not None:
+            offer["url"] = url
+        return offer
+
     def _start_task(self, p: PendingTaskEntry, agent_id: str, host: str, rack_id: str, ports: list[int],
                     offer_id: str) -> dict[str, Any]:
         entry = self.requests[p.pid.requestId]
@@ -617,7 +630,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         task = {
             "taskId": tid.wire(),
             "taskRequest": {"request": entry.request.wire(), "deploy": dep.wire(), "pendingTask": pending_wire},
-            "offers": [{"id": {"value": offer_id}, "agentId": {"value": agent_id}, "hostname": host}],
+            "offers": [self._offer_doc(offer_id, agent_id, host)],
             "mesosTask": {"taskId": {"value": tid.id}, "name": entry.id, "agentId": {"value": agent_id},
                           "resources": resources, "command": command},
             "agentId": {"value": agent_id},
@@ -744,10 +757,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             "firstSeenAt": now,
         }
         if raw.get("url"):
-            url = raw["url"]
-            addr = url.get("address", {})
-            self.agent_urls[view.agent_id] = (f"{url.get('scheme', 'http')}://{addr.get('ip') or addr.get('hostname')}"
-                                              f":{addr.get('port')}")
+            self.agent_offer_urls[view.agent_id] = raw["url"]
+            self.agent_urls[view.agent_id] = agent_address(raw["url"])
         self.version += 1
 
     def on_agent_lost(self, agent_id: str) -> None:
@@ -941,3 +952,4 @@ def _offer_view(raw: dict[str, Any]) -> OfferView:
             attributes[a["name"]] = f"{a['scalar']['value']:g}"
     return OfferView(raw["id"]["value"], raw["agent_id"]["value"], raw.get("hostname", ""),
                      attributes.get("rackid", "DEFAULT"), cpus, mem, disk, sorted(ports), attributes)
+
