@@ -45,9 +45,6 @@ async def _locate(rt: Runtime, task_id: str) -> tuple[str, str, str]:
             # Ended before its sandbox was looked up (its agent keeps listing it among completed
             # executors), or not in the snapshot: the agent lists it too.
             directory = (await agent_sandboxes(rt.http, url)).get(task_id)
-    if url is None and task is not None:
-        raise ApiError(503, f"This backend does not know the address of agent {agent_id} (of task {task_id}) "
-                            "yet: it learns it from the agent's next offer; try again in a moment")
     if not directory:
         raise not_found(f"Task {task_id} has no sandbox yet (it has not started)")
     if url is None:
