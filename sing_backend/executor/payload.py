@@ -263,6 +263,40 @@ def deploy_artifacts(deploy: Mapping[str, Any]) -> list[ArtifactSpec]:
     return out
 
 
+def check_deploy(deploy: Mapping[str, Any]) -> None:
+    """Refuse, when a deploy is made, what its tasks could never be built or run with (an artifact the
+    executor cannot fetch or place, an executorData setting it does not take): each error names the
+    deploy's field. Found at launch, it would fail every task of the deploy instead."""
+    data: Mapping[str, Any] = deploy.get("executorData") or {}
+    artifacts = {"uris": {"uris": deploy.get("uris")}}
+    for key in ("embeddedArtifacts", "externalArtifacts", "s3Artifacts"):
+        artifacts[f"executorData.{key}"] = {"executorData": {key: data.get(key)}}
+    for name, part in artifacts.items():
+        try:
+            deploy_artifacts(part)
+        except PayloadError as exc:
+            raise PayloadError(f"{name}: {exc}") from None
+    settings: dict[str, Any] = {
+        "successfulExitCodes": _exit_codes, "maxOpenFiles": lambda v: _positive_int(v, "maxOpenFiles"),
+        "maxTaskThreads": lambda v: _positive_int(v, "maxTaskThreads"), "logrotateFrequency": _frequency,
+    }
+    for key, check in settings.items():
+        try:
+            check(data.get(key))
+        except PayloadError as exc:
+            raise PayloadError(f"executorData.{key}: {exc}") from None
+
+
+def env_problem(env: Mapping[str, str]) -> str | None:
+    """Why `env` cannot be a process's environment (a name empty or with '=', a NUL byte), or None."""
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name:
+            return f"{name!r} is not an environment variable name (it must be non-empty, without '=')"
+        if "\0" in value:
+            return f"{name}: the value holds a NUL byte"
+    return None
+
+
 def attach_payload(task_info: dict[str, Any], payload: dict[str, Any], *,
                    executor_command: str | None = None) -> dict[str, Any]:
     """Put ``payload`` into ``task_info.data``. With ``executor_command`` the task is run by that

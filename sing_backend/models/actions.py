@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .common import WireModel
-from .deploy import Resources
+from .deploy import Resources, checked_env
 
 
 class ActionBase(WireModel):
@@ -54,6 +54,11 @@ class RunNowRequest(ActionBase):
     runAsUserOverride: str | None = None
     envOverrides: dict[str, str] | None = None
     runAt: int | None = Field(None, ge=0)
+
+    @field_validator("envOverrides")
+    @classmethod
+    def _env_names(cls, env: dict[str, str] | None) -> dict[str, str] | None:
+        return checked_env(env)
 
 
 class ShellCommand(WireModel):

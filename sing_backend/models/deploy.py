@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from ..executor.payload import PayloadError, check_deploy, env_problem
 from .common import DEPLOY_ID_PATTERN, REQUEST_ID_PATTERN, WireModel
 from .request import SingularityRequest
 
@@ -62,6 +63,25 @@ class RunNowSettings(WireModel):
     envOverrides: dict[str, str] | None = None
     skipHealthchecks: bool | None = None
 
+    @field_validator("envOverrides")
+    @classmethod
+    def _env_names(cls, env: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        return env if _stored(info) else checked_env(env)
+
+
+STORED = {"stored": True}  # validation context of a document read back from the state store
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
+def checked_env(env: dict[str, str] | None) -> dict[str, str] | None:
+    """`env`, if every name and value can be put in a process's environment (pydantic names the field)."""
+    if env is not None and (problem := env_problem(env)) is not None:
+        raise ValueError(problem)
+    return env
+
 
 class SingularityDeploy(WireModel):
     requestId: str = Field(min_length=1, max_length=100, pattern=REQUEST_ID_PATTERN)
@@ -101,6 +121,34 @@ class SingularityDeploy(WireModel):
     canaryDeploySettings: dict[str, Any] | None = None
     runImmediately: RunNowSettings | None = None
     timestamp: int | None = None
+
+    # The checks below came after deploys were first saved: a deploy loaded from the state store
+    # (validated with STORED) is taken as it was saved, so that a backend can still start on older state.
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        return env if _stored(info) else checked_env(env)
+
+    @field_validator("taskEnv")
+    @classmethod
+    def _task_env_names(cls, task_env: dict[int, dict[str, str]] | None,
+                        info: ValidationInfo) -> dict[int, dict[str, str]] | None:
+        for instance, env in ({} if _stored(info) else task_env or {}).items():
+            if instance < 1:
+                raise ValueError(f"{instance}: instance numbers start at 1")
+            if (problem := env_problem(env)) is not None:
+                raise ValueError(f"instance {instance}: {problem}")
+        return task_env
+
+    @model_validator(mode="after")
+    def _runnable(self, info: ValidationInfo) -> SingularityDeploy:
+        if not _stored(info):
+            try:
+                check_deploy(self.wire())
+            except PayloadError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _has_something_to_run(self) -> SingularityDeploy:

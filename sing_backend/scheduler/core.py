@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..agent_sandbox import agent_address, offered_agent_address
 from ..errors import bad_request, not_found
-from ..executor.payload import attach_payload, default_executor_command, task_payload
+from ..executor.payload import PayloadError, attach_payload, default_executor_command, task_payload
 from ..ids import PendingTaskId, TaskId, sanitize
 from ..models.common import (
     NOTE_STATES,
@@ -556,7 +556,14 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             with self.store.batch():
                 for a in result.assignments[start:start + _PERSIST_CHUNK]:
                     p = by_key[a.need_key]
-                    info = self._start_task(p, a.agent_id, a.host, a.rack_id, list(a.ports), a.offer_id)
+                    try:
+                        info = self._start_task(p, a.agent_id, a.host, a.rack_id, list(a.ports), a.offer_id)
+                    except PayloadError as exc:
+                        # A deploy saved before its artifacts were checked: this task stays pending, saying
+                        # why, and the others of the round go out.
+                        p.reason = f"cannot be launched: {exc}"
+                        log.error("pending task %s cannot be launched: %s", p.id, exc)
+                        continue
                     launches[a.offer_id].append(info)
         for offer_id, infos in launches.items():
             for info in infos:

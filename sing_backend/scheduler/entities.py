@@ -7,7 +7,7 @@ from typing import Any
 
 from ..ids import PendingTaskId, TaskId
 from ..models.common import RequestState
-from ..models.deploy import SingularityDeploy
+from ..models.deploy import STORED, SingularityDeploy
 from ..models.request import SingularityRequest
 from .health import HealthState
 
@@ -86,7 +86,8 @@ class DeployEntry:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> DeployEntry:
-        return cls(SingularityDeploy.model_validate(doc["deploy"]), doc["deployMarker"], doc.get("deployResult"))
+        deploy = SingularityDeploy.model_validate(doc["deploy"], context=STORED)
+        return cls(deploy, doc["deployMarker"], doc.get("deployResult"))
 
 
 @dataclass(slots=True)

@@ -71,6 +71,25 @@ def test_malformed_empty_and_huge_bodies(backend: Backend):
     ({"requestId": "svc", "id": "v1", "command": "true"}, 400, "already exists"),
     ({"requestId": "svc", "id": "v9", "command": "true", "resources": {"memoryMb": 10_000_000}}, 400, "memoryMb"),
     ({"requestId": "svc", "id": "v9", "command": "true", "resources": {"cpus": -1}}, 400, "cpus"),
+    # What the executor could never fetch, place or take: refused now, not failed at every launch.
+    ({"requestId": "svc", "id": "v9", "command": "true", "uris": [{"uri": "ftp://example.invalid/x.tar"}]},
+     400, "uris: artifact 'x.tar': unsupported URL scheme 'ftp'"),
+    ({"requestId": "svc", "id": "v9", "command": "true", "uris": [{"uri": "http://h/a", "outputFile": "../evil"}]},
+     400, "uris: artifact '../evil': filename '../evil' must be a plain file name"),
+    ({"requestId": "svc", "id": "v9", "command": "true",
+      "executorData": {"embeddedArtifacts": [{"name": "a", "filename": "a", "content": "!!notbase64"}]}},
+     400, "executorData.embeddedArtifacts: embedded artifact 'a': content is not base64"),
+    ({"requestId": "svc", "id": "v9", "command": "true",
+      "executorData": {"externalArtifacts": [{"url": "http://h/a", "filename": "a", "md5sum": "xyz"}]}},
+     400, "executorData.externalArtifacts: artifact 'a': md5 'xyz' is not 32 hex digits"),
+    ({"requestId": "svc", "id": "v9", "command": "true", "executorData": {"logrotateFrequency": "SOMETIMES"}},
+     400, "executorData.logrotateFrequency"),
+    ({"requestId": "svc", "id": "v9", "command": "true", "env": {"A=B": "x"}}, 400,
+     "env: 'A=B' is not an environment variable name"),
+    ({"requestId": "svc", "id": "v9", "command": "true", "env": {"": "x"}}, 400,
+     "env: '' is not an environment variable name"),
+    ({"requestId": "svc", "id": "v9", "command": "true", "taskEnv": {"1": {"A=": "x"}}}, 400,
+     "taskEnv: instance 1: 'A=' is not"),
 ])
 def test_invalid_deploys(backend: Backend, deploy, status, fragment):
     _error(backend, "POST", "/api/deploys", status, fragment, json={"deploy": deploy})
@@ -87,6 +106,8 @@ def test_actions_that_do_not_fit(backend: Backend):
     _error(backend, "POST", "/api/requests/request/missing/pause", 404, "missing", json={})
     _error(backend, "POST", "/api/requests/request/od/run", 400, "runAt", json={"runAt": 1})
     _error(backend, "POST", "/api/requests/request/od/run", 400, "commandLineArgs", json={"commandLineArgs": "x"})
+    _error(backend, "POST", "/api/requests/request/od/run", 400, "envOverrides: 'A=B' is not an environment variable",
+           json={"envOverrides": {"A=B": "x"}})
     _error(backend, "DELETE", "/api/tasks/task/not-a-task", 404, "not-a-task")
     _error(backend, "DELETE", "/api/deploys/deploy/v7/request/svc", 404, "v7")
     _error(backend, "POST", "/api/requests", 400, "requestType",
@@ -95,6 +116,7 @@ def test_actions_that_do_not_fit(backend: Backend):
     _error(backend, "GET", "/api/agents?state=SLEEPY", 400, "state")
     assert backend.get("/api/requests/request/svc")["request"]["instances"] == 1
     assert backend.get("/api/requests/request/svc")["request"]["requestType"] == "SERVICE"
+    assert backend.get("/api/tasks/scheduled/request/od") == []  # no run was queued by the refused ones
 
 
 def test_unknown_paths_are_json_404(backend: Backend):

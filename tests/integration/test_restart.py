@@ -63,3 +63,42 @@ async def test_a_task_left_unended_in_history_is_completed_after_a_restart(tmp_p
         assert backend.get("/api/history/request/gone/tasks")[0]["lastTaskStatus"] == "TASK_LOST"
     finally:
         backend.close()
+
+
+def test_a_deploy_saved_before_its_artifacts_were_checked_stops_only_its_own_tasks(tmp_path: Path):
+    """Deploys are checked when they are made; one saved before (by an older version) with an artifact
+    the executor cannot fetch must not stop the scheduling rounds: its task stays pending, saying why,
+    and every other task is launched."""
+    from sing_backend.state.sqlite import SqliteStateStore
+
+    backend = Backend(tmp_path / "data").start()
+    try:
+        res = {"cpus": 0.05, "memoryMb": 16}
+        backend.create({"id": "old", "requestType": "ON_DEMAND"}, {"id": "v1", "command": "true", "resources": res})
+        backend.create({"id": "good", "requestType": "ON_DEMAND"}, {"id": "v1", "command": "true", "resources": res})
+        for rid in ("old", "good"):
+            wait_for(lambda r=rid: backend.get(f"/api/requests/request/{r}")["requestDeployState"].get("activeDeploy"),
+                     what=f"{rid} deployed")
+        backend.stop()
+        store = SqliteStateStore(tmp_path / "data" / "state.db")
+        doc = store.load("deploys")["old/v1"]
+        doc["deploy"]["uris"] = [{"uri": "ftp://example.invalid/x.tar"}]
+        store.put("deploys", "old/v1", doc)
+        store.close()
+
+        backend = Backend(tmp_path / "data", port=backend.port).start()
+        backend.post("/api/requests/request/old/run", {})
+        backend.post("/api/requests/request/good/run", {})
+        wait_for(lambda: backend.get("/api/history/request/good/tasks"), what="good's run launched")
+        (pending,) = wait_for(lambda: [p for p in backend.get("/api/tasks/scheduled")
+                                       if p["pendingTask"]["pendingTaskId"]["requestId"] == "old"
+                                       and "cannot be launched" in (p.get("notPlacedReason") or "")],
+                              what="old's run saying why it waits")
+        assert pending["notPlacedReason"] == ("cannot be launched: artifact 'x.tar': unsupported URL scheme 'ftp' "
+                                              "(http, https, file or s3)")
+        # And the rounds go on: a second run of the good request launches too.
+        backend.post("/api/requests/request/good/run", {})
+        wait_for(lambda: len(backend.get("/api/history/request/good/tasks")) == 2, what="good's second run")
+        assert backend.get("/api/history/request/old/tasks") == []
+    finally:
+        backend.close()
