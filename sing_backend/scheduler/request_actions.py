@@ -61,6 +61,12 @@ class RequestActions(_Base):
             if existing.request.requestType != request.requestType:
                 raise bad_request(f"requestType: request {request.id} is {existing.request.requestType} and the "
                                   f"type cannot change to {request.requestType}; delete it and create it again")
+            if bool(existing.request.loadBalanced) != bool(request.loadBalanced):
+                # As Singularity refuses it: the running tasks' ports and base path were never checked for
+                # a load balancer (turned on), or their upstreams would be left behind (turned off).
+                was = "is" if existing.request.loadBalanced else "is not"
+                raise bad_request(f"loadBalanced: request {request.id} {was} load balanced, and a request can not "
+                                  "change whether it is load balanced; delete it and create it again")
             existing.request = request
             existing.timestamp = now
             self._save_request(existing)

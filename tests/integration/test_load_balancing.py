@@ -137,6 +137,23 @@ def test_load_balanced_needs_a_base_path_and_a_port(lb_backend: tuple[Backend, s
     assert r.status_code == 400 and "loadBalancerPortIndex" in r.json()["message"]
 
 
+def test_a_request_can_not_change_whether_it_is_load_balanced(lb_backend: tuple[Backend, str]):
+    """Turned on, the running tasks (no ports, no base path) could never be registered, and would be
+    killed and launched again in a loop; turned off, their upstreams would stay in the load balancer."""
+    backend, _ = lb_backend
+    backend.post("/api/requests", {"id": "plain", "requestType": "SERVICE", "instances": 1})
+    for rid, turned in (("plain", True), ("lbweb", False)):
+        before = backend.get(f"/api/requests/request/{rid}")
+        r = backend.client.post("/api/requests", json={**before["request"], "loadBalanced": turned})
+        assert r.status_code == 400, r.text
+        was = "is not" if turned else "is"
+        assert r.json()["message"] == (f"loadBalanced: request {rid} {was} load balanced, and a request can not "
+                                       "change whether it is load balanced; delete it and create it again")
+        assert backend.get(f"/api/requests/request/{rid}") == before
+    updated = backend.post("/api/requests", {"id": "plain", "requestType": "SERVICE", "instances": 2})
+    assert updated["request"]["instances"] == 2  # any other change still goes through
+
+
 def test_load_balanced_refused_without_a_load_balancer(backend: Backend):
     r = backend.client.post("/api/requests", json={"id": "nolb", "requestType": "SERVICE", "loadBalanced": True})
     assert r.status_code == 400 and "load balancer" in r.json()["message"]
