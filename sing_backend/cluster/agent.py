@@ -17,6 +17,7 @@ import logging
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class _Task:
     terminal_uuid: str | None = None
     state: str = "TASK_STAGING"
     kill_timer: TimerHandle | None = None
+    kill_deadline: float | None = None  # when kill_timer fires (monotonic)
 
 
 @dataclass(frozen=True)
@@ -330,7 +332,10 @@ class Agent:
     def kill(self, task_id: str, grace_seconds: float) -> None:
         """SIGTERM the task's processes, SIGKILL them after the grace period. No-op if gone."""
         task = self._tasks.get(task_id)
-        if task is None or task.kill_requested:
+        if task is None:
+            return
+        if task.kill_requested:
+            self._kill_again(task, grace_seconds)
             return
         task.kill_requested = True
         if task.kind == "simulated":
@@ -346,11 +351,29 @@ class Agent:
             return
         if task.subscription is not None and task.launched:
             task.subscription.send(self._kill_event(task, grace_seconds))
-            # An executor that does not act on the kill is stopped the hard way, task and all.
-            task.kill_timer = self._reactor.call_later(grace_seconds + SHUTDOWN_MARGIN_SECONDS,
-                                                       lambda: self._escalate(task))
+            self._escalate_after(task, grace_seconds)
         else:
             self._kill_executor_tree(task, signal.SIGKILL)
+
+    def _kill_again(self, task: _Task, grace_seconds: float) -> None:
+        """A kill of a task being killed: passed on to its executor, which brings the SIGKILL forward if
+        this grace is shorter (a destroy), as Mesos passes a kill policy override on."""
+        if task.kind == "library":
+            assert self.host is not None
+            self.host.kill(task.task_id, grace_seconds)
+        elif task.subscription is not None and task.launched and task.terminal_uuid is None \
+                and task.kill_deadline is not None \
+                and time.monotonic() + grace_seconds + SHUTDOWN_MARGIN_SECONDS < task.kill_deadline:
+            task.subscription.send(self._kill_event(task, grace_seconds))
+            if task.kill_timer is not None:
+                task.kill_timer.cancel()
+            self._escalate_after(task, grace_seconds)
+
+    def _escalate_after(self, task: _Task, grace_seconds: float) -> None:
+        # An executor that does not act on the kill is stopped the hard way, task and all.
+        task.kill_deadline = time.monotonic() + grace_seconds + SHUTDOWN_MARGIN_SECONDS
+        task.kill_timer = self._reactor.call_later(grace_seconds + SHUTDOWN_MARGIN_SECONDS,
+                                                   lambda: self._escalate(task))
 
     def _escalate(self, task: _Task) -> None:
         with self._lock:

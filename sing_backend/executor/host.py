@@ -170,6 +170,8 @@ class TaskRunner:
         self._kill_requested = False
         self._cancelled = False
         self._kill_timer: TimerHandle | None = None
+        self._sigkill_at: float | None = None  # when the kill under way sends SIGKILL (monotonic)
+        self._sigkill_cap: float | None = None  # a later kill's deadline, asked before the SIGTERM went out
         self._violation: Violation | None = None
         self._returncode: int | None = None
         self._open_streams = 0
@@ -468,13 +470,22 @@ class TaskRunner:
 
     def kill(self, grace: float | None) -> None:
         with self._lock:
-            if self._kill_requested or self._done:
+            if self._done:
                 return
-            self._kill_requested = True
-            if self.proc is None:
-                self._cancelled = True  # the fetch stops and reports TASK_KILLED
-                return
-            command = self._before_kill
+            again = self._kill_requested
+            # Killed again while being killed: a shorter grace (a destroy) brings the SIGKILL forward, as
+            # Mesos' command executor does; a longer one changes nothing.
+            due_now = again and self._bring_forward(grace)
+            if not again:
+                self._kill_requested = True
+                if self.proc is None:
+                    self._cancelled = True  # the fetch stops and reports TASK_KILLED
+                    return
+                command = self._before_kill
+        if again:
+            if due_now:
+                self.signal_all(signal.SIGKILL)
+            return
         self._report(self.task_id, "TASK_KILLING", None, None)
         seconds = self._grace(grace)
         if command:
@@ -506,7 +517,30 @@ class TaskRunner:
         except OSError as exc:
             log.warning("pre-kill command of %s failed: %s", self.task_id, exc)
 
+    def _bring_forward(self, grace: float | None) -> bool:
+        """With the lock held: make the SIGKILL of the kill under way come no later than `grace` from now;
+        True when it is due at once."""
+        if grace is None:
+            return False
+        deadline = time.monotonic() + grace
+        if self._sigkill_at is None:  # the SIGTERM is not sent yet (the pre-kill command runs)
+            self._sigkill_cap = deadline if self._sigkill_cap is None else min(self._sigkill_cap, deadline)
+            return False
+        if deadline >= self._sigkill_at:
+            return False
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        self._sigkill_at = deadline
+        if grace <= 0:
+            return True
+        self._kill_timer = self.host.reactor.call_later(grace, lambda: self.signal_all(signal.SIGKILL))
+        return False
+
     def _terminate(self, grace: float) -> None:
+        with self._lock:
+            if self._sigkill_cap is not None:
+                grace = min(grace, max(0.0, self._sigkill_cap - time.monotonic()))
+            self._sigkill_at = time.monotonic() + grace
         self.signal_all(signal.SIGTERM)
         if grace <= 0:
             self.signal_all(signal.SIGKILL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import httpx
+import pytest
 
 from sing_backend.local_backend import Backend, pid_alive, wait_for
 
@@ -127,3 +128,29 @@ def test_killed_task_gets_sigterm_then_sigkill_and_is_replaced(backend: Backend)
     backend.delete("/api/requests/request/stubborn", {"message": "done"})
     wait_for(lambda: backend.client.get("/api/requests/request/stubborn").status_code == 404,
              what="request deleted once its tasks are gone")
+
+
+@pytest.mark.parametrize("executor", [{}, {"customExecutorCmd": "sing executor"}], ids=["built-in", "custom"])
+def test_a_destroy_of_a_task_being_killed_sigkills_it_at_once(backend: Backend, executor: dict[str, str]):
+    """`override: true` on a task whose kill is under way (its grace period a minute long here) does not
+    wait for that grace period: the task is SIGKILLed at once, as Singularity's destroy does. Run by a
+    custom executor (in a process of its own), the agent stops it the hard way if it does not act first."""
+    rid = f"destroyed-{len(executor)}"
+    backend.create({"id": rid, "requestType": "WORKER", "instances": 1},
+                   {"id": "v1", "command": "trap '' TERM; while true; do sleep 0.1; done",
+                    "resources": {"cpus": 0.1, "memoryMb": 32}, "considerHealthyAfterRunningForSeconds": 0,
+                    "executorData": {"sigKillProcessesAfterMillis": 60_000}, **executor})
+    task_id = wait_for(lambda: (ts := backend.active_tasks(rid)) and ts[0]["taskId"]["id"],
+                       what="the worker running")
+    backend.delete(f"/api/tasks/task/{task_id}", {"message": "slow kill"})
+
+    def states() -> list[str]:
+        return [u["taskState"] for u in backend.get(f"/api/history/task/{task_id}")["taskUpdates"]]
+    wait_for(lambda: "TASK_KILLING" in states(), what="the kill under way")
+    # It ignores SIGTERM: only the SIGKILL, a minute away, would end it.
+    assert any(t["taskId"]["id"] == task_id for t in backend.active_tasks(rid, state=None))
+    destroy = backend.delete(f"/api/tasks/task/{task_id}", {"override": True, "message": "now"})
+    assert destroy["cleanupType"] == "USER_REQUESTED_DESTROY"
+    wait_for(lambda: states()[-1] in ("TASK_KILLED", "TASK_FAILED"), timeout=15, what="the task ended by the destroy")
+    assert states()[-1] == "TASK_KILLED"
+    backend.delete(f"/api/requests/request/{rid}", {})
