@@ -42,6 +42,18 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
+def _not_json(request: Request, exc: RequestValidationError) -> ApiError | None:
+    """415 for a body sent with a Content-Type other than JSON (curl -d sends a form's): it is never read
+    as JSON, and the body's error would otherwise blame the body itself."""
+    content_type = request.headers.get("content-type")
+    if content_type is None or "json" in content_type.split(";")[0].lower():
+        return None
+    if not any(err.get("loc", ())[:1] == ("body",) for err in exc.errors()):
+        return None
+    return ApiError(415, f"Content-Type: the body must be JSON, sent with 'Content-Type: application/json' "
+                         f"(this request says {content_type!r})")
+
+
 class BodyLimit:
     """Refuse bodies over the configured size: at once when Content-Length says so, else (a chunked body)
     as soon as the bytes read pass the limit. The body is read here, whole, before the app sees it: an
@@ -149,6 +161,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if (refused := _not_json(request, exc)) is not None:
+            return error_response(refused)
         return error_response(ApiError(400, _validation_message(exc)))
 
     @app.exception_handler(StarletteHTTPException)

@@ -33,36 +33,47 @@ _BY_STATE = {
 }
 
 
-async def _list(http: Request, states: tuple[RequestState, ...] | None, request_type: RequestType | None) -> Response:
+async def _list(http: Request, states: tuple[RequestState, ...] | None, types: list[RequestType] | None,
+                limit: int | None) -> Response:
     s = runtime(http).scheduler
-    return await cached_list(http, ("requests", states, request_type), lambda: [
-        request_parent(s, e) for e in s.requests.values()
-        if (states is None or e.state in states) and (request_type is None or e.request.requestType == request_type)])
+    wanted = frozenset(types or ())
+
+    def listing() -> list:
+        return [request_parent(s, e) for e in s.requests.values()
+                if (states is None or e.state in states) and (not wanted or e.request.requestType in wanted)]
+    if limit is not None:  # not cached: one body per limit asked would pile up between two state changes
+        return json_response(listing()[:limit])
+    return await cached_list(http, ("requests", states, wanted), listing)
+
+
+# As Singularity's: requestType may be given several times (any of them), limit cuts the list.
+Types = Annotated[list[RequestType] | None, Query()]
+Limit = Annotated[int | None, Query(ge=0)]
 
 
 @router.get("", summary="All requests")
-async def list_requests(http: Request, requestType: RequestType | None = None) -> Response:
-    return await _list(http, None, requestType)
+async def list_requests(http: Request, requestType: Types = None, limit: Limit = None) -> Response:
+    return await _list(http, None, requestType, limit)
 
 
 @router.get("/active", summary="Active requests")
-async def list_active(http: Request, requestType: RequestType | None = None) -> Response:
-    return await _list(http, _BY_STATE["active"], requestType)
+async def list_active(http: Request, requestType: Types = None, limit: Limit = None) -> Response:
+    return await _list(http, _BY_STATE["active"], requestType, limit)
 
 
 @router.get("/paused", summary="Paused requests")
-async def list_paused(http: Request, requestType: RequestType | None = None) -> Response:
-    return await _list(http, _BY_STATE["paused"], requestType)
+async def list_paused(http: Request, requestType: Types = None, limit: Limit = None) -> Response:
+    return await _list(http, _BY_STATE["paused"], requestType, limit)
 
 
 @router.get("/cooldown", summary="Requests in cooldown")
-async def list_cooldown(http: Request, requestType: RequestType | None = None) -> Response:
-    return await _list(http, _BY_STATE["cooldown"], requestType)
+async def list_cooldown(http: Request, requestType: Types = None, limit: Limit = None) -> Response:
+    return await _list(http, _BY_STATE["cooldown"], requestType, limit)
 
 
 @router.get("/finished", summary="Finished requests")
-async def list_finished(http: Request, requestType: RequestType | None = None) -> Response:
-    return await _list(http, _BY_STATE["finished"], requestType)
+async def list_finished(http: Request, requestType: Types = None, limit: Limit = None) -> Response:
+    return await _list(http, _BY_STATE["finished"], requestType, limit)
 
 
 @router.get("/queued/pending", summary="Requests with tasks waiting to be placed")

@@ -119,6 +119,30 @@ def test_actions_that_do_not_fit(backend: Backend):
     assert backend.get("/api/tasks/scheduled/request/od") == []  # no run was queued by the refused ones
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
+def test_json_sent_as_another_content_type_is_refused_naming_it(backend: Backend, content_type: str):
+    # `curl -d '{...}'` without -H says it sends a form: the body is never read as JSON.
+    _error(backend, "POST", "/api/requests", 415,
+           f"Content-Type: the body must be JSON, sent with 'Content-Type: application/json' "
+           f"(this request says '{content_type}')",
+           content=b'{"id": "as-a-form", "requestType": "ON_DEMAND"}', headers={"content-type": content_type})
+    assert backend.client.get("/api/requests/request/as-a-form").status_code == 404
+
+
+def test_request_lists_take_several_types_and_a_limit(backend: Backend):
+    ids = {t: {p["request"]["id"] for p in backend.get("/api/requests", params={"requestType": t})}
+           for t in ("SERVICE", "ON_DEMAND", "SCHEDULED")}
+    assert {"svc", "od", "cron"} <= ids["SERVICE"] | ids["ON_DEMAND"] | ids["SCHEDULED"]
+    both = backend.get("/api/requests", params=[("requestType", "SERVICE"), ("requestType", "ON_DEMAND")])
+    assert {p["request"]["id"] for p in both} == ids["SERVICE"] | ids["ON_DEMAND"]
+    every = backend.get("/api/requests")
+    assert backend.get("/api/requests", params={"limit": 2}) == every[:2]
+    assert backend.get("/api/requests/active", params={"limit": 0}) == []
+    _error(backend, "GET", "/api/requests?limit=-1", 400, "limit")
+    _error(backend, "GET", "/api/requests?limit=abc", 400, "limit")
+    _error(backend, "GET", "/api/requests?requestType=DAEMON", 400, "requestType")
+
+
 def test_unknown_paths_are_json_404(backend: Backend):
     _error(backend, "GET", "/api/nothing-here", 404, "no such endpoint")
 
