@@ -143,6 +143,28 @@ def test_request_lists_take_several_types_and_a_limit(backend: Backend):
     _error(backend, "GET", "/api/requests?requestType=DAEMON", 400, "requestType")
 
 
+def test_a_deploy_id_is_used_once_per_request(backend: Backend):
+    """Even after the request is deleted and created again: its deploy history is kept, and a new deploy
+    of the same id would overwrite that deploy's record."""
+    res = {"cpus": 0.05, "memoryMb": 16}
+    backend.create({"id": "reused", "requestType": "ON_DEMAND"}, {"id": "v1", "command": "true", "resources": res})
+    wait_for(lambda: backend.get("/api/requests/request/reused")["requestDeployState"].get("activeDeploy"),
+             what="v1 deployed")
+    backend.post("/api/deploys", {"deploy": {"requestId": "reused", "id": "v2", "command": "true", "resources": res}})
+    wait_for(lambda: backend.get("/api/requests/request/reused")["requestDeployState"]["activeDeploy"]["deployId"]
+             == "v2", what="v2 deployed")
+    _error(backend, "POST", "/api/deploys", 400, "deploy.id: deploy v1 of request reused already exists",
+           json={"deploy": {"requestId": "reused", "id": "v1", "command": "false", "resources": res}})
+    used = "deploy.id: deploy v1 of request reused was already used (it is in the request's deploy history)"
+    backend.delete("/api/requests/request/reused", {})
+    wait_for(lambda: backend.client.get("/api/requests/request/reused").status_code == 404, what="the request gone")
+    backend.post("/api/requests", {"id": "reused", "requestType": "ON_DEMAND"})
+    _error(backend, "POST", "/api/deploys", 400, used,
+           json={"deploy": {"requestId": "reused", "id": "v1", "command": "false", "resources": res}})
+    assert backend.get("/api/history/request/reused/deploy/v1")["deploy"]["command"] == "true"
+    backend.post("/api/deploys", {"deploy": {"requestId": "reused", "id": "v3", "command": "true", "resources": res}})
+
+
 def test_unknown_paths_are_json_404(backend: Backend):
     _error(backend, "GET", "/api/nothing-here", 404, "no such endpoint")
 
