@@ -59,12 +59,26 @@ def _serve(settings: Settings, on_ready: callable | None = None) -> None:  # typ
                 threading.Event().wait(0.05)
             on_ready()
         threading.Thread(target=wait_then_run, daemon=True).start()
+    _mend_pymesos_sigint()
     try:
         asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        # uvicorn stops on Ctrl-C, then raises it again for whoever handled it before: nobody else here.
+        return
     except SystemExit:  # how uvicorn ends a failed start-up
         if app.state.settings_error is not None:
             raise app.state.settings_error from None
         raise
+
+
+def _mend_pymesos_sigint() -> None:
+    """pymesos wraps the SIGINT handler when imported, and calls the one it found, which is not callable
+    when SIGINT was ignored then (a job started in the background): a Ctrl-C ended in a TypeError's
+    traceback. Without one, its handler raises KeyboardInterrupt, as Python's own does."""
+    import pymesos.process
+
+    if not callable(pymesos.process._prev_handler):
+        pymesos.process._prev_handler = None
 
 
 def cmd_backend(args: argparse.Namespace) -> int:

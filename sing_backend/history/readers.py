@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -238,6 +239,10 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    # Ctrl-C in a terminal reaches the backend's whole process group. The backend ends this process by
+    # closing its input, once it has what it needs of it; interrupted here, it would die with a traceback
+    # (and the writer with the writes it holds).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=os.environ.get("SING_LOG_LEVEL", "warning").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(os.fdopen(0, "rb"), answers)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from sing_backend.local_backend import Backend, pid_alive, wait_for
 
 
@@ -102,3 +104,39 @@ def test_a_deploy_saved_before_its_artifacts_were_checked_stops_only_its_own_tas
         assert backend.get("/api/history/request/old/tasks") == []
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["foreground", "background-job"])
+def test_ctrl_c_stops_the_backend_cleanly(tmp_path: Path, ignored: bool):
+    """Ctrl-C in the terminal reaches the backend's whole process group, its history processes included:
+    it stops without a traceback from any of them, and what history was handed is kept. Started as a
+    background job (SIGINT ignored from the start), an interrupt stops it the same way."""
+    import os
+    import subprocess
+    import sys
+
+    b = Backend(tmp_path / "data")
+    b.data_dir.mkdir(parents=True)
+    with open(b.log_path, "wb") as log:
+        b.proc = proc = subprocess.Popen(
+            [sys.executable, "-m", "sing_backend.cli", "backend", "--port", str(b.port), "--data-dir",
+             str(b.data_dir)], env=b.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None)
+    try:
+        wait_for(b._up, timeout=30, what="the backend up")
+        b.post("/api/requests", {"id": "kept", "requestType": "ON_DEMAND"})
+        wait_for(lambda: b.get("/api/history/request/kept/requests"), what="its creation in history")
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = b.log_path.read_text()
+    assert "Traceback" not in output, output[-3000:]
+
+    again = Backend(tmp_path / "data", port=b.port).start()
+    try:
+        assert [e["eventType"] for e in again.get("/api/history/request/kept/requests")] == ["CREATED"]
+    finally:
+        again.close()
