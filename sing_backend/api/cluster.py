@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Response
 
 from ..errors import bad_request, not_found
 from ..models.actions import MachineChangeRequest
 from ..runtime import Runtime
+from ..scheduler.machines import MACHINE_STATES
 from .deps import runtime
 from .queued_writes import ANSWER_KEEP_SECONDS, describe
 from .responses import json_response
@@ -17,8 +18,6 @@ from .views import racks, state
 
 router = APIRouter(tags=["cluster"])
 MachineAction = Literal["decommission", "freeze", "activate"]
-_MACHINE_STATES = {"MISSING_ON_STARTUP", "ACTIVE", "STARTING_DECOMMISSION", "DECOMMISSIONING", "DECOMMISSIONED",
-                   "DEAD", "FROZEN"}
 
 
 @router.get("/state", summary="Counters of requests, tasks, agents and racks")
@@ -55,14 +54,41 @@ async def get_state(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
 @router.get("/agents", summary="Agents (optionally by state)")
 @router.get("/slaves", include_in_schema=False)
 async def agents(rt: Annotated[Runtime, Depends(runtime)], state: str | None = None) -> Response:
-    if state is not None and state not in _MACHINE_STATES:
-        raise bad_request(f"state: must be one of {', '.join(sorted(_MACHINE_STATES))}")
+    _check_state(state)
     return json_response([a for a in rt.scheduler.agents.values()
                           if state is None or a["currentState"]["state"] == state])
 
 
-@router.get("/agents/agent/{agentId}", summary="One agent")
+@router.get("/agents/expiring", summary="Timed agent state changes not yet reverted")
+@router.get("/slaves/expiring", include_in_schema=False)
+async def expiring_agent_states(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
+    return json_response(rt.scheduler.expiring_machine_states("agent"))
+
+
+@router.delete("/agents/dead", summary="Forget every DEAD agent")
+@router.delete("/slaves/dead", include_in_schema=False)
+async def remove_dead_agents(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
+    def remove() -> list[str]:
+        dead = sorted(a["id"] for a in rt.scheduler.agents.values() if a["currentState"]["state"] == "DEAD")
+        for agent_id in dead:
+            rt.scheduler.remove_machine("agent", agent_id)
+        return dead
+    return json_response({"removed": rt.change(remove)})
+
+
+@router.get("/agents/agent/{agentId}", summary="The state history of an agent (SingularityMachineStateHistoryUpdate)")
 @router.get("/slaves/slave/{agentId}", include_in_schema=False)
+async def agent_history(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> Response:
+    s = rt.scheduler
+    if not s.machine_known("agent", agentId):
+        raise not_found(f"Couldn't find agent {agentId}")
+    found = s.agents.get(agentId)
+    current = found["currentState"] if found is not None else s.machine_states.get(f"agent/{agentId}")
+    return json_response(s.machine_history("agent", agentId, current))
+
+
+@router.get("/agents/agent/{agentId}/details", summary="One agent")
+@router.get("/slaves/slave/{agentId}/details", include_in_schema=False)
 async def agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> Response:
     found = rt.scheduler.agents.get(agentId)
     if found is None:
@@ -70,39 +96,102 @@ async def agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> Respo
     return json_response(found)
 
 
-@router.get("/racks", summary="Racks (optionally by state)")
-async def list_racks(rt: Annotated[Runtime, Depends(runtime)], state: str | None = None) -> Response:
-    if state is not None and state not in _MACHINE_STATES:
-        raise bad_request(f"state: must be one of {', '.join(sorted(_MACHINE_STATES))}")
-    return json_response([r for r in racks(rt.scheduler) if state is None or r["currentState"]["state"] == state])
+@router.delete("/agents/agent/{agentId}", summary="Forget an agent: its state, history and timed change")
+@router.delete("/slaves/slave/{agentId}", include_in_schema=False)
+async def remove_agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> Response:
+    rt.change(lambda: rt.scheduler.remove_machine("agent", agentId))
+    return json_response({"agentId": agentId, "removed": True})
 
 
-@router.get("/racks/rack/{rackId}", summary="One rack")
-async def rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Response:
-    for r in racks(rt.scheduler):
-        if r["id"] == rackId:
-            return json_response(r)
-    raise not_found(f"Couldn't find rack {rackId}")
+@router.delete("/agents/agent/{agentId}/expiring", summary="Keep an agent's state: cancel its timed change back")
+@router.delete("/slaves/slave/{agentId}/expiring", include_in_schema=False)
+async def cancel_expiring_agent_state(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> Response:
+    return json_response(_cancel_expiring(rt, "agent", agentId))
 
 
-def _change(rt: Runtime, kind: str, machine_id: str, action: str, body: MachineChangeRequest | None) -> None:
-    body = body or MachineChangeRequest()
-    rt.change(lambda: rt.scheduler.change_machine(kind, machine_id, action, body.user, body.message))
+@router.post("/agents/agent/{agentId}/decommission/extend",
+             summary="Restart an agent's timed change with a new durationMillis (and revertToState)")
+@router.post("/slaves/slave/{agentId}/decommission/extend", include_in_schema=False)
+async def extend_agent_decommission(rt: Annotated[Runtime, Depends(runtime)], agentId: str,
+                                    body: Annotated[MachineChangeRequest | None, Body()] = None) -> Response:
+    change = body or MachineChangeRequest()
+    rt.change(lambda: rt.scheduler.extend_expiring_machine_state("agent", agentId, change))
+    return json_response(_expiring_of(rt, "agent", agentId))
 
 
 @router.post("/agents/agent/{agentId}/{action}", summary="Freeze, activate or decommission an agent")
 @router.post("/slaves/slave/{agentId}/{action}", include_in_schema=False)
 async def change_agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str, action: MachineAction,
                        body: Annotated[MachineChangeRequest | None, Body()] = None) -> Response:
-    _change(rt, "agent", agentId, action, body)
+    rt.change(lambda: rt.scheduler.change_machine("agent", agentId, action, body))
     return json_response(rt.scheduler.agents[agentId])
+
+
+@router.get("/racks", summary="Racks (optionally by state)")
+async def list_racks(rt: Annotated[Runtime, Depends(runtime)], state: str | None = None) -> Response:
+    _check_state(state)
+    return json_response([r for r in racks(rt.scheduler) if state is None or r["currentState"]["state"] == state])
+
+
+@router.get("/racks/expiring", summary="Timed rack state changes not yet reverted")
+async def expiring_rack_states(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
+    return json_response(rt.scheduler.expiring_machine_states("rack"))
+
+
+@router.get("/racks/rack/{rackId}", summary="The state history of a rack (SingularityMachineStateHistoryUpdate)")
+async def rack_history(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Response:
+    s = rt.scheduler
+    if not s.machine_known("rack", rackId):
+        raise not_found(f"Couldn't find rack {rackId}")
+    found = _rack(rt, rackId)
+    current = found["currentState"] if found is not None else s.machine_states.get(f"rack/{rackId}")
+    return json_response(s.machine_history("rack", rackId, current))
+
+
+@router.get("/racks/rack/{rackId}/details", summary="Sing: one rack (Singularity has only the list)")
+async def rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Response:
+    found = _rack(rt, rackId)
+    if found is None:
+        raise not_found(f"Couldn't find rack {rackId}")
+    return json_response(found)
+
+
+@router.delete("/racks/rack/{rackId}", summary="Forget a rack's state, history and timed change")
+async def remove_rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Response:
+    rt.change(lambda: rt.scheduler.remove_machine("rack", rackId))
+    return json_response({"rackId": rackId, "removed": True})
+
+
+@router.delete("/racks/rack/{rackId}/expiring", summary="Keep a rack's state: cancel its timed change back")
+async def cancel_expiring_rack_state(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Response:
+    return json_response(_cancel_expiring(rt, "rack", rackId))
 
 
 @router.post("/racks/rack/{rackId}/{action}", summary="Freeze, activate or decommission every agent of a rack")
 async def change_rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str, action: MachineAction,
                       body: Annotated[MachineChangeRequest | None, Body()] = None) -> Response:
-    _change(rt, "rack", rackId, action, body)
-    return json_response(next(r for r in racks(rt.scheduler) if r["id"] == rackId))
+    rt.change(lambda: rt.scheduler.change_machine("rack", rackId, action, body))
+    return json_response(_rack(rt, rackId))
+
+
+def _check_state(state: str | None) -> None:
+    if state is not None and state not in MACHINE_STATES:
+        raise bad_request(f"state: must be one of {', '.join(MACHINE_STATES)}")
+
+
+def _rack(rt: Runtime, rack_id: str) -> dict[str, Any] | None:
+    return next((r for r in racks(rt.scheduler) if r["id"] == rack_id), None)
+
+
+def _expiring_of(rt: Runtime, kind: str, machine_id: str) -> dict[str, Any] | None:
+    return next((e for e in rt.scheduler.expiring_machine_states(kind) if e["machineId"] == machine_id), None)
+
+
+def _cancel_expiring(rt: Runtime, kind: str, machine_id: str) -> dict[str, Any] | None:
+    """The timed change cancelled (SingularityExpiringMachineState)."""
+    cancelled = _expiring_of(rt, kind, machine_id)
+    rt.change(lambda: rt.scheduler.cancel_expiring_machine_state(kind, machine_id))
+    return cancelled
 
 
 @router.post("/local/agents/{agentId}/lose", summary="Local mode only: take an agent away (fault injection)")

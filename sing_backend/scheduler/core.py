@@ -97,6 +97,8 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self.agents: dict[str, dict[str, Any]] = {}
         # Operator-set machine states (frozen, decommissioning...), by "agent/<id>" or "rack/<id>".
         self.machine_states: dict[str, dict[str, Any]] = {}
+        self.machine_expiring: dict[str, dict[str, Any]] = {}  # timed changes, by the same keys
+        self.machine_updates: dict[str, list[dict[str, Any]]] = {}  # state history, by the same keys
         self.agent_urls: dict[str, str] = {}
         self.agent_offer_urls: dict[str, dict[str, Any]] = {}  # the `url` of each agent's offers, as sent
         self.framework_id: str | None = None
@@ -155,7 +157,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             if t.agent_id not in self.agent_urls and (url := offered_agent_address(t.task)) is not None:
                 self.agent_urls[t.agent_id] = url
         self.request_cleanups = self.store.load("requestCleanups")
-        self.machine_states = self.store.load("machineStates")
+        self._load_machines()
         meta = self.store.load("meta")
         self.framework_id = meta.get("framework", {}).get("id")
         self._recheck_running_tasks()
@@ -195,6 +197,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                 self._enforce_run_limits()
                 self.kill_again()
                 self._expire_actions()
+                self._expire_machine_states()
                 self._expire_offers()
                 self.run_round()
             except Exception:

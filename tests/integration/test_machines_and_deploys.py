@@ -20,7 +20,7 @@ def test_frozen_agent_gets_no_new_tasks(backend: Backend):
     wait_for(lambda: len(backend.active_tasks("spread")) == 4, what="4 workers")
     assert agents[0] not in _agent_of(backend, "spread")
     backend.post(f"/api/agents/agent/{agents[0]}/activate", {})
-    assert backend.get(f"/api/agents/agent/{agents[0]}")["currentState"]["state"] == "ACTIVE"
+    assert backend.get(f"/api/agents/agent/{agents[0]}/details")["currentState"]["state"] == "ACTIVE"
 
 
 def test_decommission_replaces_tasks_elsewhere_then_kills_them(backend: Backend):
@@ -28,7 +28,7 @@ def test_decommission_replaces_tasks_elsewhere_then_kills_them(backend: Backend)
     old = [t for t in backend.active_tasks("spread") if t["agentId"]["value"] == victim]
     pids = [backend.task_pid(t["taskId"]["id"]) for t in old]
     backend.post(f"/api/agents/agent/{victim}/decommission", {"message": "retiring"})
-    wait_for(lambda: backend.get(f"/api/agents/agent/{victim}")["currentState"]["state"] == "DECOMMISSIONED",
+    wait_for(lambda: backend.get(f"/api/agents/agent/{victim}/details")["currentState"]["state"] == "DECOMMISSIONED",
              what="agent decommissioned")
     tasks = wait_for(lambda: len(ts := backend.active_tasks("spread")) == 4 and ts, what="4 workers again")
     assert victim not in {t["agentId"]["value"] for t in tasks}

@@ -124,7 +124,7 @@ def test_state_agents_and_racks(backend: Backend):
     assert state["activeRequests"] >= 1
     agents = backend.get("/api/agents")
     assert len(agents) == 3 and {a["rackId"] for a in agents} == {"rack-1", "rack-2"}
-    assert backend.get(f"/api/agents/agent/{agents[0]['id']}")["host"] == agents[0]["host"]
+    assert backend.get(f"/api/agents/agent/{agents[0]['id']}/details")["host"] == agents[0]["host"]
     assert [r["id"] for r in backend.get("/api/racks")] == ["rack-1", "rack-2"]
 
 

@@ -184,7 +184,7 @@ def test_lost_agent_tasks_move_elsewhere(backend: Backend):
     assert history["taskUpdates"][-1]["taskState"] == "TASK_LOST"
     moved = wait_for(lambda: len(ts := backend.active_tasks("mover")) == 2 and ts, what="replacement")
     assert victim not in {t["agentId"]["value"] for t in moved}
-    assert backend.get(f"/api/agents/agent/{victim}")["currentState"]["state"] == "DEAD"
+    assert backend.get(f"/api/agents/agent/{victim}/details")["currentState"]["state"] == "DEAD"
 
 
 @pytest.mark.parametrize(("deploy", "fragment"), [

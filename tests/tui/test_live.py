@@ -172,7 +172,7 @@ async def test_agent_actions_show_the_servers_answer(backend: Backend) -> None:
             await until(pilot, lambda: message in screen_text(pilot), what="the server's message")
         else:
             await until(pilot, lambda: not isinstance(app.screen, FormScreen), what="the action to finish")
-            assert backend.get("/api/agents/agent/agent-1")["currentState"]["state"] == "ACTIVE"
+            assert backend.get("/api/agents/agent/agent-1/details")["currentState"]["state"] == "ACTIVE"
 
 
 async def test_backend_down_at_start_then_mid_session(tmp_path: Path) -> None:
