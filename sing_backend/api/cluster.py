@@ -106,7 +106,9 @@ async def remove_agent(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -
 @router.delete("/agents/agent/{agentId}/expiring", summary="Keep an agent's state: cancel its timed change back")
 @router.delete("/slaves/slave/{agentId}/expiring", include_in_schema=False)
 async def cancel_expiring_agent_state(rt: Annotated[Runtime, Depends(runtime)], agentId: str) -> Response:
-    return json_response(_cancel_expiring(rt, "agent", agentId))
+    cancelled = _expiring_of(rt, "agent", agentId)  # answered: the timed change cancelled
+    rt.change(lambda: rt.scheduler.cancel_expiring_machine_state("agent", agentId))
+    return json_response(cancelled)
 
 
 @router.post("/agents/agent/{agentId}/decommission/extend",
@@ -164,7 +166,9 @@ async def remove_rack(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> 
 
 @router.delete("/racks/rack/{rackId}/expiring", summary="Keep a rack's state: cancel its timed change back")
 async def cancel_expiring_rack_state(rt: Annotated[Runtime, Depends(runtime)], rackId: str) -> Response:
-    return json_response(_cancel_expiring(rt, "rack", rackId))
+    cancelled = _expiring_of(rt, "rack", rackId)  # answered: the timed change cancelled
+    rt.change(lambda: rt.scheduler.cancel_expiring_machine_state("rack", rackId))
+    return json_response(cancelled)
 
 
 @router.post("/racks/rack/{rackId}/{action}", summary="Freeze, activate or decommission every agent of a rack")
@@ -185,13 +189,6 @@ def _rack(rt: Runtime, rack_id: str) -> dict[str, Any] | None:
 
 def _expiring_of(rt: Runtime, kind: str, machine_id: str) -> dict[str, Any] | None:
     return next((e for e in rt.scheduler.expiring_machine_states(kind) if e["machineId"] == machine_id), None)
-
-
-def _cancel_expiring(rt: Runtime, kind: str, machine_id: str) -> dict[str, Any] | None:
-    """The timed change cancelled (SingularityExpiringMachineState)."""
-    cancelled = _expiring_of(rt, kind, machine_id)
-    rt.change(lambda: rt.scheduler.cancel_expiring_machine_state(kind, machine_id))
-    return cancelled
 
 
 @router.post("/local/agents/{agentId}/lose", summary="Local mode only: take an agent away (fault injection)")

@@ -50,6 +50,7 @@ class SingScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._polling = False
+        self.shown_at: float | None = None  # when the data shown was fetched (wall clock)
         self.filter = Filter()
         self._filter_before_prompt = Filter()
         self._typed_ahead: list[events.Key] | None = None  # keys that came with `:` or `/`, before its prompt
@@ -87,7 +88,7 @@ class SingScreen(Screen[None]):
         for bar in self.query(TopBar):
             bar.show(connection, self.read_only, problems)
         for banner in self.query(Banner):
-            banner.show(connection, problems)
+            banner.show(connection, problems, self.shown_at)
 
     def _show_problems(self, _problems: object) -> None:
         self._show_connection(self.sing.connection)
@@ -137,6 +138,8 @@ class SingScreen(Screen[None]):
         message.stop()
         if self.is_attached:
             self.show(message.data)
+            # What the banner says this screen's data is from: another screen polled since may be newer.
+            self.shown_at = self.sing.clock()
 
     def on_gone(self, message: Gone) -> None:
         message.stop()

@@ -182,6 +182,11 @@ class DashboardScreen(SingScreen):
 
     def action_logs(self) -> None:
         from .logs import LogScreen
+        if self.focused is self.query_one("#pending", ResourceTable):
+            # Not the logs of a failure the cursor of another table is on, unseen.
+            self.notify("A pending task has not run yet, so it has no logs; Tab to the recent failures",
+                        severity="warning")
+            return
         table = self.query_one("#failures", ResourceTable)
         if table.cursor_key is None:
             self.notify("No failed task to show", severity="warning")

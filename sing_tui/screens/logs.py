@@ -340,7 +340,7 @@ class LogScreen(SingScreen):
                                           f"{self.what} are not shown: the view keeps the last "
                                           f"{cfg.log_max_lines:,} lines —"))
                 batch.extend((i, line) for line in result)
-                if i in ending and tails[i].at_end:
+                if i in ending and i not in done and tails[i].at_end:
                     batch.extend((i, line) for line in tails[i].rest())
                     batch.append((-1, f"— {self._who(i)}the task {short_state(ending[i]).lower()}: "
                                       f"end of its {self.what} —"))
@@ -357,7 +357,11 @@ class LogScreen(SingScreen):
             # An ended task's file that is being read to its end is read on at once.
             draining = set(ending) - done - self._fell_back - set(problems)
             if len(self._fell_back | done) < len(tails) and not draining:
-                await asyncio.sleep(interval if not problems else max(interval, 1.0))
+                if down is not None:
+                    # At the pace the banner announces ("retry #N in S s"), backing off as the app does.
+                    await asyncio.sleep(max(interval, self.sing.connection.retry_in))
+                else:
+                    await asyncio.sleep(interval if not problems else max(interval, 1.0))
 
     @on(LogBatch)
     def _write(self, message: LogBatch) -> None:

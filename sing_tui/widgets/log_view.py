@@ -48,6 +48,10 @@ class LogView(ScrollView, can_focus=True):
         Binding("down,j", "scroll_lines(1)", "Down", show=False, id="log.down"),
         Binding("pageup,ctrl+b", "page(-1)", "Page up", show=False, id="log.page_up"),
         Binding("pagedown,ctrl+f,space", "page(1)", "Page down", show=False, id="log.page_down"),
+        # Home and End of the scrolling base class animate the scroll, and following (set when an
+        # animated scroll reaches the end) then cut the animation short, which crashed Textual's animator.
+        Binding("home,ctrl+home", "top", "Top", show=False, id="log.top"),
+        Binding("end,ctrl+end", "bottom", "Bottom (follow)", show=False, id="log.bottom"),
         Binding("left", "scroll_cols(-8)", "Left", show=False, id="log.left"),
         Binding("right", "scroll_cols(8)", "Right", show=False, id="log.right"),
     ]
@@ -80,6 +84,7 @@ class LogView(ScrollView, can_focus=True):
         self.new_lines = 0  # arrived while follow was paused
         self._matches: list[int] = []  # line indices matching the filter (highlight mode)
         self.current_match = -1
+        self._end_settling = False  # a second look at the end is queued (see _scroll_to_end)
         self._programmatic = False
 
     # ---- writing
@@ -230,6 +235,16 @@ class LogView(ScrollView, can_focus=True):
 
     def _scroll_to_end(self) -> None:
         self._set_scroll_y(max(0, len(self._rows) - self.scrollable_content_region.height))
+        if not self._end_settling:
+            # A line wider than the view brings a horizontal scrollbar, which takes the bottom row only once
+            # the layout is redone: the end is taken again then, or the last line would sit under it.
+            self._end_settling = True
+            self.call_after_refresh(self._settle_end)
+
+    def _settle_end(self) -> None:
+        self._end_settling = False
+        if self.follow:
+            self._set_scroll_y(self.max_scroll_y)
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
@@ -263,6 +278,12 @@ class LogView(ScrollView, can_focus=True):
 
     def action_scroll_cols(self, delta: int) -> None:
         self.scroll_to(x=self.scroll_x + delta, animate=False)
+
+    def action_top(self) -> None:
+        self.go_top()
+
+    def action_bottom(self) -> None:
+        self.go_bottom()
 
     def go_top(self) -> None:
         self.follow = False

@@ -46,8 +46,9 @@ class CommandSuggester(Suggester):
 class Prompt(Horizontal):
     """Hidden until `:` or `/`; Enter submits, Escape cancels. `/` filters live as you type."""
 
+    # Docked widgets on one edge overlap: the margin keeps it above the footer, not under it.
     DEFAULT_CSS = """
-    Prompt { dock: bottom; height: 1; display: none; background: $boost; }
+    Prompt { dock: bottom; height: 1; display: none; background: $boost; margin-bottom: 1; }
     Prompt.-open { display: block; }
     Prompt > Label { width: auto; padding: 0 0 0 1; text-style: bold; color: $text-accent; }
     Prompt > Input { border: none; height: 1; padding: 0; background: $boost; width: 1fr; }

@@ -72,7 +72,8 @@ class Banner(Static):
     Banner.-down, Banner.-problem { display: block; }
     """
 
-    def show(self, connection: Connection, problems: tuple[Problem, ...] = ()) -> None:
+    def show(self, connection: Connection, problems: tuple[Problem, ...] = (), shown_at: float | None = None) -> None:
+        """`shown_at`: when the screen's own data was fetched (else the last good answer of any screen)."""
         self.set_class(connection.ok is False, "-down")
         self.set_class(bool(connection.ok and problems), "-problem")
         if connection.ok and problems:
@@ -80,9 +81,10 @@ class Banner(Static):
             return
         if connection.ok is not False:
             return
-        if connection.last_ok_at is None:
+        data_at = shown_at if shown_at is not None else connection.last_ok_at
+        if data_at is None:
             data = "no data yet; start the backend (`sing backend`) or pass --url"
         else:
-            data = f"the data shown is stale, from {time.strftime('%H:%M:%S', time.localtime(connection.last_ok_at))}"
+            data = f"the data shown is stale, from {time.strftime('%H:%M:%S', time.localtime(data_at))}"
         self.update(Text.assemble(("⚠ ", "bold"), (connection.error, "bold"),
                                   f" — retry #{connection.failures} in {connection.retry_in:.0f} s; {data}"))

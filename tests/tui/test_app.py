@@ -289,6 +289,35 @@ async def test_dashboard_keeps_going_while_the_history_is_away() -> None:
         await until(pilot, lambda: "(failed, lost or errored tasks)" in screen_text(pilot), what="recovered")
 
 
+async def test_the_stale_banner_gives_the_time_of_the_screens_own_data() -> None:
+    """Another screen polled later than the one shown: the banner must not date this one's data by it."""
+    import time as _time
+
+    fake = FakeSingApi()
+    handle = fake.handle
+    now = {"t": fake.clock()}
+    down = {"on": False}
+
+    def maybe_down(request: httpx.Request) -> httpx.Response:
+        if down["on"]:
+            raise httpx.ConnectError("connection refused", request=request)
+        return handle(request)
+    client = SingClient(FAKE_URL, transport=httpx.MockTransport(maybe_down))
+    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=0.2), client=client, start_view="dashboard",
+                  clock=lambda: now["t"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.screen.query_one("#failures", ResourceTable).keys, what="the dashboard")
+        dashboard_at = _time.strftime("%H:%M:%S", _time.localtime(now["t"]))
+        await pilot.press("3")
+        now["t"] += 3600  # the tasks view polls an hour later
+        await until(pilot, lambda: app.connection.last_ok_at == now["t"], what="the tasks view's poll")
+        down["on"] = True
+        await pilot.press("1")
+        await until(pilot, lambda: "STALE" in screen_text(pilot), what="the dashboard, stale")
+        text = " ".join(screen_text(pilot).split())
+        assert f"the data shown is stale, from {dashboard_at}" in text, text[:400]
+
+
 async def test_every_screen_says_when_the_backend_has_lost_zookeeper() -> None:
     """The backend reaches the TUI but not ZooKeeper (so no leader either): each screen says so at the
     top and what it means, until it is over."""
@@ -372,6 +401,39 @@ async def test_a_view_key_goes_back_to_that_views_top_from_what_was_opened_on_it
         await pilot.press("2", "1")  # another view and back: the dashboard, not what was opened on it
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard again")
         assert len(app.screen_stack) == 1
+
+
+@pytest.mark.parametrize(("key", "typed", "label"), [("colon", "tas", ":"), ("slash", "demo", "/")])
+async def test_what_is_typed_at_the_prompt_is_on_screen_above_the_footer(key: str, typed: str, label: str) -> None:
+    fake = FakeSingApi()
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="requests", clock=fake.clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press(key, *typed)
+        lines = screen_text(pilot).splitlines()
+        assert lines[-2].startswith(f" {label}{typed}"), lines[-3:]
+        assert "esc" in lines[-1]  # the footer, still there below it
+        await pilot.press("escape")
+        assert typed not in screen_text(pilot).splitlines()[-2]
+
+
+async def test_dashboard_logs_are_of_the_focused_failures_table_only() -> None:
+    from sing_tui.screens.dashboard import DashboardScreen
+    from sing_tui.screens.logs import LogScreen
+
+    fake = FakeSingApi()
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="dashboard", clock=fake.clock)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        pending = app.screen.query_one("#pending", ResourceTable)
+        failures = app.screen.query_one("#failures", ResourceTable)
+        await until(pilot, lambda: pending.cursor_key and failures.cursor_key, what="both tables filled")
+        pending.focus()
+        await pilot.press("l")
+        await until(pilot, lambda: "has not run yet" in screen_text(pilot), what="the warning")
+        assert isinstance(app.screen, DashboardScreen)
+        await pilot.press("tab", "l")
+        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the failed task's logs")
+        assert app.screen.task_ids == [failures.cursor_key]
 
 
 async def test_a_command_pasted_in_one_burst_goes_to_the_prompt() -> None:

@@ -163,3 +163,26 @@ async def test_an_ended_tasks_page_says_whether_its_sandbox_was_recorded(backend
         files = lambda: app.screen.query_one(ResourceTable)  # noqa: E731
         await until(pilot, lambda: "app" in files().keys, what="the sandbox's files")
         await transport.aclose()
+
+
+async def test_the_all_instances_view_says_once_that_one_of_its_tasks_ended(backend: Backend, tmp_path: Path) -> None:
+    go = tmp_path / "go-on"
+    short = run_once(backend, "tui-two-runs-short", "echo short done")
+    long = run_once(backend, "tui-two-runs-long", f'echo started; while [ ! -f "{go}" ]; do sleep 0.2; done')
+    wait_for(lambda: last_state(backend, short) == "TASK_FINISHED", what="the short run finished")
+    transport = CountingTransport()
+    app = app_on(backend, transport)
+    try:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            app.push_screen(LogScreen.for_task_ids([short, long]))
+            await until(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen.query(LogView),
+                        what="the log view")
+            log = app.screen.query_one(LogView)
+            await until(pilot, lambda: any("end of its stdout" in line for line in log.lines), what="the end marker")
+            reads = transport.reads
+            await until(pilot, lambda: transport.reads >= reads + 10, what="ten more polls of the running task")
+            assert sum("end of its stdout" in line for line in log.lines) == 1, log.lines
+            assert "1 of 2 tasks ended" in log_status(app)
+    finally:
+        go.touch()
+        await transport.aclose()

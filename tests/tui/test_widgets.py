@@ -95,6 +95,38 @@ async def test_log_follow_pause_filter_highlight_wrap() -> None:
         assert log.plain_lines()[-1].startswith("v1#1 | xxx")
 
 
+async def test_end_and_home_jump_at_once_and_end_follows_again() -> None:
+    """End (the status line says "End to follow") once crashed the dashboard: the scrolling base class
+    animated it, and following, set at the end, cut that animation short under Textual's animator."""
+    app = LogApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.query_one(LogView)
+        log.focus()
+        log.write_lines([f"line {i}" for i in range(200)])
+        await pilot.pause()
+        for _ in range(3):
+            await pilot.press("k", "k")
+            assert not log.follow
+            log.write_lines(["new"])
+            await pilot.press("end")
+            assert log.follow and log.scroll_y == log.max_scroll_y and log.new_lines == 0
+            await pilot.pause(0.3)  # past where an animation of the scroll would have ended
+            await pilot.press("home")
+            assert not log.follow and log.scroll_y == 0
+        assert app.is_running
+
+
+async def test_a_followed_log_shows_its_last_line_above_a_horizontal_scrollbar() -> None:
+    app = LogApp()
+    async with app.run_test(size=(40, 10)) as pilot:
+        log = app.query_one(LogView)
+        log.write_lines([f"line {i} " + "x" * 60 for i in range(50)] + ["the last line"])
+        await pilot.pause()
+        rows = [strip.text for strip in app.screen._compositor.render_strips()]
+        assert "the last line" in rows[-2] and "▍" in rows[-1]  # above the scrollbar, not under it
+        assert log.follow and log.scroll_y == log.max_scroll_y
+
+
 async def test_log_prunes_to_max_lines() -> None:
     app = LogApp()
     async with app.run_test(size=(80, 24)):
