@@ -21,6 +21,7 @@ from textual.widgets import Static
 
 from .. import archive
 from ..client import ApiError, ClientError, Unreachable
+from ..connection import backoff
 from ..logtail import LogTail
 from ..messages import BackendStatus
 from ..model import Json, ended_state, fmt_ts, short_state
@@ -358,8 +359,11 @@ class LogScreen(SingScreen):
             draining = set(ending) - done - self._fell_back - set(problems)
             if len(self._fell_back | done) < len(tails) and not draining:
                 if down is not None:
-                    # At the pace the banner announces ("retry #N in S s"), backing off as the app does.
-                    await asyncio.sleep(max(interval, self.sing.connection.retry_in))
+                    # At the pace the banner announces ("retry #N in S s"), backing off as the app does
+                    # (with this failure, which the app has not counted yet).
+                    conn = self.sing.connection
+                    await asyncio.sleep(max(interval, backoff(conn.failures + 1, cfg.refresh_seconds,
+                                                              cfg.max_backoff_seconds)))
                 else:
                     await asyncio.sleep(interval if not problems else max(interval, 1.0))
 

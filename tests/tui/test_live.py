@@ -330,10 +330,14 @@ async def test_the_log_view_says_the_backend_is_down_until_it_answers_again(tmp_
             app.push_screen(LogScreen([task["taskId"]["id"]]))
             await until(pilot, lambda: "tick" in screen_text(pilot), what="the task's lines")
             b.close()
+            down_at = time.monotonic()
             # Down, and said so for as long as it is: every failed read counts, none is taken for an answer
             # (the view told the app "reachable" at each refresh, and the retries started over).
-            await until(pilot, lambda: app.connection.failures >= 4, timeout=30, what="four failed reads in a row")
+            await until(pilot, lambda: app.connection.failures >= 6, timeout=40, what="six failed reads in a row")
             assert app.connection.ok is False and "Reconnected" not in screen_text(pilot)
+            # At the pace the banner announces, backing off (0.3 + 0.6 + 1.2 + 2.4 + 4.8 s between the six),
+            # not once a second for ever.
+            assert time.monotonic() - down_at >= 7.5
             b = Backend(tmp_path / "data", port=port).start()
             await until(pilot, lambda: app.connection.ok is True, timeout=30, what="the backend answering again")
     finally:
