@@ -10,6 +10,7 @@ from ..errors import not_found
 from ..models.actions import KillTaskRequest
 from ..models.common import NOTE_STATES, TERMINAL_TASK_STATES
 from ..runtime import Runtime
+from ..scheduler.entities import TaskEntry
 from .deps import runtime
 from .responses import cached_list, json_response
 from .views import pending_task_request, task_ids_for_request
@@ -84,9 +85,21 @@ async def cleaning(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
 
 @router.get("/tasks/killed", summary="Tasks a kill was sent to, still running")
 async def killed(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
-    return json_response([{"taskId": t.tid.wire(), "timestamp": t.kill_sent_at, **(
-        {"user": t.cleanup["user"]} if t.cleanup and "user" in t.cleanup else {})}
-        for t in rt.scheduler.tasks.values() if t.kill_sent_at is not None])
+    return json_response([_killed_record(t) for t in rt.scheduler.tasks.values() if t.kill_sent_at is not None])
+
+
+def _killed_record(task: TaskEntry) -> dict[str, Any]:
+    """Singularity's SingularityKilledTaskIdRecord: `timestamp` is the last kill sent, `originalTimestamp`
+    when it was decided (the cleanup's time), `retries` the kills sent again since."""
+    cleanup = task.cleanup or {}
+    record: dict[str, Any] = {"taskId": task.tid.wire(), "timestamp": task.kill_sent_at,
+                              "originalTimestamp": cleanup.get("timestamp", task.kill_sent_at),
+                              "retries": task.kill_retries}
+    if "cleanupType" in cleanup:
+        record["taskCleanupType"] = cleanup["cleanupType"]
+    if "user" in cleanup:
+        record["user"] = cleanup["user"]
+    return record
 
 
 @router.get("/tasks/task/{taskId}", summary="One task (active or finished)")

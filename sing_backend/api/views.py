@@ -46,7 +46,7 @@ def request_parent(s: Scheduler, entry: RequestEntry, *, full: bool = True) -> d
         if next_run is not None:
             out["nextRunAt"] = next_run  # Sing: when the next scheduled run is due (epoch ms)
     for kind, record in entry.expiring.items():
-        out[f"expiring{kind[0].upper()}{kind[1:]}"] = {k: v for k, v in record.items() if k != "revertTo"}
+        out[f"expiring{kind[0].upper()}{kind[1:]}"] = _expiring_wire(kind, record)
     if not full:
         return out
     active = s.active_deploy(entry)
@@ -179,3 +179,14 @@ def _racks(s: Scheduler) -> list[dict[str, Any]]:
 
 
 racks = _racks
+
+
+# What an expiring action reverts to, under the name Singularity's SingularityExpiring* objects give it.
+_REVERT_FIELDS = {"scale": "revertToInstances", "skipHealthchecks": "revertToSkipHealthchecks"}
+
+
+def _expiring_wire(kind: str, record: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in record.items() if k != "revertTo"}
+    if kind in _REVERT_FIELDS and "revertTo" in record:
+        out[_REVERT_FIELDS[kind]] = bool(record["revertTo"]) if kind == "skipHealthchecks" else record["revertTo"]
+    return out

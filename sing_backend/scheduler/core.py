@@ -353,6 +353,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                         task.id, (now - task.kill_sent_at) / 1000)
             destroy = task.cleanup["cleanupType"] == TaskCleanupType.USER_REQUESTED_DESTROY.value
             with self.effects_after_commit():  # sent once saved as sent again
+                task.kill_retries += 1
                 self._send_kill(task, destroy=destroy)
                 self._save_task(task)
 

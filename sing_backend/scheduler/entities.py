@@ -178,6 +178,7 @@ class TaskEntry:
     directory: str | None = None
     # Load balancer: None (not registered), ADDING, ADDED, REMOVING, REMOVED, FAILED.
     lb_state: str | None = None
+    kill_retries: int = 0  # kills sent again (Scheduler.kill_again)
     # Health-check progress; not persisted: a new leader checks its running tasks again (Scheduler.load).
     health: HealthState | None = None
 
@@ -198,6 +199,8 @@ class TaskEntry:
             doc["directory"] = self.directory
         if self.lb_state:
             doc["lbState"] = self.lb_state
+        if self.kill_retries:
+            doc["killRetries"] = self.kill_retries
         return doc
 
     @classmethod
@@ -206,4 +209,5 @@ class TaskEntry:
         tid = TaskId(t["requestId"], t["deployId"], t["startedAt"], t["instanceNo"], t["host"], t["sanitizedHost"],
                      t["rackId"], t["sanitizedRackId"])
         return cls(tid, doc["task"], doc["agentId"], doc["state"], doc.get("runningSince"), doc.get("updates", []),
-                   doc.get("cleanup"), doc.get("killSentAt"), doc.get("directory"), doc.get("lbState"))
+                   doc.get("cleanup"), doc.get("killSentAt"), doc.get("directory"), doc.get("lbState"),
+                   doc.get("killRetries", 0))

@@ -317,8 +317,8 @@ class RequestActions(_Base):
                                   "expiringAPIRequestObject": body, "requestId": entry.id}
         if user:
             record["user"] = user
-        if action_id:
-            record["actionId"] = action_id
+        # Singularity gives every expiring action an id (the caller's, or one of its own).
+        record["actionId"] = action_id or uuid.uuid4().hex
         if revert_to is not None:
             record["revertTo"] = revert_to
         entry.expiring[kind] = record

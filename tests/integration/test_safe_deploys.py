@@ -160,7 +160,9 @@ def test_timed_pause_and_scale_revert_themselves(backend: Backend):
                     "considerHealthyAfterRunningForSeconds": 0})
     wait_for(lambda: backend.active_tasks("timed"), what="worker")
     parent = backend.put("/api/requests/request/timed/scale", {"instances": 2, "durationMillis": 1500})
-    assert parent["expiringScale"]["durationMillis"] == 1500
+    expiring = parent["expiringScale"]  # as Singularity's SingularityExpiringScale
+    assert expiring["expiringAPIRequestObject"]["durationMillis"] == 1500 and expiring["revertToInstances"] == 1
+    assert expiring["requestId"] == "timed" and expiring["actionId"] and expiring["startMillis"] > 0
     wait_for(lambda: len(backend.active_tasks("timed")) == 2, what="scaled to 2")
     wait_for(lambda: backend.get("/api/requests/request/timed")["request"]["instances"] == 1, what="scale reverts")
     wait_for(lambda: len(backend.active_tasks("timed", state=None)) == 1, what="back to 1 task")

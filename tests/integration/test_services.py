@@ -147,6 +147,9 @@ def test_a_destroy_of_a_task_being_killed_sigkills_it_at_once(backend: Backend, 
     def states() -> list[str]:
         return [u["taskState"] for u in backend.get(f"/api/history/task/{task_id}")["taskUpdates"]]
     wait_for(lambda: "TASK_KILLING" in states(), what="the kill under way")
+    (record,) = [r for r in backend.get("/api/tasks/killed") if r["taskId"]["id"] == task_id]
+    assert record["taskCleanupType"] == "USER_REQUESTED" and record["retries"] == 0  # Singularity's record
+    assert record["originalTimestamp"] <= record["timestamp"]
     # It ignores SIGTERM: only the SIGKILL, a minute away, would end it.
     assert any(t["taskId"]["id"] == task_id for t in backend.active_tasks(rid, state=None))
     destroy = backend.delete(f"/api/tasks/task/{task_id}", {"override": True, "message": "now"})

@@ -58,6 +58,7 @@ def test_a_kill_lost_before_a_fail_over_is_sent_again_by_the_new_leader(tmp_path
     again = Scheduler(Settings(), store, None, HistorySink(), clock=lambda: now[0])
     again.load()
     assert again.tasks[lost].kill_sent_at == NOW
+    assert again.tasks[lost].kill_retries == 1 and again.tasks[recent].kill_retries == 0  # saved with it
     # A minute on, what is still running is sent its kill again.
     now[0] += 60_000
     leader.kill_again()
