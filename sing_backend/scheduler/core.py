@@ -915,7 +915,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                 and state in ("TASK_FAILED", "TASK_ERROR", "TASK_FINISHED"):
             # A task lost with its agent or in a fail-over is not the new version's fault: it is replaced.
             reason = "TASK_EXPECTED_RUNNING_FINISHED" if state == "TASK_FINISHED" else "TASK_FAILED_ON_STARTUP"
-            self.note_deploy_task_failure(entry, task.id, reason, message)
+            self.note_deploy_task_failure(entry, task, reason, message)
         elif state == "TASK_FAILED" and not killed_by_us and entry.request.type.long_running:
             # Crash-loop detection counts real failures only: not kills, not lost agents.
             self._record_failure(entry)

@@ -16,7 +16,7 @@ from ..models.actions import DeployUpdate
 from ..models.common import DeployState, PendingType, RequestState, RequestType, TaskCleanupType
 from ..models.deploy import DeployRequest, SingularityDeploy
 from ..models.request import SingularityRequest
-from .entities import DeployEntry, PendingDeployEntry, PendingTaskEntry, RequestEntry, deploy_marker
+from .entities import DeployEntry, PendingDeployEntry, PendingTaskEntry, RequestEntry, TaskEntry, deploy_marker
 from .health import DEFAULT_INTERVAL_S, DEFAULT_STARTUP_TIMEOUT_S
 from .planning import LiveTask, StepPlan, healthy_count, next_healthy_at, step_target
 
@@ -153,7 +153,8 @@ class DeployFlow(_Base):
         now = self.clock()
         if len(pend.failed_tasks) > plan.allowed_failures_per_step or pend.step_failures > \
                 plan.allowed_failures_per_step:
-            failures = [{"reason": f.get("reason", "TASK_FAILED_ON_STARTUP"), "taskId": TaskId.parse(f["id"]).wire(),
+            failures = [{"reason": f.get("reason", "TASK_FAILED_ON_STARTUP"),
+                         "taskId": f.get("taskId") or TaskId.parse(f["id"]).wire(),
                          "message": f.get("message", "Task failed before the deploy succeeded")}
                         for f in pend.failed_tasks]
             where = f" in step {pend.step + 1}" if plan.step_size else ""
@@ -218,11 +219,12 @@ class DeployFlow(_Base):
         for task in old[:max(0, excess)]:
             self._cleanup_task(task, TaskCleanupType.DEPLOY_STEP_FINISHED)
 
-    def note_deploy_task_failure(self, entry: RequestEntry, task_id: str, reason: str, message: str) -> None:
+    def note_deploy_task_failure(self, entry: RequestEntry, task: TaskEntry, reason: str, message: str) -> None:
         pend = self.pending_deploys.get(entry.id)
         if pend is None:
             return
-        pend.failed_tasks.append({"id": task_id, "reason": reason, "message": message})
+        # The task's own id object: parsed back from the id string, its host and rack come out sanitized.
+        pend.failed_tasks.append({"id": task.id, "taskId": task.tid.wire(), "reason": reason, "message": message})
         pend.step_failures += 1
         self.store.put("pendingDeploys", entry.id, pend.doc())
         self._dirty.add(entry.id)

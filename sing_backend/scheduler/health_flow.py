@@ -92,7 +92,7 @@ class HealthFlow(_Base):
             return
         in_deploy = entry.pending_deploy is not None and entry.pending_deploy["deployId"] == task.tid.deployId
         if in_deploy:
-            self.note_deploy_task_failure(entry, task.id, "TASK_FAILED_HEALTH_CHECKS", reason or "")
+            self.note_deploy_task_failure(entry, task, "TASK_FAILED_HEALTH_CHECKS", reason or "")
             self._cleanup_task(task, TaskCleanupType.DEPLOY_FAILED, message=reason)
         else:
             # A replacement or a live task that stopped answering: replace it, and count it as a crash.

@@ -178,7 +178,7 @@ class LoadBalancerFlow(_Base):
             return
         reason = f"load balancer refused the task: {message}"
         if entry.pending_deploy and entry.pending_deploy["deployId"] == task.tid.deployId:
-            self.note_deploy_task_failure(entry, task.id, "LOAD_BALANCER_UPDATE_FAILED", reason)
+            self.note_deploy_task_failure(entry, task, "LOAD_BALANCER_UPDATE_FAILED", reason)
             self._cleanup_task(task, TaskCleanupType.DEPLOY_FAILED, message=reason)
         else:
             self._cleanup_task(task, TaskCleanupType.UNHEALTHY_NEW_TASK, message=reason)

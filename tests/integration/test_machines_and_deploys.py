@@ -79,6 +79,9 @@ def test_failing_deploy_fails_and_old_tasks_keep_running(backend: Backend):
                       and d["deployResult"], what="deploy v3 result")
     assert result["deployState"] == "FAILED"
     assert result["deployFailures"][0]["reason"] == "TASK_FAILED_ON_STARTUP"
+    failed = result["deployFailures"][0]["taskId"]  # the task's own id object: host and rack as they are
+    assert failed["host"].startswith("127.0.0.") and failed["rackId"].startswith("rack-"), failed
+    assert failed == backend.get(f"/api/history/task/{failed['id']}")["task"]["taskId"]
     # The failed deploy's tasks are killed; the old ones were never touched.
     wait_for(lambda: {t["taskId"]["id"] for t in backend.active_tasks("spread", state=None)} == before,
              what="only the old tasks left")
