@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from .common import REQUEST_ID_PATTERN, AgentPlacement, RequestType, ScheduleType, WireModel
 from .schedule import validate_schedule, validate_time_zone
@@ -23,7 +23,9 @@ class SingularityRequest(WireModel):
     waitAtLeastMillisAfterTaskFinishesForReschedule: int | None = Field(None, ge=0)
     rackSensitive: bool | None = None
     rackAffinity: list[str] | None = None
-    agentPlacement: AgentPlacement | None = Field(None, validation_alias="slavePlacement")
+    # Newer clients send agentPlacement, old ones slavePlacement; an error names the one sent.
+    agentPlacement: AgentPlacement | None = Field(None, validation_alias=AliasChoices("agentPlacement",
+                                                                                     "slavePlacement"))
     requiredAgentAttributes: dict[str, str] | None = None
     allowedAgentAttributes: dict[str, str] | None = None
     agentAttributeMinimums: dict[str, dict[str, int]] | None = None
@@ -41,15 +43,6 @@ class SingularityRequest(WireModel):
     taskPriorityLevel: float | None = Field(None, ge=0, le=1)
     taskLogErrorRegex: str | None = None
     hideEvenNumberAcrossRacksHint: bool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _accept_legacy_placement(cls, data: object) -> object:
-        # Old clients send slavePlacement; newer ones agentPlacement. Either is fine.
-        if isinstance(data, dict) and "agentPlacement" in data and "slavePlacement" not in data:
-            data = dict(data)
-            data["slavePlacement"] = data.pop("agentPlacement")
-        return data
 
     @model_validator(mode="after")
     def _type_rules(self) -> SingularityRequest:

@@ -38,6 +38,8 @@ def _error(backend: Backend, method: str, path: str, status: int, fragment: str,
     ({"id": "x", "requestType": "SCHEDULED"}, "schedule"),
     ({"id": "x", "requestType": "WORKER", "loadBalanced": True}, "loadBalanced"),
     ({"requestType": "SERVICE"}, "id"),
+    ({"id": "x", "requestType": "SERVICE", "agentPlacement": "NOWHERE"}, "agentPlacement: Input should be"),
+    ({"id": "x", "requestType": "SERVICE", "slavePlacement": "NOWHERE"}, "slavePlacement: Input should be"),
     ([1, 2], "body"),
 ])
 def test_invalid_request_bodies(backend: Backend, body, fragment):
