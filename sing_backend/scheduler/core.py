@@ -442,7 +442,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             view = RequestView(entry.id, True, entry.state, entry.request.instance_count,
                                entry.active_deploy["deployId"] if entry.active_deploy else None,
                                entry.pending_deploy["deployId"] if entry.pending_deploy else None,
-                               self.pending_target(entry))
+                               self.pending_target(entry),
+                               PendingType(entry.relaunch_reason or PendingType.TASK_DONE))
+            entry.relaunch_reason = None  # this round starts what it was for
             plan = plan_long_running(view, live, pend)
             for pending_id in plan.drop_pending:
                 self._remove_pending(pending_id)

@@ -36,6 +36,9 @@ class RequestEntry:
     expiring: dict[str, dict[str, Any]] = field(default_factory=dict)
     # When recent tasks of the active deploy failed (crash-loop detection).
     failures: list[int] = field(default_factory=list)
+    # Why the tasks the next scheduling round starts are needed, when not a task's end (UNPAUSED):
+    # their pendingType, as Singularity gives it. Not saved: after a fail-over they say TASK_DONE.
+    relaunch_reason: str | None = None
 
     @property
     def id(self) -> str:

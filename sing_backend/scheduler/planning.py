@@ -37,6 +37,8 @@ class RequestView:
     pending_deploy_id: str | None = None
     # How many tasks the pending deploy may run now (its step), None = all `instances`.
     pending_deploy_target: int | None = None
+    # Why the active deploy's missing tasks are started (their pendingType).
+    relaunch_reason: PendingType = PendingType.TASK_DONE
 
 
 @dataclass(slots=True)
@@ -68,7 +70,7 @@ def plan_long_running(view: RequestView, live: list[LiveTask], pending: list[Pen
     for deploy_id, target in targets.items():
         covered = {t.instance_no for t in live if t.deploy_id == deploy_id and not t.cleaning}
         queued = {p.instance_no for p in pending if p.deploy_id == deploy_id}
-        why = PendingType.NEW_DEPLOY if deploy_id == view.pending_deploy_id else PendingType.TASK_DONE
+        why = PendingType.NEW_DEPLOY if deploy_id == view.pending_deploy_id else view.relaunch_reason
         for instance_no in range(1, target + 1):
             if instance_no not in covered and instance_no not in queued:
                 plan.launch.append((deploy_id, instance_no, why))

@@ -189,6 +189,7 @@ class RequestActions(_Base):
                 if task.cleanup and task.cleanup["cleanupType"] == TaskCleanupType.PAUSING:
                     task.cleanup = None
                     self._save_task(task)
+        entry.relaunch_reason = PendingType.UNPAUSED.value
         self._request_event(entry, "UNPAUSED", body.user, body.message)
         self.kick(request_id)
         return entry
@@ -363,6 +364,7 @@ class RequestActions(_Base):
                 del entry.expiring[kind]
                 if kind == "pause" and entry.state == RequestState.PAUSED:
                     entry.state = RequestState.ACTIVE
+                    entry.relaunch_reason = PendingType.UNPAUSED.value
                     self._request_event(entry, "UNPAUSED", message="timed pause expired")
                 elif kind == "scale":
                     entry.request = entry.request.model_copy(update={"instances": record["revertTo"]})

@@ -82,7 +82,9 @@ def test_pause_kills_and_unpause_restarts(backend: Backend):
     wait_for(lambda: not pid_alive(pid), what="process gone")
     assert backend.client.post("/api/requests/request/web/pause", json={}).status_code == 409
     backend.post("/api/requests/request/web/unpause", {})
-    wait_for(lambda: len(backend.active_tasks("web")) == 1, what="task back after unpause")
+    (task,) = wait_for(lambda: len(ts := backend.active_tasks("web")) == 1 and ts, what="task back after unpause")
+    pending_id = backend.get(f"/api/tasks/task/{task['taskId']['id']}")["taskRequest"]["pendingTask"]["pendingTaskId"]
+    assert pending_id["pendingType"] == "UNPAUSED"  # why it was started, as Singularity says it
 
 
 def test_pause_without_kill_leaves_tasks_running(backend: Backend):
