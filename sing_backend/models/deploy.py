@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -38,7 +38,7 @@ class HealthcheckOptions(WireModel):
     intervalSeconds: int | None = Field(None, ge=0)
     responseTimeoutSeconds: int | None = Field(None, ge=0)
     maxRetries: int | None = Field(None, ge=0)
-    failureStatusCodes: list[int] | None = None
+    failureStatusCodes: list[Annotated[int, Field(ge=100, le=599)]] | None = None  # HTTP status codes
     healthcheckResultFilePath: str | None = None
     # Sing: keep checking after the task is healthy; replace it after this many failures in a row.
     livenessIntervalSeconds: int | None = Field(None, ge=1)
