@@ -229,7 +229,7 @@ def deploy_artifacts(deploy: Mapping[str, Any]) -> list[ArtifactSpec]:
             executable=bool(raw.get("executable")), cache=bool(raw.get("cache")),
         ))
     data: Mapping[str, Any] = deploy.get("executorData") or {}
-    for raw in data.get("embeddedArtifacts") or []:
+    for raw in _objects(data, "embeddedArtifacts"):
         content = raw.get("content") or ""
         try:
             decoded = base64.b64decode(content, validate=True) if isinstance(content, str) else bytes(content)
@@ -240,7 +240,7 @@ def deploy_artifacts(deploy: Mapping[str, Any]) -> list[ArtifactSpec]:
             name=str(raw.get("name") or filename), filename=filename, content=decoded,
             md5=_md5(raw.get("md5sum"), filename), target=_target(raw), extract=is_archive(filename),
         ))
-    for raw in data.get("externalArtifacts") or []:
+    for raw in _objects(data, "externalArtifacts"):
         if raw.get("isArtifactList"):
             raise PayloadError(f"external artifact '{raw.get('name')}': isArtifactList is not supported")
         url = str(raw.get("url") or "")
@@ -250,7 +250,7 @@ def deploy_artifacts(deploy: Mapping[str, Any]) -> list[ArtifactSpec]:
             md5=_md5(raw.get("md5sum"), filename), size=_size(raw.get("filesize"), filename),
             target=_target(raw), extract=is_archive(filename),
         ))
-    for raw in data.get("s3Artifacts") or []:
+    for raw in _objects(data, "s3Artifacts"):
         key = str(raw.get("s3ObjectKey") or "")
         filename = str(raw.get("filename") or posixpath.basename(key) or "artifact")
         out.append(ArtifactSpec(
@@ -261,6 +261,14 @@ def deploy_artifacts(deploy: Mapping[str, Any]) -> list[ArtifactSpec]:
     for spec in out:
         spec.check()
     return out
+
+
+def _objects(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """executorData's list `key`, each entry an object (it comes from the user, unchecked)."""
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise PayloadError(f"{key} must be a list of objects")
+    return value
 
 
 def check_deploy(deploy: Mapping[str, Any]) -> None:

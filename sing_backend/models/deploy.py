@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -38,11 +38,20 @@ class HealthcheckOptions(WireModel):
     intervalSeconds: int | None = Field(None, ge=0)
     responseTimeoutSeconds: int | None = Field(None, ge=0)
     maxRetries: int | None = Field(None, ge=0)
-    failureStatusCodes: list[Annotated[int, Field(ge=100, le=599)]] | None = None  # HTTP status codes
+    failureStatusCodes: list[int] | None = None
     healthcheckResultFilePath: str | None = None
     # Sing: keep checking after the task is healthy; replace it after this many failures in a row.
     livenessIntervalSeconds: int | None = Field(None, ge=1)
     livenessFailureThreshold: int | None = Field(None, ge=1)
+
+    @field_validator("failureStatusCodes")
+    @classmethod
+    def _status_codes(cls, codes: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        # (Checked since after deploys were first saved: see STORED.)
+        for i, code in enumerate([] if _stored(info) else codes or []):
+            if not 100 <= code <= 599:
+                raise ValueError(f"{i}: {code} is not an HTTP status code (100-599)")
+        return codes
 
     @model_validator(mode="after")
     def _needs_target(self) -> HealthcheckOptions:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..agent_sandbox import agent_address, offered_agent_address
 from ..errors import bad_request, not_found
-from ..executor.payload import PayloadError, attach_payload, default_executor_command, task_payload
+from ..executor.payload import attach_payload, default_executor_command, task_payload
 from ..ids import PendingTaskId, TaskId, sanitize
 from ..models.common import (
     NOTE_STATES,
@@ -564,11 +564,12 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                     p = by_key[a.need_key]
                     try:
                         info = self._start_task(p, a.agent_id, a.host, a.rack_id, list(a.ports), a.offer_id)
-                    except PayloadError as exc:
-                        # A deploy saved before its artifacts were checked: this task stays pending, saying
-                        # why, and the others of the round go out.
+                    except Exception as exc:
+                        # A deploy saved before its artifacts were checked (PayloadError), or anything else
+                        # this one task cannot be built with: it stays pending, saying why, and the others
+                        # of the round go out. Nothing of it was changed yet (_start_task changes last).
                         p.reason = f"cannot be launched: {exc}"
-                        log.error("pending task %s cannot be launched: %s", p.id, exc)
+                        log.exception("pending task %s cannot be launched", p.id)
                         continue
                     launches[a.offer_id].append(info)
         for offer_id, infos in launches.items():

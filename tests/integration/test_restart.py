@@ -85,6 +85,9 @@ def test_a_deploy_saved_before_its_artifacts_were_checked_stops_only_its_own_tas
         store = SqliteStateStore(tmp_path / "data" / "state.db")
         doc = store.load("deploys")["old/v1"]
         doc["deploy"]["uris"] = [{"uri": "ftp://example.invalid/x.tar"}]
+        # And what else has been refused since: still loaded as it was saved.
+        doc["deploy"]["env"] = {"A=B": "1"}
+        doc["deploy"]["healthcheck"] = {"uri": "/h", "portNumber": 8080, "failureStatusCodes": [0]}
         store.put("deploys", "old/v1", doc)
         store.close()
 

@@ -193,7 +193,8 @@ def test_lost_agent_tasks_move_elsewhere(backend: Backend):
     ({"healthcheck": {"intervalSeconds": 5}}, "healthcheck"),
     ({"healthcheck": {"uri": "/h", "portIndex": 3}}, "healthcheck.portIndex"),
     ({"healthcheck": {"uri": "/h", "startupTimeoutSeconds": -1}}, "startupTimeoutSeconds"),
-    ({"healthcheck": {"uri": "/h", "failureStatusCodes": [500, 99999]}}, "healthcheck.failureStatusCodes.1"),
+    ({"healthcheck": {"uri": "/h", "failureStatusCodes": [500, 99999]}},
+     "healthcheck.failureStatusCodes: 1: 99999 is not an HTTP status code"),
     ({"canaryDeploySettings": {"enableCanaryDeploy": True, "acceptanceMode": "CHECKS"}}, "acceptanceMode"),
     ({"canaryDeploySettings": {"enableCanaryDeploy": True, "instanceGroupSize": 0}}, "instanceGroupSize"),
 ])
