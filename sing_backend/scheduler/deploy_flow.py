@@ -64,6 +64,7 @@ class DeployFlow(_Base):
                 raise bad_request("updatedRequest.id: must be the deploy's requestId")
             if body.updatedRequest.requestType != entry.request.requestType:
                 raise bad_request("updatedRequest.requestType: the request type cannot change")
+            self.check_load_balanced_kept(entry, body.updatedRequest, "updatedRequest.loadBalanced")
             self._check_limits(body.updatedRequest)
         self.check_load_balanced(body.updatedRequest or entry.request, deploy)
         if deploy.runImmediately is not None and entry.request.type not in (RequestType.ON_DEMAND,

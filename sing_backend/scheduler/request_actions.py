@@ -61,12 +61,7 @@ class RequestActions(_Base):
             if existing.request.requestType != request.requestType:
                 raise bad_request(f"requestType: request {request.id} is {existing.request.requestType} and the "
                                   f"type cannot change to {request.requestType}; delete it and create it again")
-            if bool(existing.request.loadBalanced) != bool(request.loadBalanced):
-                # As Singularity refuses it: the running tasks' ports and base path were never checked for
-                # a load balancer (turned on), or their upstreams would be left behind (turned off).
-                was = "is" if existing.request.loadBalanced else "is not"
-                raise bad_request(f"loadBalanced: request {request.id} {was} load balanced, and a request can not "
-                                  "change whether it is load balanced; delete it and create it again")
+            self.check_load_balanced_kept(existing, request, "loadBalanced")
             existing.request = request
             existing.timestamp = now
             self._save_request(existing)
@@ -79,6 +74,14 @@ class RequestActions(_Base):
         self._request_event(entry, "CREATED", user, message)
         self.kick(request.id)
         return entry
+
+    def check_load_balanced_kept(self, existing: RequestEntry, request: SingularityRequest, field: str) -> None:
+        """As Singularity refuses it: the running tasks' ports and base path were never checked for a load
+        balancer (turned on), or their upstreams would be left behind (turned off)."""
+        if bool(existing.request.loadBalanced) != bool(request.loadBalanced):
+            was = "is" if existing.request.loadBalanced else "is not"
+            raise bad_request(f"{field}: request {request.id} {was} load balanced, and a request can not change "
+                              "whether it is load balanced; delete it and create it again")
 
     def delete_request(self, request_id: str, body: DeleteRequest) -> RequestEntry:
         entry = self.get_request(request_id)

@@ -150,6 +150,15 @@ def test_a_request_can_not_change_whether_it_is_load_balanced(lb_backend: tuple[
         assert r.json()["message"] == (f"loadBalanced: request {rid} {was} load balanced, and a request can not "
                                        "change whether it is load balanced; delete it and create it again")
         assert backend.get(f"/api/requests/request/{rid}") == before
+    # Nor through a deploy's updatedRequest.
+    before = backend.get("/api/requests/request/lbweb")
+    r = backend.client.post("/api/deploys", json={
+        "deploy": {"requestId": "lbweb", "id": "unbalanced", "command": "true", "resources": RES,
+                   "serviceBasePath": "/lbweb"},
+        "updatedRequest": {**before["request"], "loadBalanced": False}})
+    assert r.status_code == 400 and r.json()["message"].startswith("updatedRequest.loadBalanced: request lbweb is "
+                                                                   "load balanced"), r.text
+    assert backend.get("/api/requests/request/lbweb") == before
     updated = backend.post("/api/requests", {"id": "plain", "requestType": "SERVICE", "instances": 2})
     assert updated["request"]["instances"] == 2  # any other change still goes through
 
