@@ -50,6 +50,16 @@ class SandboxLayout:
         return self.root / f".{task_id}.running.json"
 
 
+class KillPolicyDriver(MesosExecutorDriver):  # type: ignore[misc]
+    """pymesos' driver, passing on a KILL event's kill_policy, which its own on_kill drops: a destroy of a
+    task being killed (a grace of 0) must bring the SIGKILL forward, as Mesos' executors do."""
+
+    def on_kill(self, event: dict[str, Any]) -> None:
+        nanos = ((event.get("kill_policy") or {}).get("grace_period") or {}).get("nanoseconds")
+        grace = max(0.0, int(nanos) / 1e9) if isinstance(nanos, int | float) else None
+        self.executor.killTask(self, self._dict_cls(event["task_id"]), grace)
+
+
 class SingExecutor(Executor):  # type: ignore[misc]
     """pymesos callbacks, which run on the driver's IO thread: none may raise (that aborts it)."""
 
@@ -69,9 +79,9 @@ class SingExecutor(Executor):  # type: ignore[misc]
         except Exception:
             log.exception("cannot launch the task")
 
-    def killTask(self, driver: Any, task_id: dict[str, str]) -> None:  # noqa: N802
+    def killTask(self, driver: Any, task_id: dict[str, str], grace: float | None = None) -> None:  # noqa: N802
         try:
-            self.host.kill(task_id["value"], None)
+            self.host.kill(task_id["value"], grace)
         except Exception:
             log.exception("cannot kill the task")
 
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     reactor.start()
     host = ExecutorHost(settings, paths, SandboxLayout(sandbox), scope=scope, reactor=reactor, disk_root=sandbox)
     executor = SingExecutor(host)
-    driver = MesosExecutorDriver(executor)
+    driver = KillPolicyDriver(executor)
     executor.driver = driver
     try:
         driver.run()

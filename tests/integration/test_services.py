@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import httpx
 import pytest
@@ -154,8 +155,11 @@ def test_a_destroy_of_a_task_being_killed_sigkills_it_at_once(backend: Backend, 
     assert record["originalTimestamp"] <= record["timestamp"]
     # It ignores SIGTERM: only the SIGKILL, a minute away, would end it.
     assert any(t["taskId"]["id"] == task_id for t in backend.active_tasks(rid, state=None))
+    destroyed_at = time.monotonic()
     destroy = backend.delete(f"/api/tasks/task/{task_id}", {"override": True, "message": "now"})
     assert destroy["cleanupType"] == "USER_REQUESTED_DESTROY"
     wait_for(lambda: states()[-1] in ("TASK_KILLED", "TASK_FAILED"), timeout=15, what="the task ended by the destroy")
     assert states()[-1] == "TASK_KILLED"
+    # By the executor itself: the agent's hard stop of a custom executor would come only 5 s later.
+    assert time.monotonic() - destroyed_at < 4.0
     backend.delete(f"/api/requests/request/{rid}", {})
