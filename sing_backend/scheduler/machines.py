@@ -198,9 +198,13 @@ class Machines(_Base):
             raise bad_request("durationMillis: required to extend a timed state change")
         if pending is None:
             raise not_found(f"{kind} {machine_id} has no timed state change to extend")
-        current = self.machine_states.get(key, {}).get("state", "ACTIVE")
-        if change.revertToState is None:
-            change = change.model_copy(update={"revertToState": pending["revertToState"]})
+        agent_ids = [machine_id] if kind == "agent" else pending.get("agentIds", [])
+        current = self._current_state(key, agent_ids)
+        # What the caller does not say again is kept from the change it extends.
+        kept = {"revertToState": pending["revertToState"], "actionId": pending.get("actionId"),
+                "user": pending.get("user"),
+                "killTasksOnDecommissionTimeout": pending["killTasksOnDecommissionTimeout"]}
+        change = change.model_copy(update={k: v for k, v in kept.items() if getattr(change, k) is None})
         validate_change(current, change)
         with self.store.batch():
             self._drop_expiring(key)
@@ -296,7 +300,8 @@ class Machines(_Base):
         if not due:
             return
         try:
-            with self.effects_after_commit(), self.store.batch():
+            # Split if too large for one ZooKeeper multi: a rack's revert may kill hundreds of tasks.
+            with self.effects_after_commit(), self.store.batch(split_if_too_large=True):
                 for key, record in due:
                     self._revert_machine(key, record)
                 self._progress_agents_and_racks()
@@ -327,7 +332,10 @@ class Machines(_Base):
         self._set_machine_state(key, state)
         if kind == "rack":
             for agent_id in self._live_agents(agent_ids):
-                self._set_machine_state(f"agent/{agent_id}", dict(state))
+                # Only the agents the rack's change still holds: one decommissioned by hand meanwhile is
+                # not brought back with the rack.
+                if self._current_state(f"agent/{agent_id}", [agent_id]) == current:
+                    self._set_machine_state(f"agent/{agent_id}", dict(state))
         if revert == "DECOMMISSIONED" and record.get("killTasksOnDecommissionTimeout"):
             # The decommission did not finish in time: what still runs there is killed now.
             took = self.clock() - record["startMillis"]

@@ -62,6 +62,18 @@ def test_timed_rack_freeze_reverts_the_rack_and_its_agents(backend: Backend):
     assert "rack-2" not in _expiring(backend, "racks")
 
 
+def test_a_rack_reverting_leaves_an_agent_changed_by_hand_meanwhile(backend: Backend):
+    agents = _agent_ids(backend, "rack-1")
+    assert len(agents) >= 2
+    backend.post("/api/racks/rack/rack-1/freeze", {"durationMillis": 2000, "revertToState": "ACTIVE"})
+    backend.post(f"/api/agents/agent/{agents[0]}/decommission", {"message": "disk failing"})
+    wait_for(lambda: backend.get("/api/racks/rack/rack-1/details")["currentState"]["state"] == "ACTIVE",
+             timeout=15, what="the rack's timed freeze to run out")
+    assert _state(backend, agents[0]) in ("DECOMMISSIONING", "DECOMMISSIONED")
+    assert all(_state(backend, a) == "ACTIVE" for a in agents[1:])
+    backend.post(f"/api/agents/agent/{agents[0]}/activate", {})
+
+
 @pytest.mark.parametrize(("action", "body", "field"), [
     ("freeze", {"durationMillis": 3000, "revertToState": "BOGUS"}, "revertToState"),
     ("freeze", {"revertToState": "BOGUS"}, "revertToState"),
@@ -109,11 +121,13 @@ def test_second_timed_change_conflicts_and_cancelling_keeps_the_state(backend: B
     # the new duration, here a short one.
     assert backend.client.post(f"/api/agents/agent/{agent}/decommission/extend",
                                json={"durationMillis": 1000}).status_code == 404  # nothing timed to extend
-    backend.post(f"/api/agents/agent/{agent}/freeze", {"durationMillis": 60_000, "revertToState": "ACTIVE"})
+    backend.post(f"/api/agents/agent/{agent}/freeze", {"durationMillis": 60_000, "revertToState": "ACTIVE",
+                                                       "user": "ops", "actionId": "freeze-2"})
     r = backend.client.post(f"/api/agents/agent/{agent}/decommission/extend", json={"revertToState": "ACTIVE"})
     assert r.status_code == 400 and "durationMillis" in r.json()["message"]
     extended = backend.post(f"/api/agents/agent/{agent}/decommission/extend", {"durationMillis": 1000})
     assert extended["expiringAPIRequestObject"]["durationMillis"] == 1000 and extended["revertToState"] == "ACTIVE"
+    assert extended["user"] == "ops" and extended["actionId"] == "freeze-2"  # kept from the change extended
     wait_for(lambda: _state(backend, agent) == "ACTIVE", timeout=15, what="the extended freeze to run out")
 
     # Activated by hand before a timed freeze runs out: the timed change has nothing left to do.
