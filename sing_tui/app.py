@@ -8,8 +8,11 @@ off (doubling, capped) while the backend is unreachable.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import gc
+import importlib
 import os
+import pkgutil
 import signal
 import sys
 import time
@@ -19,10 +22,12 @@ from typing import ClassVar
 from textual import events, work
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 
+from . import screens, widgets
 from .client import ApiError, SingClient, Unreachable, host_port
 from .config import TuiConfig
 from .connection import Connection, backoff
@@ -41,6 +46,20 @@ from .screens.tasks import TasksScreen
 from .widgets.prompt import CommandSuggester
 
 VIEWS = ("dashboard", "requests", "tasks", "agents")
+
+
+def known_binding_ids() -> set[str]:
+    """Every binding id a keymap may name: those of the app and of each screen and widget of the TUI."""
+    for package in (screens, widgets):  # some are imported only when first opened
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    ids: set[str] = set()
+    classes: list[type[DOMNode]] = [DOMNode]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        ids.update(b.id for b in cls.__dict__.get("BINDINGS", ()) if isinstance(b, Binding) and b.id)
+    return ids
 
 
 class SingApp(App[None]):
@@ -85,10 +104,26 @@ class SingApp(App[None]):
     def on_mount(self) -> None:
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
+            self._report_unknown_bindings()
         self.switch_mode(self.start_view)
         self._poll_timer = self.set_timer(self.config.refresh_seconds, self._tick)
         self._watch_terminal()
         self._gc_between_keystrokes()
+
+    def _report_unknown_bindings(self) -> None:
+        """A misspelt id in [keymap] would rebind nothing, silently: say which (the file is read before
+        Textual is, so it is checked here, against the bindings the app really has)."""
+        known = known_binding_ids()
+        unknown = [bid for bid in self.config.keymap if bid not in known]
+        if not unknown:
+            return
+        where = f"{self.config.path}: " if self.config.path else ""
+        names = []
+        for bid in unknown:
+            close = difflib.get_close_matches(bid, known, n=1)
+            names.append(f"{bid!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        self.notify(f"{where}[keymap]: unknown binding id{'s' if len(unknown) > 1 else ''} {', '.join(names)}; "
+                    "? lists every id", title="Config", severity="error", timeout=20)
 
     async def on_unmount(self) -> None:
         if self._gc_was_enabled:

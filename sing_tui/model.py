@@ -33,6 +33,16 @@ def fmt_age(ms: int | None, now: int) -> str:
     return fmt_secs(secs)
 
 
+def age_changes_at(ms: int | None, now: int) -> int:
+    """When `fmt_age(ms, ...)` next reads differently from `fmt_age(ms, now)`: at the next second under a
+    minute, the next minute under a day, then the next hour."""
+    if not ms:
+        return now + 86_400_000  # "-" for good; looked at again once a day costs nothing
+    age = max(0, now - ms)
+    step = 1000 if age < 60_000 else 60_000 if age < 86_400_000 else 3_600_000
+    return ms + (age // step + 1) * step
+
+
 def fmt_secs(secs: int) -> str:
     if secs < 60:
         return f"{secs}s"

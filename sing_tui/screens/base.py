@@ -326,7 +326,8 @@ class SingScreen(Screen[None]):
             self.notify(f"{request_id} has no running tasks", severity="warning")
             return
         tasks.sort(key=lambda t: (t.get("instanceNo", 0), t.get("startedAt", 0)))
-        self.app.push_screen(LogScreen.for_tasks(tasks, title=f"{request_id}: all {len(tasks)} instances"))
+        which = f"all {len(tasks)} instances" if len(tasks) > 1 else "its 1 instance"
+        self.app.push_screen(LogScreen.for_tasks(tasks, title=f"{request_id}: {which}"))
 
     @work(group="navigate", exclusive=True, exit_on_error=False)
     async def open_failed_logs(self, request_id: str) -> None:

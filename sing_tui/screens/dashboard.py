@@ -73,8 +73,8 @@ class DashboardScreen(SingScreen):
                             empty_text="no pending tasks: everything is placed", id="pending")
         yield Static("", id="pending-detail")
         yield Static("Recent failures", id="failures-title", classes="section-title")
-        yield ResourceTable([Column(FAILURE_COLUMNS[0], max_width=48), Column(FAILURE_COLUMNS[1], max_width=8,
-                                                                              style=lambda c: "bold red"),
+        yield ResourceTable([Column(FAILURE_COLUMNS[0], max_width=48, grow=True),
+                             Column(FAILURE_COLUMNS[1], max_width=8, style=lambda c: "bold red"),
                              Column(FAILURE_COLUMNS[2], sort_key=age_key), Column(FAILURE_COLUMNS[3])],
                             empty_text="no recent failures", id="failures")
         yield from self.chrome_bottom()

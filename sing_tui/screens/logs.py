@@ -56,6 +56,11 @@ ARCHIVE_RECHECK_POLLS = 20
 WHOLE_LOG_BYTES_PER_LINE = 256
 # Reads of an ended task's file per round before the lines are shown (a long log arrives in parts).
 DRAIN_POLLS = 8
+# The backend answers this (404) when neither its live state nor its history knows a task. A standby may
+# say it of a task launched since its last snapshot, so it is believed only after this many reads in a
+# row, and once the task's history says the same.
+UNKNOWN_TASK = "Couldn't find task"
+UNKNOWN_TASK_POLLS = 3
 
 
 class LogScreen(SingScreen):
@@ -94,6 +99,7 @@ class LogScreen(SingScreen):
         self._archive_state = ""  # "loading", "" when done, or what went wrong
         self._fell_back: set[int] = set()  # tasks shown from their archived logs (sandbox gone)
         self._ended: dict[int, str] = {}  # tasks (index: last state) whose file was read to the end after they ended
+        self._unknown: set[int] = set()  # tasks the backend does not know: no longer polled
         self._generation = 0
 
     @classmethod
@@ -172,8 +178,10 @@ class LogScreen(SingScreen):
         self._generation += 1
         self._fell_back = set()
         self._ended = {}
+        self._unknown = set()
         self.query_one("#log-title", Static).update(self._title())
         self.top_bar_crumbs()
+        self._status()  # at once: an empty log writes nothing that would show it
         if self.archived:
             self._archive_state = "loading"
             self._load_archive(self._generation)
@@ -265,6 +273,16 @@ class LogScreen(SingScreen):
                 ended[i] = state
         return ended
 
+    async def _is_unknown(self, index: int) -> bool:
+        """The task's history does not know it either (any other answer, or none, is not proof)."""
+        try:
+            await self.client.task_history(self.task_ids[index])
+        except ApiError as exc:
+            return exc.not_found and exc.message.startswith(UNKNOWN_TASK)
+        except Unreachable:
+            return False
+        return False
+
     @staticmethod
     async def _drain(tail: LogTail) -> list[str]:
         """An ended task's file, read on to its end (or for DRAIN_POLLS reads, if it is long)."""
@@ -290,6 +308,7 @@ class LogScreen(SingScreen):
         cut_to_fit = set(ending)  # read from `whole` bytes before the end: say so if that left some out
         problems: dict[int, str] = {}
         missing: dict[int, int] = {}  # failed reads (no sandbox file) per task, for the archive fallback
+        unknown_reads: dict[int, int] = {}  # reads in a row that said the backend does not know the task
         interval = cfg.log_poll_seconds
         next_check = time.monotonic() + cfg.refresh_seconds
 
@@ -297,12 +316,13 @@ class LogScreen(SingScreen):
 
         async def nothing() -> list[str]:
             return []
-        while len(self._fell_back | done) < len(tails):
+        while len(self._fell_back | done | self._unknown) < len(tails):
             if time.monotonic() >= next_check:
                 # Asked before reading: a task seen ended here has its last lines in the read that follows.
-                ending |= await self._ended_states([i for i in every if i not in ending and i not in self._fell_back])
+                ending |= await self._ended_states([i for i in every if i not in ending and i not in self._fell_back
+                                                    and i not in self._unknown])
                 next_check = time.monotonic() + cfg.refresh_seconds
-            results = await asyncio.gather(*(nothing() if i in self._fell_back or i in done else
+            results = await asyncio.gather(*(nothing() if i in self._fell_back or i in done or i in self._unknown else
                                              self._drain(t) if i in ending else t.poll()
                                              for i, t in enumerate(tails)), return_exceptions=True)
             batch: list[tuple[int, str]] = []
@@ -321,6 +341,18 @@ class LogScreen(SingScreen):
                         self._fell_back.add(i)
                         problems.pop(i, None)
                         continue
+                if isinstance(result, ApiError) and result.not_found and result.message.startswith(UNKNOWN_TASK):
+                    unknown_reads[i] = unknown_reads.get(i, 0) + 1
+                    if unknown_reads[i] >= UNKNOWN_TASK_POLLS:
+                        if await self._is_unknown(i):
+                            batch.append((-1, f"— {self._who(i)}there is no task {self.task_ids[i]}: the backend "
+                                              "knows it neither live nor in its history; not read any more —"))
+                            self._unknown.add(i)
+                            problems.pop(i, None)
+                            continue
+                        unknown_reads[i] = 0  # its history knows it: a sandbox not there yet, read on
+                else:
+                    unknown_reads.pop(i, None)
                 if isinstance(result, BaseException):
                     if isinstance(result, Unreachable):
                         down = result
@@ -357,7 +389,7 @@ class LogScreen(SingScreen):
                 self.post_message(LogBatch(generation, batch, markers, ended))
             # An ended task's file that is being read to its end is read on at once.
             draining = set(ending) - done - self._fell_back - set(problems)
-            if len(self._fell_back | done) < len(tails) and not draining:
+            if len(self._fell_back | done | self._unknown) < len(tails) and not draining:
                 if down is not None:
                     # At the pace the banner announces ("retry #N in S s"), backing off as the app does
                     # (with this failure, which the app has not counted yet).
@@ -381,7 +413,7 @@ class LogScreen(SingScreen):
 
     def _all_ended(self) -> bool:
         """Every followed task has ended and its file was read to the end: nothing more will come."""
-        followed = set(range(len(self.task_ids))) - self._fell_back
+        followed = set(range(len(self.task_ids))) - self._fell_back - self._unknown
         return bool(followed) and followed <= set(self._ended)
 
     @on(LogView.StatusChanged)
@@ -395,6 +427,8 @@ class LogScreen(SingScreen):
                             else "")
             if not log.follow:
                 text.append(" · scrolled (End: bottom)")
+        elif len(self._unknown) == len(self.task_ids):
+            text.append("■ NO SUCH TASK" if len(self.task_ids) == 1 else "■ NO SUCH TASKS", style="bold red")
         elif self._all_ended():
             text.append("■ ENDED", style="bold magenta")
             if len(self._ended) == 1:
@@ -413,8 +447,11 @@ class LogScreen(SingScreen):
                                 style="bold yellow")
             if self._ended:
                 text.append(f" · {len(self._ended)} of {len(self.task_ids)} tasks ended")
-        text.append(f" · {log.line_count:,} line{'s' if log.line_count != 1 else ''} · "
-                    f"{self.what.removeprefix('archived ')}")
+            if self._unknown:
+                text.append(f" · {len(self._unknown)} of {len(self.task_ids)} tasks unknown", style="bold red")
+        # The task's own lines: the view's marker lines (— … —) are not its output.
+        count = log.output_line_count
+        text.append(f" · {count:,} line{'s' if count != 1 else ''} · {self.what.removeprefix('archived ')}")
         if log.filter.active:
             mode = "highlight" if log.highlight_mode else "hide others"
             text.append(f" · {log.filter.describe()} {mode}: {log.match_count:,} matching", style="cyan")

@@ -4,7 +4,7 @@ history, deploy history and request history; every request action."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -44,12 +44,13 @@ def task_state_style(cell: str) -> str:
     return TASK_STATE_STYLES.get(cell.split(" ")[0], "")
 
 
-TASK_COLUMNS = [Column("TASK", max_width=44), Column("DEPLOY", max_width=10), Column("#", sort_key=number_key),
-                Column("HOST", max_width=15), Column("STATE", max_width=12, style=task_state_style),
+TASK_COLUMNS = [Column("TASK", max_width=44, grow=True), Column("DEPLOY", max_width=10),
+                Column("#", sort_key=number_key), Column("HOST", max_width=15),
+                Column("STATE", max_width=12, style=task_state_style),
                 Column("AGE / WHY", max_width=60, sort_key=age_key)]
-HISTORY_COLUMNS = [Column("TASK", max_width=44), Column("DEPLOY", max_width=10), Column("#", sort_key=number_key),
-                   Column("HOST", max_width=15), Column("LAST STATUS", max_width=12, style=task_state_style),
-                   Column("UPDATED", sort_key=age_key)]
+HISTORY_COLUMNS = [Column("TASK", max_width=44, grow=True), Column("DEPLOY", max_width=10),
+                   Column("#", sort_key=number_key), Column("HOST", max_width=15),
+                   Column("LAST STATUS", max_width=12, style=task_state_style), Column("UPDATED", sort_key=age_key)]
 DEPLOY_COLUMNS = [Column("DEPLOY", max_width=16), Column("RESULT", max_width=12), Column("WHEN", sort_key=age_key),
                   Column("MESSAGE", max_width=50)]
 EVENT_COLUMNS = [Column("WHEN", sort_key=age_key), Column("EVENT", max_width=16), Column("USER", max_width=16),
@@ -149,6 +150,7 @@ class RequestScreen(RequestActions):
 
     def show(self, data: RequestData) -> None:
         self.data = data
+        self._label_pause(data.parent.get("state") == "PAUSED")
         now = now_ms(self.sing.clock)
         self.query_one("#summary", Static).update(self._summary(data, now))
         rows: dict[str, tuple[str, ...]] = {}
@@ -178,6 +180,19 @@ class RequestScreen(RequestActions):
             f"{e.get('createdAt', 0)}-{i}": (fmt_age(e.get("createdAt"), now), e.get("eventType", "?"),
                                              e.get("user", "") or "", e.get("message", "") or "")
             for i, e in enumerate(data.events)})
+
+    def _label_pause(self, paused: bool) -> None:
+        """The footer names what `z` does to this request now: Unpause on a paused one."""
+        label = "Unpause" if paused else "Pause"
+        # This screen's own map of its bindings (a keymap is laid over it when the keys are looked up, so a
+        # rebound key keeps the label) gets new lists: the ones in it are shared with the class.
+        keys = self._bindings.key_to_bindings
+        stale = [key for key, group in keys.items()
+                 if any(b.id == "request.pause" and b.description != label for b in group)]
+        for key in stale:
+            keys[key] = [replace(b, description=label) if b.id == "request.pause" else b for b in keys[key]]
+        if stale:
+            self.refresh_bindings()
 
     def _summary(self, data: RequestData, now: int) -> Text:
         parent = data.parent

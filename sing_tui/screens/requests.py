@@ -85,7 +85,8 @@ class RequestsScreen(RequestActions):
     def compose(self) -> ComposeResult:
         yield from self.chrome_top()
         yield Static(id="status", classes="status-line")
-        yield ResourceTable(REQUEST_TABLE_COLUMNS, markable=True, empty_text="no requests", id="requests")
+        yield ResourceTable(REQUEST_TABLE_COLUMNS, markable=True, empty_text="no requests",
+                            filtered_text="no request matches the query or filter", id="requests")
         yield from self.chrome_bottom()
 
     @property

@@ -178,7 +178,8 @@ class TaskScreen(SingScreen):
         summary.append(f" · deploy {tid['deployId']} · instance {tid.get('instanceNo', '?')} · started "
                        f"{fmt_age(tid.get('startedAt'), now)} ago")
         if state in TERMINAL_STATES:
-            summary.append(" · finished", style="dim")
+            # "ended", not "finished": FINISHED is only one of the ways to end (the state is shown first).
+            summary.append(" · ended", style="dim")
         self.query_one("#summary", Static).update(summary)
 
         grid = Table.grid(padding=(0, 2))

@@ -13,18 +13,22 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ..client import ClientError
-from ..model import TASK_COLUMNS, Json, now_ms, task_row
+from ..model import TASK_COLUMNS, Json, age_changes_at, fmt_age, now_ms, task_row
 from ..query import Filter
 from ..widgets.resource_table import Column, ResourceTable, age_key, number_key
 from .base import PaletteCommand, SingScreen, for_each
 from .form import Field
 from .request import task_state_style
 
-TASK_TABLE_COLUMNS = [Column(TASK_COLUMNS[0], max_width=44), Column(TASK_COLUMNS[1], max_width=24),
+TASK_TABLE_COLUMNS = [Column(TASK_COLUMNS[0], max_width=44, grow=True), Column(TASK_COLUMNS[1], max_width=24),
                       Column(TASK_COLUMNS[2], max_width=10), Column(TASK_COLUMNS[3], sort_key=number_key),
                       Column(TASK_COLUMNS[4], max_width=15), Column(TASK_COLUMNS[5], max_width=10,
                                                                     style=task_state_style),
                       Column(TASK_COLUMNS[6], sort_key=age_key)]
+AGE = len(TASK_COLUMNS) - 1  # the AGE cell's index in a row
+
+# What a poll prepares: the task ids by id, the rows, and when each row's AGE cell next changes (ms).
+Prepared = tuple[dict[str, Json], dict[str, tuple[str, ...]], dict[str, int]]
 
 
 class TasksScreen(SingScreen):
@@ -43,7 +47,7 @@ class TasksScreen(SingScreen):
         super().__init__()
         self.tasks: dict[str, Json] = {}
         self._last: object = None
-        self._last_at = 0
+        self._age_due: dict[str, int] = {}  # when each row's AGE cell next reads differently (ms)
 
     def crumbs(self) -> list[str]:
         return ["Tasks"]
@@ -51,7 +55,8 @@ class TasksScreen(SingScreen):
     def compose(self) -> ComposeResult:
         yield from self.chrome_top()
         yield Static(id="status", classes="status-line")
-        yield ResourceTable(TASK_TABLE_COLUMNS, markable=True, empty_text="no active tasks", id="tasks")
+        yield ResourceTable(TASK_TABLE_COLUMNS, markable=True, empty_text="no active tasks",
+                            filtered_text="no task matches the filter (esc clears it)", id="tasks")
         yield from self.chrome_bottom()
 
     @property
@@ -64,25 +69,47 @@ class TasksScreen(SingScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self.table.focus()
+        # AGE moves on between polls, and an unchanged list (a 304) is not redrawn: the age cells are, each
+        # when its text would change (every second while it is under a minute, then every minute).
+        self.set_interval(1.0, self._redraw_ages)
 
-    async def fetch(self) -> tuple[dict[str, Json], dict[str, tuple[str, ...]]] | None:
+    async def fetch(self) -> Prepared | None:
         # /tasks/active/states has every field of the table (the task id object carries host, instance,
         # start time) at a fraction of /tasks/active's size; full tasks are fetched one at a time (d, y).
         states = await self.client.active_task_states()
+        if states is self._last:
+            return None  # unchanged: only the ages move (_redraw_ages)
+        self._last = states
         now = now_ms(self.sing.clock)
-        if states is self._last and now - self._last_at < 30_000:
-            return None  # unchanged (ages are redrawn every 30 s)
-        self._last, self._last_at = states, now
 
-        def prepare() -> tuple[dict[str, Json], dict[str, tuple[str, ...]]]:
-            return ({s["taskId"]["id"]: s["taskId"] for s in states},
-                    {s["taskId"]["id"]: task_row(s, s.get("taskState", "?"), now) for s in states})
+        def prepare() -> Prepared:
+            tasks = {s["taskId"]["id"]: s["taskId"] for s in states}
+            return (tasks, {s["taskId"]["id"]: task_row(s, s.get("taskState", "?"), now) for s in states},
+                    {k: age_changes_at(t.get("startedAt"), now) for k, t in tasks.items()})
         return await asyncio.to_thread(prepare)
 
-    def show(self, prepared: tuple[dict[str, Json], dict[str, tuple[str, ...]]] | None) -> None:
+    def show(self, prepared: Prepared | None) -> None:
         if prepared is not None:
-            self.tasks, rows = prepared
+            self.tasks, rows, self._age_due = prepared
             self.table.set_rows(rows)
+        self._redraw_ages()  # the rows may have been prepared a moment ago
+
+    def _redraw_ages(self) -> None:
+        """Rewrite the AGE cells that read differently now (a row's cached line is redrawn only if so)."""
+        now = now_ms(self.sing.clock)
+        table = self.table
+        changed: dict[str, tuple[str, ...]] = {}
+        for key, due in self._age_due.items():
+            if due <= now and (row := table.row(key)) is not None:
+                started = self.tasks[key].get("startedAt")
+                changed[key] = (*row[:AGE], fmt_age(started, now))
+                self._age_due[key] = age_changes_at(started, now)
+        if changed:
+            table.update_rows(changed)
+
+    def action_refresh_now(self) -> None:
+        super().action_refresh_now()
+        self._redraw_ages()
 
     def apply_filter(self, filt: Filter) -> None:
         self.filter = filt

@@ -78,6 +78,7 @@ class LogView(ScrollView, can_focus=True):
         self.sources = list(sources)
         self._prefix_width = max((cell_len(s) for s in self.sources), default=0)
         self._lines: list[tuple[int, str]] = []  # (source index or -1 for a marker line, text)
+        self._marker_count = 0  # marker lines among _lines
         self._rows: list[tuple[int, int]] = []  # display rows: (line index, first char)
         self._max_width = 0
         self.filter = Filter()
@@ -91,6 +92,11 @@ class LogView(ScrollView, can_focus=True):
     @property
     def line_count(self) -> int:
         return len(self._lines)
+
+    @property
+    def output_line_count(self) -> int:
+        """The lines of the log itself, without the view's marker lines."""
+        return len(self._lines) - self._marker_count
 
     @property
     def lines(self) -> list[str]:
@@ -117,6 +123,7 @@ class LogView(ScrollView, can_focus=True):
         clean = [(src, _CONTROL.sub("�", text.expandtabs())) for src, text in batch]
         first = len(self._lines)
         self._lines.extend(clean)
+        self._marker_count += sum(1 for src, _ in clean if src < 0)
         added_rows = 0
         for i in range(first, len(self._lines)):
             if self._visible(i):
@@ -135,6 +142,7 @@ class LogView(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         self._lines.clear()
+        self._marker_count = 0
         self._rows.clear()
         self._matches.clear()
         self._max_width = 0
@@ -147,6 +155,7 @@ class LogView(ScrollView, can_focus=True):
     def _prune(self) -> None:
         """Drop the oldest lines in one go (cheaper than trimming on every write)."""
         drop = len(self._lines) - self.max_lines
+        self._marker_count -= sum(1 for src, _ in self._lines[:drop] if src < 0)
         del self._lines[:drop]
         before = len(self._rows)
         self._rebuild()

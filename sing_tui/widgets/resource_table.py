@@ -39,6 +39,8 @@ class Column:
     align_right: bool = False
     style: Callable[[str], str] | None = None  # rich style for a cell's value (e.g. a state's colour)
     sort_key: Callable[[str], Any] | None = None
+    # Takes the room there is to spare, up to its whole content (max_width caps it only where room is short).
+    grow: bool = False
 
 
 def ratio_key(cell: str) -> tuple[float, float]:
@@ -157,11 +159,13 @@ class ResourceTable(ScrollView, can_focus=True):
             return self.table
 
     def __init__(self, columns: Iterable[Column], *, markable: bool = False, empty_text: str = "nothing here",
-                 name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+                 filtered_text: str = "no row matches the filter", name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.columns = list(columns)
         self.markable = markable
         self.empty_text = empty_text
+        self.filtered_text = filtered_text  # shown when there are rows but the filter hides every one
         self._rows: dict[str, Row] = {}
         self._text: dict[str, str] = {}  # the row's cells joined, what `/` filters match
         self._order: list[str] = []
@@ -259,7 +263,8 @@ class ResourceTable(ScrollView, can_focus=True):
             for i, cell in enumerate(row):
                 col = self.columns[i]
                 if col.width is None:
-                    w = min(cell_len(cell), col.max_width)
+                    # A growing column keeps its whole width here; _col_widths caps it to fit.
+                    w = cell_len(cell) if col.grow else min(cell_len(cell), col.max_width)
                     if w > widths[i]:
                         widths[i] = w
         if widths != self._widths:
@@ -323,11 +328,14 @@ class ResourceTable(ScrollView, can_focus=True):
     # ---- geometry
     def _col_widths(self, width: int) -> list[int]:
         """Fit the columns to the screen: the widest shrink first (cells end in "…"); spare room goes to
-        the last column. The table never scrolls sideways, which matters at 80 columns."""
+        the growing columns (up to their whole content), then to the last column unless it is aligned
+        right (a number stays by its neighbours, the rest is left empty). The table never scrolls
+        sideways, which matters at 80 columns."""
         cached = self._fitted.get(width)
         if cached is not None:
             return cached
-        widths = list(self._widths)
+        natural = self._widths
+        widths = [min(w, c.max_width) if c.grow else w for w, c in zip(natural, self.columns, strict=True)]
         room = width - 2 - (len(widths) - 1)
         floors = [c.width or min(cell_len(c.label), 6) for c in self.columns]
         excess = sum(widths) - room
@@ -340,7 +348,12 @@ class ResourceTable(ScrollView, can_focus=True):
             step = max(1, min(excess, widths[widest] - max(max(others, default=0), floors[widest])))
             widths[widest] -= step
             excess -= step
-        if excess < 0 and widths:
+        for i, col in enumerate(self.columns):
+            if col.grow and excess < 0:
+                extra = min(-excess, natural[i] - widths[i])
+                widths[i] += extra
+                excess += extra
+        if excess < 0 and widths and not self.columns[-1].align_right:
             widths[-1] -= excess
         self._fitted[width] = widths
         return widths
@@ -400,7 +413,7 @@ class ResourceTable(ScrollView, can_focus=True):
         else:
             index = scroll_y + y - 1
             if not self._order and y == 1:
-                text = self.empty_text if self.loaded else "loading…"
+                text = "loading…" if not self.loaded else self.filtered_text if self._rows else self.empty_text
                 style = self._style("resource-table--empty")
                 strip = Strip([Segment(set_cell_size(f"  {text}", full), style)])
             elif index >= len(self._order):

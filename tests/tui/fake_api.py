@@ -4,7 +4,8 @@ The data (fixtures/cluster.json) was captured once from a real demo backend (fix
 ids, times and log contents never change between runs. Only reads are faked; writes answer 404 with
 a JSON error, like a backend that does not know the object. It serves `/api/history/tasks` (the global
 task search, filtered by lastTaskStatus and cut at count) and archived logs: the listings as captured,
-and `/api/logs/download?key=...` gzipped here, the same bytes every time.
+and `/api/logs/download?key=...` gzipped here, the same bytes every time. A task it has no history of is
+unknown to it, and answered as the backend answers one: 404 "Couldn't find task ...".
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class FakeSingApi:
         self.calls.append(f"{request.method} {path}")
         if request.method != "GET":
             return _error(404, f"the fake API does not change anything ({request.method} {path})")
+        if (task := _task_of(path)) is not None and f"/api/history/task/{task}" not in self.routes:
+            return _error(404, f"Couldn't find task {task}")
         if path.endswith("/read") and path.startswith("/api/sandbox/"):
             return self._read(request)
         if path == "/api/logs/download":
@@ -75,6 +78,14 @@ class FakeSingApi:
         chunk = raw[offset:offset + length]
         return httpx.Response(200, json={"data": chunk.decode(errors="replace"), "offset": offset,
                                          "nextOffset": offset + len(chunk)})
+
+
+def _task_of(path: str) -> str | None:
+    """The task id in a path about one task (its sandbox, history, state or archived logs)."""
+    for prefix in ("/api/sandbox/", "/api/history/task/", "/api/tasks/task/", "/api/logs/task/"):
+        if path.startswith(prefix):
+            return path.removeprefix(prefix).split("/")[0]
+    return None
 
 
 def _error(status: int, message: str) -> httpx.Response:

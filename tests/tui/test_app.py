@@ -453,3 +453,192 @@ async def test_a_command_pasted_in_one_burst_goes_to_the_prompt() -> None:
         await until(pilot, lambda: isinstance(app.screen, RequestScreen), what="the request opened")
         await until(pilot, lambda: "demo-web" in screen_text(pilot), what="the request shown")
         assert app.is_running
+
+
+def log_status(app: SingApp) -> str:
+    """The log view's status line ("" until the view is there)."""
+    status = app.screen.query("#log-status")
+    return str(status.first().render()).strip() if status else ""
+
+
+async def test_the_logs_of_a_task_that_does_not_exist_say_so_and_are_no_longer_read() -> None:
+    from sing_tui.screens.logs import LogScreen
+
+    fake = FakeSingApi()
+    app = SingApp(TuiConfig(url=FAKE_URL, log_poll_seconds=0.05), client=fake.client(), start_view="requests",
+                  clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await pilot.press("colon", *"logs nosuch", "enter")
+        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
+        await until(pilot, lambda: log_status(app).startswith("■ NO SUCH TASK"), what="no such task")
+        assert "there is no task nosuch" in screen_text(pilot) and "FOLLOW" not in log_status(app)
+        reads = fake.calls.count("GET /api/sandbox/nosuch/read")
+        await pilot.pause(1.5)  # longer than the 1 s between reads that fail: none more
+        assert fake.calls.count("GET /api/sandbox/nosuch/read") == reads
+
+
+async def test_an_empty_log_shows_its_status_at_once() -> None:
+    from sing_tui.screens.logs import LogScreen
+
+    fake = FakeSingApi()
+    empty = next(p.split("/")[0] for p, text in sorted(fake.files.items()) if p.endswith("/stdout.log") and not text
+                 and p.startswith("demo-web-"))
+    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=60), client=fake.client(), start_view="requests",
+                  clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        app.push_screen(LogScreen.for_task_ids([empty]))
+        await until(pilot, lambda: log_status(app) == "● FOLLOW · 0 lines · stdout", timeout=3,
+                    what="the status of an empty log")
+
+
+async def test_the_log_status_counts_the_tasks_lines_not_the_views_markers() -> None:
+    from sing_tui.screens.logs import LogScreen
+
+    fake = FakeSingApi()
+    finished = next(r["taskId"]["id"] for r in fake.routes["/api/history/tasks"]
+                    if r["lastTaskStatus"] == "TASK_FINISHED")
+    assert fake.files[f"{finished}/stdout.log"].count("\n") == 1
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="requests", clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        app.push_screen(LogScreen.for_task_ids([finished]))
+        await until(pilot, lambda: "ENDED" in log_status(app), what="the finished task's log, whole")
+        assert "end of its stdout" in screen_text(pilot)  # a marker line: not one of the task's lines
+        assert log_status(app) == "■ ENDED · task finished · 1 line · stdout"
+
+
+def tasks_table(app: SingApp) -> ResourceTable:
+    return app.screen.query_one("#tasks", ResourceTable)
+
+
+def age_of(app: SingApp, key: str) -> str:
+    row = tasks_table(app).row(key)
+    return row[-1] if row else ""
+
+
+async def first_task_and_its_age(pilot, fake: FakeSingApi) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    await until(pilot, lambda: tasks_table(pilot.app).row_count == 4, what="the tasks")
+    key = tasks_table(pilot.app).keys[0]
+    started = next(s["taskId"]["startedAt"] for s in fake.routes["/api/tasks/active/states"]
+                   if s["taskId"]["id"] == key)
+    age = (fake.now_ms - started) // 1000
+    assert age < 55 and age_of(pilot.app, key) == f"{age}s"
+    return key, age
+
+
+async def test_task_ages_move_on_between_polls() -> None:
+    fake = FakeSingApi()
+    # No poll during the test: what moves the ages is not a new list (the list does not change anyway).
+    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=60), client=fake.client(), start_view="tasks",
+                  clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        key, age = await first_task_and_its_age(pilot, fake)
+        fake.now_ms += 5_000
+        await until(pilot, lambda: age_of(app, key) == f"{age + 5}s", timeout=3, what="the age moving on")
+        await until(pilot, lambda: f"RUNNING {age + 5}s" in screen_text(pilot), timeout=3, what="it on screen")
+        fake.now_ms += 10_000
+        await until(pilot, lambda: age_of(app, key) == "1m", timeout=3, what="a minute")
+
+
+async def test_ctrl_r_redraws_the_task_ages_at_once() -> None:
+    fake = FakeSingApi()
+    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=60), client=fake.client(), start_view="tasks",
+                  clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        key, age = await first_task_and_its_age(pilot, fake)
+        fake.now_ms += 3_000
+        await pilot.press("ctrl+r")
+        assert age_of(app, key) == f"{age + 3}s"
+
+
+async def test_task_ids_use_the_room_there_is() -> None:
+    fake = FakeSingApi()
+    longest = max((s["taskId"]["id"] for s in fake.routes["/api/tasks/active/states"]), key=len)
+    assert len(longest) > 44
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="tasks", clock=fake.clock)
+    async with app.run_test(size=(150, 24)) as pilot:
+        await until(pilot, lambda: tasks_table(app).row_count == 4, what="the tasks")
+        await until(pilot, lambda: f"{longest} " in screen_text(pilot), what="the whole task id")
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: longest not in screen_text(pilot) and longest[:30] in screen_text(pilot),
+                    what="the task id cut at 80 columns")
+
+
+async def test_agents_columns_fit_their_content_at_a_wide_terminal() -> None:
+    app = fake_app("agents")
+    async with app.run_test(size=(150, 24)) as pilot:
+        agents = lambda: app.screen.query_one("#agents", ResourceTable)  # noqa: E731
+        await until(pilot, lambda: agents().row_count == 3, what="the agents")
+        await until(pilot, lambda: "agent-1" in screen_text(pilot), what="the agents on screen")
+        lines = screen_text(pilot).splitlines()
+        header = next(line for line in lines if "MEM MB" in line)
+        assert re.search(r"MEM MB +TASKS$", header.rstrip()) and len(header.rstrip()) < 80, header
+        row = next(line for line in lines if "agent-1" in line)
+        assert len(row.rstrip()) == len(header.rstrip()), row  # TASKS right-aligned under its header
+
+
+async def test_a_filter_that_hides_every_task_says_so() -> None:
+    app = fake_app("tasks")
+    async with app.run_test(size=(100, 24)) as pilot:
+        await until(pilot, lambda: tasks_table(app).row_count == 4, what="the tasks")
+        await pilot.press("slash", *"nothing-like-this", "enter")
+        await until(pilot, lambda: tasks_table(app).row_count == 0, what="every task hidden")
+        await until(pilot, lambda: "no task matches the filter" in screen_text(pilot), what="the empty table's text")
+        assert "no active tasks" not in screen_text(pilot)
+
+
+async def test_a_paused_requests_footer_offers_unpause() -> None:
+    from sing_tui.screens.request import RequestScreen
+
+    fake = FakeSingApi()
+    fake.routes["/api/requests/request/demo-worker"]["state"] = "PAUSED"
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="requests", clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        app.push_screen(RequestScreen("demo-worker"))
+        await until(pilot, lambda: "PAUSED" in screen_text(pilot), what="the paused request")
+        await until(pilot, lambda: "z Unpause" in screen_text(pilot).splitlines()[-1], what="Unpause in the footer")
+        await pilot.press("escape")
+        app.push_screen(RequestScreen("demo-web"))  # another, active: its own label
+        await until(pilot, lambda: "ACTIVE" in screen_text(pilot), what="the active request")
+        await pilot.pause()
+        assert "z Pause" in screen_text(pilot).splitlines()[-1]
+
+
+async def test_all_logs_of_a_request_with_one_instance_says_one_instance() -> None:
+    from sing_tui.screens.logs import LogScreen
+    from sing_tui.screens.request import RequestScreen
+
+    fake = FakeSingApi()
+    ids = fake.routes["/api/requests/request/demo-worker"]["taskIds"]
+    ids["healthy"] = ids["healthy"][:1]
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="requests", clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        app.push_screen(RequestScreen("demo-worker"))
+        await until(pilot, lambda: "ACTIVE" in screen_text(pilot), what="the request")
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
+        await until(pilot, lambda: "stdout of demo-worker: its 1 instance" in screen_text(pilot), what="the title")
+        assert "instances" not in screen_text(pilot)
+
+
+async def test_a_misspelt_binding_id_in_the_keymap_is_reported_at_start() -> None:
+    app = fake_app(keymap={"request.scael": "S", "app.help": "f1"})
+    async with app.run_test(size=(160, 30), notifications=True) as pilot:
+        await until(pilot, lambda: requests_table(app).row_count == ALL, what="the requests")
+        messages = [n.message for n in app._notifications]
+        assert len(messages) == 1 and "\n" not in messages[0], messages
+        assert "unknown binding id 'request.scael' (did you mean 'request.scale'?)" in messages[0]
+        assert "app.help" not in messages[0]
+        await until(pilot, lambda: "request.scael" in screen_text(pilot), what="the notice on screen")
+
+
+async def test_a_failed_tasks_header_says_it_ended_not_that_it_finished() -> None:
+    from sing_tui.screens.task import TaskScreen
+
+    fake = FakeSingApi()
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="requests", clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        app.push_screen(TaskScreen(failed_task(fake)))
+        summary = lambda: str(app.screen.query_one("#summary").render())  # noqa: E731
+        await until(pilot, lambda: isinstance(app.screen, TaskScreen) and app.screen.history, what="the task")
+        await until(pilot, lambda: summary().startswith("FAILED"), what="the failed task")
+        assert "finished" not in summary() and summary().endswith(" · ended"), summary()

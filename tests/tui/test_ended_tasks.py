@@ -88,7 +88,7 @@ async def test_an_ended_tasks_log_is_shown_whole_said_ended_and_not_polled(backe
         assert lines[0] == "line 00001 of the finished job ............"  # from the start, not a tail
         assert lines[5000 - 1] == "line 05000 of the finished job ............"
         assert lines[5000:] == ["— the task finished: end of its stdout —"]
-        assert "■ ENDED · task finished · 5,001 lines" in log_status(app) and "FOLLOW" not in screen_text(pilot)
+        assert "■ ENDED · task finished · 5,000 lines" in log_status(app) and "FOLLOW" not in screen_text(pilot)
         assert "end of its stdout" in screen_text(pilot)  # the view sits at the end of the log
 
         await until(pilot, lambda: follow_worker_done(app), what="the reading to stop")

@@ -122,6 +122,20 @@ async def test_deleted_while_viewing_goes_back(backend: Backend) -> None:
         await until(pilot, lambda: "was deleted" in screen_text(pilot), what="the reason")
 
 
+async def test_logs_of_a_task_the_backend_does_not_know_say_so_and_stop(backend: Backend) -> None:
+    app = make_app(backend)
+    tid = "no-such-request-v1-1-1-nohost-norack"
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("colon", *f"logs {tid}", "enter")
+        await until(pilot, lambda: isinstance(app.screen, LogScreen), what="the log view")
+        status = lambda: str(app.screen.query_one("#log-status").render())  # noqa: E731
+        await until(pilot, lambda: status().startswith("■ NO SUCH TASK"), what="no such task")
+        assert f"there is no task {tid}" in " ".join(app.screen.query_one(LogView).lines)
+        screen = app.screen
+        await until(pilot, lambda: not [w for w in app.workers if w.node is screen and w.group == "follow"
+                                        and w.is_running], what="the log view's reads to stop")
+
+
 async def test_all_instances_in_one_log_view(backend: Backend) -> None:
     rid = "tui-all-logs"
     worker(backend, rid, 'while true; do echo "from $INSTANCE_NO"; sleep 0.2; done', instances=2)
