@@ -525,11 +525,15 @@ async def first_task_and_its_age(pilot, fake: FakeSingApi) -> tuple[str, int]:  
     return key, age
 
 
+def tasks_view_without_polls(fake: FakeSingApi) -> SingApp:
+    """No poll during the test: what moves the ages is not a new list (the list does not change anyway)."""
+    return SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=60), client=fake.client(), start_view="tasks",
+                   clock=fake.clock)
+
+
 async def test_task_ages_move_on_between_polls() -> None:
     fake = FakeSingApi()
-    # No poll during the test: what moves the ages is not a new list (the list does not change anyway).
-    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=60), client=fake.client(), start_view="tasks",
-                  clock=fake.clock)
+    app = tasks_view_without_polls(fake)
     async with app.run_test(size=(100, 24)) as pilot:
         key, age = await first_task_and_its_age(pilot, fake)
         fake.now_ms += 5_000
@@ -541,8 +545,7 @@ async def test_task_ages_move_on_between_polls() -> None:
 
 async def test_ctrl_r_redraws_the_task_ages_at_once() -> None:
     fake = FakeSingApi()
-    app = SingApp(TuiConfig(url=FAKE_URL, refresh_seconds=60), client=fake.client(), start_view="tasks",
-                  clock=fake.clock)
+    app = tasks_view_without_polls(fake)
     async with app.run_test(size=(100, 24)) as pilot:
         key, age = await first_task_and_its_age(pilot, fake)
         fake.now_ms += 3_000
