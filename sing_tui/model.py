@@ -373,21 +373,27 @@ def leader_line(state: Json, now: int) -> str:
     for index, h in enumerate(hosts):
         role = "leader" if h.get("master") else "standby"
         if index:  # the other backends: the answering one (first) knows only their role
-            parts.append(f"{h.get('hostname', '?')} ({role})")
+            parts.append(f"{_backend(h)} ({role})")
             continue
         mesos = "mesos connected" if h.get("mesosConnected") else "MESOS DISCONNECTED"
         zookeeper = ""
         if "zookeeperConnected" in state:  # production mode only
             zookeeper = "ZooKeeper connected, " if state["zookeeperConnected"] else "ZOOKEEPER DISCONNECTED, "
-        parts.append(f"{h.get('hostname', '?')} ({role}, {h.get('driverStatus', '?')}, {mesos}, {zookeeper}"
+        parts.append(f"{_backend(h)} ({role}, {h.get('driverStatus', '?')}, {mesos}, {zookeeper}"
                      f"up {fmt_secs(int(h.get('uptime', 0)) // 1000)})")
     leader = state.get("leader")
-    if leader and all(h.get("hostname") != leader for h in hosts):
+    if leader and all(_backend(h) != leader for h in hosts):
         parts.append(f"leader: {leader}")
     queued = state.get("queuedWrites") or 0
     if queued:  # writes made on standbys that no leader has applied yet
         parts.append(f"{queued} write{'s' if queued != 1 else ''} queued for the leader")
     return "; ".join(parts)
+
+
+def _backend(host: Json) -> str:
+    """A backend of /api/state's hostStates, by the URL it serves (a backend before that field: its hostname,
+    which then held the URL)."""
+    return str(host.get("url") or host.get("hostname", "?"))
 
 
 @dataclass(frozen=True)

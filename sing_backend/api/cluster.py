@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Body, Depends, Response
 
@@ -34,7 +35,7 @@ async def get_state(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
         out["zookeeperConnected"] = rt.election.connected
         # Writes made on standbys that no leader has applied yet.
         out["queuedWrites"] = rt.queued_writes
-    out["hostStates"][0]["hostname"] = rt.advertise_url
+    out["hostStates"][0].update(_host(rt.advertise_url))
     out["hostStates"][0]["master"] = rt.leading
     if rt.election is not None:
         # Every backend in the election, as Singularity lists every scheduler host. A standby drives
@@ -44,11 +45,17 @@ async def get_state(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
             if url == rt.advertise_url:
                 continue
             if url == leader:
-                out["hostStates"].append({"hostname": url, "master": True})
+                out["hostStates"].append({**_host(url), "master": True})
             else:
-                out["hostStates"].append({"hostname": url, "master": False, "driverStatus": "DRIVER_NOT_STARTED",
+                out["hostStates"].append({**_host(url), "master": False, "driverStatus": "DRIVER_NOT_STARTED",
                                           "mesosConnected": False})
     return json_response(out)
+
+
+def _host(url: str) -> dict[str, str]:
+    """A backend's hostname, as Singularity's SingularityHostState has it, and (Sing) the URL it serves the
+    API on: backends on one machine differ by port only."""
+    return {"hostname": urlsplit(url).hostname or url, "url": url}
 
 
 @router.get("/agents", summary="Agents (optionally by state)")

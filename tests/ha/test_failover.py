@@ -78,8 +78,9 @@ def test_one_leader_standbys_forward_and_failover_keeps_tasks(ha: dict):
     assert r.headers["x-sing-leader"] == leader.url and r.json() == leader.get("/api/requests/request/svc")
     assert len(r.headers.get_list("date")) == 1 and len(r.headers.get_list("server")) == 1
     # Every backend is listed, as Singularity lists every scheduler host; only the leader drives Mesos.
-    hosts = {h["hostname"]: (h["master"], h["mesosConnected"]) for h in standby.get("/api/state")["hostStates"]}
-    assert hosts == {leader.url: (True, True), standby.url: (False, False)}
+    hosts = {h["url"]: (h["hostname"], h["master"], h["mesosConnected"])
+             for h in standby.get("/api/state")["hostStates"]}
+    assert hosts == {leader.url: ("127.0.0.1", True, True), standby.url: ("127.0.0.1", False, False)}
 
     started = time.monotonic()
     leader.stop(signal.SIGKILL)

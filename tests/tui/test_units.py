@@ -211,3 +211,7 @@ def test_leader_line_names_zookeeper_and_another_leader() -> None:
                         "zookeeperConnected": True, "leader": "http://a:7099"}, 0)
     assert line == ("http://a:7099 (leader, DRIVER_RUNNING, mesos connected, ZooKeeper connected, up 1m); "
                     "http://b:7099 (standby)")
+    # Backends now give their hostname as a host name, and their URL beside it.
+    current = [{**leading, "hostname": "a", "url": "http://a:7099"}, {"hostname": "b", "url": "http://b:7099",
+                                                                      "master": False}]
+    assert leader_line({"hostStates": current, "zookeeperConnected": True, "leader": "http://a:7099"}, 0) == line
