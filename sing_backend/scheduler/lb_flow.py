@@ -181,4 +181,7 @@ class LoadBalancerFlow(_Base):
             self.note_deploy_task_failure(entry, task, "LOAD_BALANCER_UPDATE_FAILED", reason)
             self._cleanup_task(task, TaskCleanupType.DEPLOY_FAILED, message=reason)
         else:
+            # A replacement the load balancer will not take is replaced again: counted as a crash, so that
+            # a refusal that repeats puts the request in cool-down instead of a launch-and-kill loop.
             self._cleanup_task(task, TaskCleanupType.UNHEALTHY_NEW_TASK, message=reason)
+            self._record_failure(entry)

@@ -91,3 +91,27 @@ def test_a_load_balancer_that_starts_empty_gets_the_running_tasks_back(tmp_path:
     leader.run_round()
     assert [(op.kind, op.task_ids) for op in lb.submitted] == [("ADD", [task_id])]
     assert leader.tasks[task_id].lb_state == "ADDING"
+
+
+def test_replacements_the_load_balancer_refuses_put_the_request_in_cooldown(tmp_path: Path) -> None:
+    """Each refused replacement is killed and replaced: counted as a crash, a refusal that repeats ends in
+    cool-down (replacements then wait), not in a launch-and-kill loop."""
+    from sing_backend.models.common import RequestState
+    from sing_backend.scheduler.lb_driver import LbOperation
+
+    store = SqliteStateStore(tmp_path / "state.db")
+    running_service(store, "web", {**CHECKED, "serviceBasePath": "/web"}, load_balanced=True)
+    now = [NOW]
+    sched = new_scheduler(store, now)
+    sched.lb = RecordingLoadBalancer()  # type: ignore[assignment]
+    sched.load()
+    threshold = Settings().cooldown_failure_threshold
+    for n in range(threshold):
+        tid = TaskId("web", "v1", NOW + n, 2 + n, "127.0.0.1", "127_0_0_1", "rack", "rack")
+        sched.tasks[tid.id] = TaskEntry(tid, {"taskId": tid.wire()}, "agent-1", state="TASK_RUNNING",
+                                        lb_state="ADDING")
+        assert sched.requests["web"].state == RequestState.ACTIVE
+        sched.on_lb_result(LbOperation("ADD", "web", "web", {}, [tid.id]), "FAILED", "invalid port in upstream")
+        assert sched.tasks[tid.id].cleanup["cleanupType"] == "UNHEALTHY_NEW_TASK"
+        now[0] += 1000
+    assert sched.requests["web"].state == RequestState.SYSTEM_COOLDOWN
