@@ -38,10 +38,16 @@ def agent_address(url: dict[str, Any]) -> str:
     return f"{url.get('scheme', 'http')}://{addr.get('ip') or addr.get('hostname')}:{addr.get('port')}"
 
 
+def offered_url(task: dict[str, Any]) -> dict[str, Any] | None:
+    """The `url` of the offer a task was launched on (a SingularityTask's `offers`): its agent's address,
+    for a backend that has had no offer from that agent yet."""
+    url: dict[str, Any] | None = (task.get("offers") or [{}])[0].get("url")
+    return url
+
+
 def offered_agent_address(task: dict[str, Any]) -> str | None:
-    """The address of a task's agent as the offer it was launched on gave it (a SingularityTask's
-    `offers`), for a backend that has had no offer from that agent yet."""
-    url = (task.get("offers") or [{}])[0].get("url")
+    """The base address of a task's agent as the offer it was launched on gave it."""
+    url = offered_url(task)
     return agent_address(url) if url else None
 
 

@@ -14,7 +14,7 @@ import httpx
 import uvicorn
 from sqlalchemy.exc import DBAPIError
 
-from .agent_sandbox import agent_sandboxes, inside
+from .agent_sandbox import agent_address, agent_sandboxes, inside
 from .api.queued_writes import QueuedWriteApplier
 from .cluster import EmbeddedCluster, default_agents
 from .errors import ApiError
@@ -579,7 +579,8 @@ class Runtime:
                 return self.cluster.agent_url(agent_id)
             except KeyError:
                 return None
-        return self.scheduler.agent_urls.get(agent_id)
+        url = self.scheduler.agent_urls.get(agent_id)
+        return agent_address(url) if url is not None else None
 
     async def history_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Read from the history store, every write handed to it so far included (503 while it is down)."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from ..agent_sandbox import agent_address, offered_agent_address
+from ..agent_sandbox import offered_url
 from ..errors import bad_request, not_found
 from ..executor.payload import attach_payload, default_executor_command, task_payload
 from ..ids import PendingTaskId, TaskId, sanitize
@@ -99,8 +99,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         self.machine_states: dict[str, dict[str, Any]] = {}
         self.machine_expiring: dict[str, dict[str, Any]] = {}  # timed changes, by the same keys
         self.machine_updates: dict[str, list[dict[str, Any]]] = {}  # state history, by the same keys
-        self.agent_urls: dict[str, str] = {}
-        self.agent_offer_urls: dict[str, dict[str, Any]] = {}  # the `url` of each agent's offers, as sent
+        self.agent_urls: dict[str, dict[str, Any]] = {}  # the `url` (a Mesos URL) of each agent's offers
         self.framework_id: str | None = None
         self.connected = False
         # Called when a task starts being health-checked (wakes the checker).
@@ -154,7 +153,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             self.tasks[t.id] = t
             self.tasks_by_request[t.tid.requestId].add(t.id)
             # Until the agent makes this backend an offer, its address is known from the task's own.
-            if t.agent_id not in self.agent_urls and (url := offered_agent_address(t.task)) is not None:
+            if t.agent_id not in self.agent_urls and (url := offered_url(t.task)) is not None:
                 self.agent_urls[t.agent_id] = url
         self.request_cleanups = self.store.load("requestCleanups")
         self._load_machines()
@@ -583,7 +582,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
         """The offer a task was launched on, as Singularity keeps it; its `url` (the agent's address) lets a
         later leader reach the task's sandbox before that agent has made it an offer."""
         offer: dict[str, Any] = {"id": {"value": offer_id}, "agentId": {"value": agent_id}, "hostname": host}
-        if (url := self.agent_offer_urls.get(agent_id)) is not None:
+        if (url := self.agent_urls.get(agent_id)) is not None:
             offer["url"] = url
         return offer
 
@@ -771,8 +770,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             "firstSeenAt": now,
         }
         if raw.get("url"):
-            self.agent_offer_urls[view.agent_id] = raw["url"]
-            self.agent_urls[view.agent_id] = agent_address(raw["url"])
+            self.agent_urls[view.agent_id] = raw["url"]
         self.version += 1
 
     def on_agent_lost(self, agent_id: str) -> None:

@@ -262,8 +262,10 @@ class Machines(_Base):
 
     def _progress_machines(self) -> None:
         """Decommission: replacements first (graceful cleanups), then DECOMMISSIONED once empty."""
-        with self.store.batch():
-            self._progress_agents_and_racks()
+        # Called every tick: a transaction is opened only when some machine is being decommissioned.
+        if any(s["state"] in ("STARTING_DECOMMISSION", "DECOMMISSIONING") for s in self.machine_states.values()):
+            with self.store.batch():
+                self._progress_agents_and_racks()
 
     def _progress_agents_and_racks(self) -> None:
         for key, state in list(self.machine_states.items()):
