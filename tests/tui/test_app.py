@@ -342,7 +342,8 @@ async def test_every_screen_says_when_the_backend_has_lost_zookeeper() -> None:
         away["on"] = True
         await until(pilot, lambda: "ZOOKEEPER DOWN" in top_right(app) and "NO LEADER" in top_right(app),
                     what="the badges on the requests screen")
-        assert "this backend cannot reach ZooKeeper" in screen_text(pilot)  # what it means, in the banner
+        # What it means, in the banner (drawn in a frame after the top bar's badges).
+        await until(pilot, lambda: "this backend cannot reach ZooKeeper" in screen_text(pilot), what="the banner")
         await pilot.press("1")
         await until(pilot, lambda: "ZOOKEEPER DISCONNECTED" in screen_text(pilot), what="the dashboard's line")
         assert "ZOOKEEPER DOWN" in top_right(app)
@@ -355,7 +356,7 @@ async def test_every_screen_says_when_the_backend_has_lost_zookeeper() -> None:
         away["on"] = False
         await until(pilot, lambda: top_right(app).endswith("● live") and "DOWN" not in top_right(app)
                     and "NO LEADER" not in top_right(app), what="the badges gone, the backend live")
-        assert "cannot reach ZooKeeper" not in screen_text(pilot)
+        await until(pilot, lambda: "cannot reach ZooKeeper" not in screen_text(pilot), what="the banner gone")
 
 
 async def test_a_write_queued_by_a_standby_closes_the_form_saying_so() -> None:
