@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -164,6 +163,10 @@ class QueryProcesses:
             sys.executable, "-c", "from sing_backend.history.readers import main; main()",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "SING_LOG_LEVEL": logging.getLevelName(log.getEffectiveLevel()).lower()},
+            # A group of its own: Ctrl-C in a terminal reaches the backend's whole process group, and this
+            # process, interrupted (even while still importing), would die with a traceback (the writer with
+            # the writes it holds). The backend ends it by closing its input, once it has what it needs.
+            process_group=0,
         )
         assert process.stdin is not None
         process.stdin.write(frame(self._config))
@@ -239,10 +242,6 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    # Ctrl-C in a terminal reaches the backend's whole process group. The backend ends this process by
-    # closing its input, once it has what it needs of it; interrupted here, it would die with a traceback
-    # (and the writer with the writes it holds).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=os.environ.get("SING_LOG_LEVEL", "warning").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(os.fdopen(0, "rb"), answers)

@@ -790,6 +790,10 @@ async def _start_writer(url: str, writer_id: str) -> asyncio.subprocess.Process:
         sys.executable, "-c", "from sing_backend.history.writer import main; main()",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "SING_LOG_LEVEL": logging.getLevelName(log.getEffectiveLevel()).lower()},
+        # A group of its own: Ctrl-C in a terminal reaches the backend's whole process group, and this
+        # process, interrupted (even while still importing), would die with a traceback (the writer with
+        # the writes it holds). The backend ends it by closing its input, once it has what it needs.
+        process_group=0,
     )
     assert process.stdin is not None
     process.stdin.write(frame({

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from collections import deque
@@ -521,10 +520,6 @@ def main() -> None:
     answers_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    # Ctrl-C in a terminal reaches the backend's whole process group. The backend ends this process by
-    # closing its input, once it has what it needs of it; interrupted here, it would die with a traceback
-    # (and the writer with the writes it holds).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Background work: when the cores are busy, the backend's API and scheduler go first. And one core
     # at most (the last): the writer cannot use more, and moving between cores it competed for every
     # one of them with the backend's threads (a history query during a burst waited 10x longer).
