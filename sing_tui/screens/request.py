@@ -4,7 +4,7 @@ history, deploy history and request history; every request action."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -150,7 +150,7 @@ class RequestScreen(RequestActions):
 
     def show(self, data: RequestData) -> None:
         self.data = data
-        self._label_pause(data.parent.get("state") == "PAUSED")
+        self.label_pause()
         now = now_ms(self.sing.clock)
         self.query_one("#summary", Static).update(self._summary(data, now))
         rows: dict[str, tuple[str, ...]] = {}
@@ -180,19 +180,6 @@ class RequestScreen(RequestActions):
             f"{e.get('createdAt', 0)}-{i}": (fmt_age(e.get("createdAt"), now), e.get("eventType", "?"),
                                              e.get("user", "") or "", e.get("message", "") or "")
             for i, e in enumerate(data.events)})
-
-    def _label_pause(self, paused: bool) -> None:
-        """The footer names what `z` does to this request now: Unpause on a paused one."""
-        label = "Unpause" if paused else "Pause"
-        # This screen's own map of its bindings (a keymap is laid over it when the keys are looked up, so a
-        # rebound key keeps the label) gets new lists: the ones in it are shared with the class.
-        keys = self._bindings.key_to_bindings
-        stale = [key for key, group in keys.items()
-                 if any(b.id == "request.pause" and b.description != label for b in group)]
-        for key in stale:
-            keys[key] = [replace(b, description=label) if b.id == "request.pause" else b for b in keys[key]]
-        if stale:
-            self.refresh_bindings()
 
     def _summary(self, data: RequestData, now: int) -> Text:
         parent = data.parent

@@ -4,6 +4,7 @@ request screen: scale, pause/unpause, bounce, run now, exit cool-down, delete, n
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -69,6 +70,24 @@ class RequestActions(SingScreen):
     def request_json(self, request_id: str) -> Json | None:
         return None
 
+    def _all_paused(self, targets: list[str]) -> bool:
+        """What `z` does to the targets: unpause when every one is paused, else pause."""
+        states = [(self.request_json(t) or {}).get("state") for t in targets]
+        return bool(states) and all(s == "PAUSED" for s in states)
+
+    def label_pause(self) -> None:
+        """The footer names what `z` does to the targets now: Unpause when every one is paused."""
+        label = "Unpause" if self._all_paused(self.request_targets()) else "Pause"
+        # This screen's own map of its bindings (a keymap is laid over it when the keys are looked up, so a
+        # rebound key keeps the label) gets new lists: the ones in it are shared with the class.
+        keys = self._bindings.key_to_bindings
+        stale = [key for key, group in keys.items()
+                 if any(b.id == "request.pause" and b.description != label for b in group)]
+        for key in stale:
+            keys[key] = [replace(b, description=label) if b.id == "request.pause" else b for b in keys[key]]
+        if stale:
+            self.refresh_bindings()
+
     def _targets_or_warn(self) -> list[str]:
         targets = self.request_targets()
         if not targets:
@@ -101,8 +120,7 @@ class RequestActions(SingScreen):
         targets = self._targets_or_warn()
         if not targets:
             return
-        states = [(self.request_json(t) or {}).get("state") for t in targets]
-        if states and all(s == "PAUSED" for s in states):
+        if self._all_paused(targets):
             async def unpause(values: dict[str, Any]) -> str:
                 return await for_each(targets, "Unpaused",
                                       lambda rid: self.client.unpause(rid, values["message"] or None))

@@ -155,8 +155,13 @@ class RequestsScreen(RequestActions):
         elif self.table.marks:
             self.table.action_clear_marks()
 
+    @on(ResourceTable.Highlighted, "#requests")
+    def _highlighted(self) -> None:
+        self.label_pause()
+
     @on(ResourceTable.Changed)
     def _update_status(self) -> None:
+        self.label_pause()  # the rows, their states or the marks changed
         table = self.table
         text = Text()
         text.append(f"{table.total_count:,} requests", style="bold")

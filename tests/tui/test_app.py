@@ -607,6 +607,26 @@ async def test_a_paused_requests_footer_offers_unpause() -> None:
         assert "z Pause" in screen_text(pilot).splitlines()[-1]
 
 
+async def test_the_requests_lists_footer_follows_the_paused_state_of_its_targets() -> None:
+    fake = FakeSingApi()
+    [paused] = [p for p in fake.routes["/api/requests"] if p["request"]["id"] == "demo-worker"]
+    paused["state"] = "PAUSED"
+    app = SingApp(TuiConfig(url=FAKE_URL), client=fake.client(), start_view="requests", clock=fake.clock)
+    async with app.run_test(size=(100, 24)) as pilot:
+        table = app.screen.query_one("#requests", ResourceTable)
+        await until(pilot, lambda: table.row_count == ALL, what="the requests")
+        footer = lambda: screen_text(pilot).splitlines()[-1]  # noqa: E731
+        assert table.cursor_key != "demo-worker" and "z Pause" in footer()
+        table.move_to("demo-worker")
+        await until(pilot, lambda: "z Unpause" in footer(), what="Unpause on the paused row")
+        await pilot.press("space")  # marked: the marks are the targets now
+        table.move_to("demo-web")
+        await pilot.pause()
+        assert "z Unpause" in footer()
+        await pilot.press("space")  # a paused and an active one marked: z pauses
+        await until(pilot, lambda: "z Pause" in footer(), what="Pause once an active request is marked too")
+
+
 async def test_all_logs_of_a_request_with_one_instance_says_one_instance() -> None:
     from sing_tui.screens.logs import LogScreen
     from sing_tui.screens.request import RequestScreen
