@@ -164,18 +164,22 @@ def state(s: Scheduler) -> dict[str, Any]:
 
 
 def _racks(s: Scheduler) -> list[dict[str, Any]]:
-    racks: dict[str, dict[str, Any]] = {}
+    """A rack is ACTIVE while any agent of it is alive, whatever that agent's own state (frozen or
+    decommissioned agents still stand in it), and DEAD once every one is dead. A state set on the rack
+    itself (freeze, decommission) overrides both."""
+    members: dict[str, list[dict[str, Any]]] = {}
     for agent in s.agents.values():
-        rack = racks.setdefault(agent["rackId"], {"id": agent["rackId"], "currentState": {
-            "state": "DEAD", "timestamp": agent["firstSeenAt"]}, "firstSeenAt": agent["firstSeenAt"]})
-        rack["firstSeenAt"] = min(rack["firstSeenAt"], agent["firstSeenAt"])
-        if agent["currentState"]["state"] == "ACTIVE":
-            rack["currentState"] = {"state": "ACTIVE", "timestamp": agent["firstSeenAt"]}
-    for rack in racks.values():
-        override = s.machine_states.get(f"rack/{rack['id']}")
-        if override:
-            rack["currentState"] = override
-    return sorted(racks.values(), key=lambda r: r["id"])
+        members.setdefault(agent["rackId"], []).append(agent)
+    racks = []
+    for rack_id, agents in members.items():
+        first_seen = min(a["firstSeenAt"] for a in agents)
+        if all(a["currentState"]["state"] == "DEAD" for a in agents):
+            current = {"state": "DEAD", "timestamp": max(a["currentState"]["timestamp"] for a in agents)}
+        else:
+            current = {"state": "ACTIVE", "timestamp": first_seen}
+        racks.append({"id": rack_id, "currentState": s.machine_states.get(f"rack/{rack_id}") or current,
+                      "firstSeenAt": first_seen})
+    return sorted(racks, key=lambda r: r["id"])
 
 
 racks = _racks

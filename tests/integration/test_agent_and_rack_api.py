@@ -215,3 +215,26 @@ def test_timed_change_survives_a_crash_and_dead_agents_can_be_cleared(tmp_path: 
         assert victim not in _agent_ids(backend)
     finally:
         backend.close()
+
+
+def test_a_rack_is_dead_only_once_every_agent_of_it_is_dead(tmp_path: Path):
+    backend = Backend(tmp_path / "data").start()
+    try:
+        rack = "rack-1"
+        agents = _agent_ids(backend, rack)
+        assert len(agents) >= 2
+        for agent in agents[:-1]:
+            backend.post(f"/api/agents/agent/{agent}/freeze", {})
+        backend.post(f"/api/agents/agent/{agents[-1]}/decommission", {})
+        wait_for(lambda: _state(backend, agents[-1]) == "DECOMMISSIONED", what="the last agent decommissioned")
+        # No agent of it is ACTIVE, but they are all there: the rack is not dead.
+        assert backend.get(f"/api/racks/rack/{rack}/details")["currentState"]["state"] == "ACTIVE"
+        assert backend.get("/api/state")["deadRacks"] == 0
+
+        for agent in agents:
+            backend.post(f"/api/local/agents/{agent}/lose")
+        wait_for(lambda: all(_state(backend, a) == "DEAD" for a in agents), what="every agent of the rack dead")
+        assert backend.get(f"/api/racks/rack/{rack}/details")["currentState"]["state"] == "DEAD"
+        assert backend.get("/api/state")["deadRacks"] == 1
+    finally:
+        backend.close()
