@@ -45,6 +45,8 @@ class LimitSettings(BaseModel):
     max_memory_mb_per_task: float = Field(24 * 1024.0, gt=0)
     max_disk_mb_per_task: float = Field(1024 * 1024.0, gt=0)
     max_ports_per_task: int = Field(10, ge=0)
+    # Agents being decommissioned at once (their tasks move elsewhere first); one more is refused.
+    max_decommissioning_agents: int = Field(2, ge=1)
 
 
 class Settings(BaseModel):

@@ -120,6 +120,16 @@ class Machines(_Base):
 
     # ------------------------------------------------------------------ changes asked for through the API
 
+    def _check_decommissioning_count(self) -> None:
+        """As Singularity: a few agents at a time move their tasks away (a rack's decommission is not
+        counted, as there)."""
+        limit = self.settings.limits.max_decommissioning_agents
+        busy = sum(1 for a in self.agents.values()
+                   if a["currentState"]["state"] in ("STARTING_DECOMMISSION", "DECOMMISSIONING"))
+        if busy >= limit:
+            raise bad_request(f"{busy} agents are already decommissioning ({limit} allowed at once, "
+                              "limits.max_decommissioning_agents); let them finish before decommissioning another")
+
     def change_machine(self, kind: str, machine_id: str, action: str,
                        change: MachineChangeRequest | None = None) -> None:
         """Freeze, activate or decommission an agent ("agent") or every agent of a rack ("rack"); with
@@ -147,6 +157,8 @@ class Machines(_Base):
             raise conflict(f"{kind} {machine_id} is already {current}")
         if action == "activate" and current == "ACTIVE":
             raise conflict(f"{kind} {machine_id} is already ACTIVE")
+        if action == "decommission" and kind == "agent":
+            self._check_decommissioning_count()
         state: dict[str, Any] = {"state": new_state, "timestamp": self.clock()}
         if change.user:
             state["user"] = change.user

@@ -238,3 +238,31 @@ def test_a_rack_is_dead_only_once_every_agent_of_it_is_dead(tmp_path: Path):
         assert backend.get("/api/state")["deadRacks"] == 1
     finally:
         backend.close()
+
+
+def test_no_more_than_two_agents_decommission_at_once(tmp_path: Path):
+    """Each agent's task has nowhere else to go (one per agent), so a decommission stays DECOMMISSIONING."""
+    backend = Backend(tmp_path / "data").start()
+    try:
+        agents = _agent_ids(backend)
+        assert len(agents) == 3
+        backend.post("/api/requests", {"id": "spread", "requestType": "WORKER", "instances": 3,
+                                       "agentPlacement": "SEPARATE_BY_REQUEST"})
+        backend.post("/api/deploys", {"deploy": {"requestId": "spread", "id": "v1", "command": "sleep 1000",
+                                                 "resources": {"cpus": 0.1, "memoryMb": 16}}})
+        wait_for(lambda: len(backend.get("/api/tasks/active")) == 3, what="a task on every agent")
+        for agent in agents[:2]:
+            backend.post(f"/api/agents/agent/{agent}/decommission", {})
+        assert [_state(backend, a) for a in agents[:2]] == ["DECOMMISSIONING", "DECOMMISSIONING"]
+
+        r = backend.client.post(f"/api/agents/agent/{agents[2]}/decommission", json={})
+        assert r.status_code == 400
+        assert "2 agents are already decommissioning (2 allowed at once" in r.json()["message"]
+        assert _state(backend, agents[2]) == "ACTIVE"
+        assert backend.get(f"/api/agents/agent/{agents[2]}")[-1]["state"] == "ACTIVE"  # no history written
+
+        backend.post(f"/api/agents/agent/{agents[0]}/activate", {})  # one fewer: the third may go now
+        backend.post(f"/api/agents/agent/{agents[2]}/decommission", {})
+        assert _state(backend, agents[2]) == "DECOMMISSIONING"
+    finally:
+        backend.close()
