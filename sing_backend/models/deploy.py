@@ -92,6 +92,21 @@ def checked_env(env: dict[str, str] | None) -> dict[str, str] | None:
     return env
 
 
+def launch_problem(deploy: SingularityDeploy) -> str | None:
+    """Why no task of a deploy loaded from the state store can be built, naming the field: a check made
+    when a deploy is created now (skipped for STORED) that this one, saved before it, fails. Or None."""
+    try:
+        check_deploy(deploy.wire())
+    except PayloadError as exc:
+        return str(exc)
+    if deploy.env is not None and (problem := env_problem(deploy.env)) is not None:
+        return f"env: {problem}"
+    for instance, env in (deploy.taskEnv or {}).items():
+        if (problem := env_problem(env)) is not None:
+            return f"taskEnv: instance {instance}: {problem}"
+    return None
+
+
 class SingularityDeploy(WireModel):
     requestId: str = Field(min_length=1, max_length=100, pattern=REQUEST_ID_PATTERN)
     id: str = Field(min_length=1, max_length=50, pattern=DEPLOY_ID_PATTERN)

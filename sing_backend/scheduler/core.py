@@ -533,6 +533,10 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             if need is None:
                 self._remove_pending(p.id)
                 continue
+            if (problem := self.deploys[(p.pid.requestId, p.pid.deployId)].launch_problem) is not None:
+                # Not placed at all: it would hold resources other tasks could use, round after round.
+                p.reason = f"cannot be launched: {problem}"
+                continue
             needs.append(need)
             by_key[p.id] = p
         if not needs:
@@ -564,9 +568,9 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
                     try:
                         info = self._start_task(p, a.agent_id, a.host, a.rack_id, list(a.ports), a.offer_id)
                     except Exception as exc:
-                        # A deploy saved before its artifacts were checked (PayloadError), or anything else
-                        # this one task cannot be built with: it stays pending, saying why, and the others
-                        # of the round go out. Nothing of it was changed yet (_start_task changes last).
+                        # Anything this one task cannot be built with (its deploy's own problems are found
+                        # before placement): it stays pending, saying why, and the others of the round go
+                        # out. Nothing of it was changed yet (_start_task changes last).
                         p.reason = f"cannot be launched: {exc}"
                         log.exception("pending task %s cannot be launched", p.id)
                         continue

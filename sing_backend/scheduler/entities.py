@@ -7,7 +7,7 @@ from typing import Any
 
 from ..ids import PendingTaskId, TaskId
 from ..models.common import RequestState
-from ..models.deploy import STORED, SingularityDeploy
+from ..models.deploy import STORED, SingularityDeploy, launch_problem
 from ..models.request import SingularityRequest
 from .health import HealthState
 
@@ -80,6 +80,8 @@ class DeployEntry:
     deploy: SingularityDeploy
     marker: dict[str, Any]
     result: dict[str, Any] | None = None  # DeployResult once it has one
+    # Why its tasks cannot be built (a deploy saved before a check it fails): they are not even placed.
+    launch_problem: str | None = None
 
     def doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"deploy": self.deploy.wire(), "deployMarker": self.marker}
@@ -90,7 +92,7 @@ class DeployEntry:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> DeployEntry:
         deploy = SingularityDeploy.model_validate(doc["deploy"], context=STORED)
-        return cls(deploy, doc["deployMarker"], doc.get("deployResult"))
+        return cls(deploy, doc["deployMarker"], doc.get("deployResult"), launch_problem(deploy))
 
 
 @dataclass(slots=True)

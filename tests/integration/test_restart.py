@@ -70,12 +70,14 @@ async def test_a_task_left_unended_in_history_is_completed_after_a_restart(tmp_p
 def test_a_deploy_saved_before_its_artifacts_were_checked_stops_only_its_own_tasks(tmp_path: Path):
     """Deploys are checked when they are made; one saved before (by an older version) with an artifact
     the executor cannot fetch must not stop the scheduling rounds: its task stays pending, saying why,
-    and every other task is launched."""
+    and every other task is launched. On a full cluster too: the task that cannot be built is not
+    placed, so it holds no room (one agent with room for one task here, and it asks first)."""
     from sing_backend.state.sqlite import SqliteStateStore
 
-    backend = Backend(tmp_path / "data").start()
+    env = {"SING_AGENTS__COUNT": "1", "SING_AGENTS__CPUS": "1"}
+    backend = Backend(tmp_path / "data", env=env).start()
     try:
-        res = {"cpus": 0.05, "memoryMb": 16}
+        res = {"cpus": 1, "memoryMb": 16}
         backend.create({"id": "old", "requestType": "ON_DEMAND"}, {"id": "v1", "command": "true", "resources": res})
         backend.create({"id": "good", "requestType": "ON_DEMAND"}, {"id": "v1", "command": "true", "resources": res})
         for rid in ("old", "good"):
@@ -91,7 +93,7 @@ def test_a_deploy_saved_before_its_artifacts_were_checked_stops_only_its_own_tas
         store.put("deploys", "old/v1", doc)
         store.close()
 
-        backend = Backend(tmp_path / "data", port=backend.port).start()
+        backend = Backend(tmp_path / "data", port=backend.port, env=env).start()
         backend.post("/api/requests/request/old/run", {})
         backend.post("/api/requests/request/good/run", {})
         wait_for(lambda: backend.get("/api/history/request/good/tasks"), what="good's run launched")
@@ -99,8 +101,8 @@ def test_a_deploy_saved_before_its_artifacts_were_checked_stops_only_its_own_tas
                                        if p["pendingTask"]["pendingTaskId"]["requestId"] == "old"
                                        and "cannot be launched" in (p.get("notPlacedReason") or "")],
                               what="old's run saying why it waits")
-        assert pending["notPlacedReason"] == ("cannot be launched: artifact 'x.tar': unsupported URL scheme 'ftp' "
-                                              "(http, https, file or s3)")
+        assert pending["notPlacedReason"] == ("cannot be launched: uris: artifact 'x.tar': unsupported URL scheme "
+                                              "'ftp' (http, https, file or s3)")
         # And the rounds go on: a second run of the good request launches too.
         backend.post("/api/requests/request/good/run", {})
         wait_for(lambda: len(backend.get("/api/history/request/good/tasks")) == 2, what="good's second run")
