@@ -30,8 +30,10 @@ async def active_ids(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
 
 
 @router.get("/tasks/active/states", summary="Last state of every active task")
-async def active_states(rt: Annotated[Runtime, Depends(runtime)]) -> Response:
-    return json_response([{"taskId": t.tid.wire(), "taskState": t.state} for t in rt.scheduler.tasks.values()])
+async def active_states(http: Request) -> Response:
+    tasks = runtime(http).scheduler.tasks
+    return await cached_list(http, "tasks/active/states",
+                             lambda: [{"taskId": t.tid.wire(), "taskState": t.state} for t in tasks.values()])
 
 
 @router.get("/tasks/active/agent/{agentId}", summary="Active tasks on one agent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,6 +18,7 @@ class Versioned(Protocol):
 class CachedBody:
     raw: bytes
     gzipped: bytes | None = None
+    etag: str | None = None
 
 
 class ListCache:
@@ -37,5 +39,14 @@ class ListCache:
     async def gzipped(self, body: CachedBody) -> bytes:
         """Compressed once per state version; zlib releases the GIL, so the event loop keeps going."""
         if body.gzipped is None:
-            body.gzipped = await asyncio.to_thread(gzip.compress, body.raw, 1)
+            # mtime=0: the same list gives the same bytes after a rebuild, so a client can tell that
+            # nothing changed without parsing it (the state version moves far more often than a list).
+            body.gzipped = await asyncio.to_thread(gzip.compress, body.raw, 1, mtime=0)
         return body.gzipped
+
+    async def etag(self, body: CachedBody) -> str:
+        """A weak ETag of the body's content (the same for both encodings), hashed once per state version."""
+        if body.etag is None:
+            digest = await asyncio.to_thread(lambda: hashlib.blake2b(body.raw, digest_size=16).hexdigest())
+            body.etag = f'W/"{digest}"'
+        return body.etag
