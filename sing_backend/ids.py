@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,3 +67,12 @@ class PendingTaskId:
             "id": self.id, "requestId": self.requestId, "deployId": self.deployId, "nextRunAt": self.nextRunAt,
             "instanceNo": self.instanceNo, "pendingType": self.pendingType, "createdAt": self.createdAt,
         }
+
+
+_ACTION_NAMESPACE = uuid.UUID("5a1e7c2e-9d2b-4f0e-8c55-3b1f0f6c2a41")
+
+
+def derived_action_id(*parts: object) -> str:
+    """The actionId of a timed action saved before actions had one, derived from what identifies it, so
+    every read, on every backend, gives the same id."""
+    return uuid.uuid5(_ACTION_NAMESPACE, "/".join(map(str, parts))).hex

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ids import derived_action_id
 from ..models.common import RequestState
 from ..scheduler.core import Scheduler
 from ..scheduler.entities import RequestEntry, TaskEntry
@@ -46,7 +47,7 @@ def request_parent(s: Scheduler, entry: RequestEntry, *, full: bool = True) -> d
         if next_run is not None:
             out["nextRunAt"] = next_run  # Sing: when the next scheduled run is due (epoch ms)
     for kind, record in entry.expiring.items():
-        out[f"expiring{kind[0].upper()}{kind[1:]}"] = _expiring_wire(kind, record)
+        out[f"expiring{kind[0].upper()}{kind[1:]}"] = _expiring_wire(entry.id, kind, record)
     if not full:
         return out
     active = s.active_deploy(entry)
@@ -189,8 +190,10 @@ racks = _racks
 _REVERT_FIELDS = {"scale": "revertToInstances", "skipHealthchecks": "revertToSkipHealthchecks"}
 
 
-def _expiring_wire(kind: str, record: dict[str, Any]) -> dict[str, Any]:
+def _expiring_wire(request_id: str, kind: str, record: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in record.items() if k != "revertTo"}
+    if not out.get("actionId"):  # saved before actions had one
+        out["actionId"] = derived_action_id(request_id, kind, record.get("startMillis"))
     if kind in _REVERT_FIELDS and "revertTo" in record:
         out[_REVERT_FIELDS[kind]] = bool(record["revertTo"]) if kind == "skipHealthchecks" else record["revertTo"]
     return out

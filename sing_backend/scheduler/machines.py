@@ -11,6 +11,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ..errors import bad_request, conflict, not_found
+from ..ids import derived_action_id
 from ..models.actions import MachineChangeRequest
 from ..models.common import TaskCleanupType
 from ..state.store import StateUnavailable
@@ -382,4 +383,7 @@ def _history_update(machine_id: str, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _expiring_wire(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != "agentIds"}
+    out = {k: v for k, v in record.items() if k != "agentIds"}
+    if not out.get("actionId"):  # saved before changes had one
+        out["actionId"] = str(uuid.UUID(derived_action_id(record.get("machineId"), record.get("startMillis"))))
+    return out

@@ -111,6 +111,41 @@ def test_a_deploy_saved_before_its_artifacts_were_checked_stops_only_its_own_tas
         backend.close()
 
 
+def test_timed_actions_saved_without_an_action_id_get_one_that_stays_the_same(tmp_path: Path):
+    """Timed actions and machine changes saved by an older version have no actionId; they are shown with
+    one derived from what they are, the same at every read and after a restart."""
+    from sing_backend.state.sqlite import SqliteStateStore
+
+    backend = Backend(tmp_path / "data").start()
+    try:
+        backend.post("/api/requests", {"id": "old-pause", "requestType": "ON_DEMAND"})
+        backend.post("/api/requests/request/old-pause/pause", {"durationMillis": 3_600_000})
+        agent = backend.get("/api/agents")[0]["id"]
+        backend.post(f"/api/agents/agent/{agent}/freeze", {"durationMillis": 3_600_000, "revertToState": "ACTIVE"})
+        backend.stop()
+        store = SqliteStateStore(tmp_path / "data" / "state.db")
+        request_doc = store.load("requests")["old-pause"]
+        del request_doc["expiring"]["pause"]["actionId"]
+        store.put("requests", "old-pause", request_doc)
+        change = store.load("machineExpiring")[f"agent/{agent}"]
+        del change["actionId"]
+        store.put("machineExpiring", f"agent/{agent}", change)
+        store.close()
+
+        ids = []
+        for _ in range(2):
+            backend = Backend(tmp_path / "data", port=backend.port).start()
+            pause_id = backend.get("/api/requests/request/old-pause")["expiringPause"]["actionId"]
+            [expiring] = backend.get("/api/agents/expiring")
+            assert pause_id and expiring["actionId"]
+            assert backend.get("/api/requests/request/old-pause")["expiringPause"]["actionId"] == pause_id
+            ids.append((pause_id, expiring["actionId"]))
+            backend.stop()
+        assert ids[0] == ids[1]
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize("ignored", [False, True], ids=["foreground", "background-job"])
 def test_ctrl_c_stops_the_backend_cleanly(tmp_path: Path, ignored: bool):
     """Ctrl-C in the terminal reaches the backend's whole process group, its history processes included:
