@@ -56,6 +56,8 @@ ENV_FILE = "deploy.env"
 # pipes, its two log files and the pidfd its exit is watched with.
 FDS_PER_TASK = 5
 _LAUNCH_FAILED = "REASON_COMMAND_EXECUTOR_FAILED"
+# How soon a running pre-kill command notices that a destroy wants the task dead now.
+_BEFORE_KILL_CHECK_SECONDS = 0.1
 
 
 # The soft RLIMIT_NOFILE this process started with, before raise_open_files_limit: tasks get it back
@@ -505,17 +507,35 @@ class TaskRunner:
         return self.host.default_grace
 
     def _run_before_kill(self, command: str) -> None:
-        """Singularity's runShellCommandBeforeKill: in the sandbox, with the task's environment."""
+        """Singularity's runShellCommandBeforeKill: in the sandbox, with the task's environment. A destroy
+        that comes meanwhile cuts it short: it is stopped when the SIGKILL asked for is due."""
         out = self.task_dir / "before_kill.log"
         try:
             with open(out, "ab") as f:
-                subprocess.run(["/bin/sh", "-c", command], cwd=self.task_dir / "app", env=self._env, stdout=f,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                               timeout=self.host.settings.before_kill_timeout_seconds, check=False)
-        except subprocess.TimeoutExpired:
-            log.warning("pre-kill command of %s timed out", self.task_id)
+                proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.task_dir / "app", env=self._env,
+                                        stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
         except OSError as exc:
             log.warning("pre-kill command of %s failed: %s", self.task_id, exc)
+            return
+        deadline = time.monotonic() + self.host.settings.before_kill_timeout_seconds
+        while True:
+            with self._lock:
+                cap = self._sigkill_cap  # set by a destroy (_bring_forward) while this runs
+            until = deadline if cap is None else min(deadline, cap)
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                if until == deadline:
+                    log.warning("pre-kill command of %s timed out", self.task_id)
+                signal_group(proc.pid, signal.SIGKILL)  # its session: whatever it started goes too
+                proc.wait()
+                return
+            try:
+                # In slices: a destroy may bring the cap forward at any moment.
+                proc.wait(timeout=min(remaining, _BEFORE_KILL_CHECK_SECONDS))
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
     def _bring_forward(self, grace: float | None) -> bool:
         """With the lock held: make the SIGKILL of the kill under way come no later than `grace` from now;

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from pathlib import Path
 
-from sing_backend.local_backend import Backend, wait_for
+from sing_backend.local_backend import Backend, pid_alive, wait_for
 
 
 def _deploy(backend: Backend, request_id: str, deploy: dict) -> None:
@@ -84,3 +85,25 @@ def test_shell_command_runs_before_the_kill(backend: Backend):
              what="killed")
     out = backend.get(f"/api/sandbox/{task_id}/read", params={"path": f"{task_id}/app/drained.txt", "offset": 0})
     assert out["data"] == f"drained by {task_id}\n"
+
+
+def test_a_destroy_cuts_a_running_pre_kill_command_short(backend: Backend):
+    _deploy(backend, "slowdrain", {"command": "sleep 60", "resources": {"cpus": 0.01, "memoryMb": 16}})
+    run_id = backend.post("/api/requests/request/slowdrain/run", {})["pendingRequest"]["runId"]
+    task_id = wait_for(lambda: (t := backend.get(f"/api/track/run/slowdrain/{run_id}")).get("currentState")
+                       == "TASK_RUNNING" and t, what="running")["taskId"]["id"]
+    # A drain that would take 25 s (the pre-kill command may run 30 s).
+    backend.delete(f"/api/tasks/task/{task_id}", {"runShellCommandBeforeKill": {
+        "name": "sh", "options": ["-c", "echo $$ > drain.pid; sleep 25; echo drained > drained.txt"]}})
+
+    def read(name: str) -> str | None:
+        r = backend.client.get(f"/api/sandbox/{task_id}/read", params={"path": f"{task_id}/app/{name}", "offset": 0})
+        return r.json()["data"] if r.status_code == 200 and r.json()["data"] else None
+    drain_pid = int(wait_for(lambda: read("drain.pid"), what="the pre-kill command running"))
+    destroyed_at = time.monotonic()
+    backend.delete(f"/api/tasks/task/{task_id}", {"override": True})
+    wait_for(lambda: backend.get(f"/api/history/task/{task_id}")["taskUpdates"][-1]["taskState"] == "TASK_KILLED",
+             what="killed by the destroy")
+    assert time.monotonic() - destroyed_at < 5, "the destroy waited for the pre-kill command"
+    assert not pid_alive(drain_pid)
+    assert read("drained.txt") is None
