@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -27,8 +28,9 @@ TASK_TABLE_COLUMNS = [Column(TASK_COLUMNS[0], max_width=44, grow=True), Column(T
                       Column(TASK_COLUMNS[6], sort_key=age_key)]
 AGE = len(TASK_COLUMNS) - 1  # the AGE cell's index in a row
 
-# What a poll prepares: the task ids by id, the rows, and when each row's AGE cell next changes (ms).
-Prepared = tuple[dict[str, Json], dict[str, tuple[str, ...]], dict[str, int]]
+# What a poll prepares: the task ids by id, the rows, and when each row's AGE cell next changes (ms), a
+# heap of (due, task id).
+Prepared = tuple[dict[str, Json], dict[str, tuple[str, ...]], list[tuple[int, str]]]
 
 
 class TasksScreen(SingScreen):
@@ -47,7 +49,9 @@ class TasksScreen(SingScreen):
         super().__init__()
         self.tasks: dict[str, Json] = {}
         self._last: object = None
-        self._age_due: dict[str, int] = {}  # when each row's AGE cell next reads differently (ms)
+        # When each row's AGE cell next reads differently (ms): a heap, so the 1 s timer looks only at the
+        # cells due, not at every row.
+        self._age_due: list[tuple[int, str]] = []
 
     def crumbs(self) -> list[str]:
         return ["Tasks"]
@@ -84,8 +88,9 @@ class TasksScreen(SingScreen):
 
         def prepare() -> Prepared:
             tasks = {s["taskId"]["id"]: s["taskId"] for s in states}
-            return (tasks, {s["taskId"]["id"]: task_row(s, s.get("taskState", "?"), now) for s in states},
-                    {k: age_changes_at(t.get("startedAt"), now) for k, t in tasks.items()})
+            due = [(age_changes_at(t.get("startedAt"), now), k) for k, t in tasks.items()]
+            heapq.heapify(due)
+            return tasks, {s["taskId"]["id"]: task_row(s, s.get("taskState", "?"), now) for s in states}, due
         return await asyncio.to_thread(prepare)
 
     def show(self, prepared: Prepared | None) -> None:
@@ -99,11 +104,13 @@ class TasksScreen(SingScreen):
         now = now_ms(self.sing.clock)
         table = self.table
         changed: dict[str, tuple[str, ...]] = {}
-        for key, due in self._age_due.items():
-            if due <= now and (row := table.row(key)) is not None:
+        due = self._age_due
+        while due and due[0][0] <= now:
+            _, key = heapq.heappop(due)
+            if (row := table.row(key)) is not None:
                 started = self.tasks[key].get("startedAt")
                 changed[key] = (*row[:AGE], fmt_age(started, now))
-                self._age_due[key] = age_changes_at(started, now)
+                heapq.heappush(due, (age_changes_at(started, now), key))
         if changed:
             table.update_rows(changed)
 
