@@ -1,8 +1,10 @@
 """Load-balanced services through the built-in adapter and a real nginx: traffic is balanced, and a deploy
-(good or failing) switches or keeps traffic without a single failed request."""
+(good or failing) switches or keeps traffic without a single failed request. Each test has a service
+of its own, so any one of them runs alone."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -87,52 +89,66 @@ def _reset(exc: BaseException | None) -> bool:
     return False
 
 
-def _result(backend: Backend, deploy_id: str) -> dict:
-    return wait_for(lambda: (d := backend.get(f"/api/history/request/lbweb/deploy/{deploy_id}")).get("deployResult")
-                    and d["deployResult"], timeout=40, what=f"{deploy_id} result")
+def _result(backend: Backend, request_id: str, deploy_id: str) -> dict:
+    return wait_for(lambda: (d := backend.get(f"/api/history/request/{request_id}/deploy/{deploy_id}")).get(
+        "deployResult") and d["deployResult"], timeout=40, what=f"{deploy_id} result")
 
 
-def test_traffic_is_balanced_across_instances(lb_backend: tuple[Backend, str]):
+_services = itertools.count(1)
+
+
+@pytest.fixture
+def lb_service(lb_backend: tuple[Backend, str]) -> tuple[Backend, str, str]:
+    """A load-balanced service of its own, two instances of v1 serving: (backend, its URL through nginx, id)."""
     backend, nginx = lb_backend
-    backend.create({"id": "lbweb", "requestType": "SERVICE", "instances": 2, "loadBalanced": True},
+    rid = f"lbweb{next(_services)}"
+    backend.create({"id": rid, "requestType": "SERVICE", "instances": 2, "loadBalanced": True},
                    {"id": "v1", "command": f"{APP} ok", "resources": RES, "healthcheck": HC,
-                    "serviceBasePath": "/lbweb"})
-    assert _result(backend, "v1")["deployState"] == "SUCCEEDED"
-    seen = Counter(httpx.get(f"{nginx}/lbweb/", timeout=5).text for _ in range(20))
-    assert set(seen) == {t["taskId"]["id"] for t in backend.active_tasks("lbweb")}
+                    "serviceBasePath": f"/{rid}"})
+    assert _result(backend, rid, "v1")["deployState"] == "SUCCEEDED"
+    return backend, f"{nginx}/{rid}/", rid
 
 
-def test_deploy_switches_traffic_without_a_failed_request(lb_backend: tuple[Backend, str]):
-    backend, nginx = lb_backend
-    with Traffic(f"{nginx}/lbweb/") as traffic:
-        backend.post("/api/deploys", {"deploy": {"requestId": "lbweb", "id": "v2", "command": f"{APP} ok",
-                                                 "resources": RES, "healthcheck": HC, "serviceBasePath": "/lbweb"}})
-        assert _result(backend, "v2")["deployState"] == "SUCCEEDED"
-        wait_for(lambda: {t["taskId"]["deployId"] for t in backend.active_tasks("lbweb", state=None)} == {"v2"},
+def _deploy(backend: Backend, rid: str, deploy_id: str, command: str, **extra: object) -> None:
+    backend.post("/api/deploys", {"deploy": {"requestId": rid, "id": deploy_id, "command": command, "resources": RES,
+                                             "healthcheck": HC, "serviceBasePath": f"/{rid}", **extra}})
+
+
+def test_traffic_is_balanced_across_instances(lb_service: tuple[Backend, str, str]):
+    backend, url, rid = lb_service
+    seen = Counter(httpx.get(url, timeout=5).text for _ in range(20))
+    assert set(seen) == {t["taskId"]["id"] for t in backend.active_tasks(rid)}
+
+
+def test_deploy_switches_traffic_without_a_failed_request(lb_service: tuple[Backend, str, str]):
+    backend, url, rid = lb_service
+    with Traffic(url) as traffic:
+        _deploy(backend, rid, "v2", f"{APP} ok")
+        assert _result(backend, rid, "v2")["deployState"] == "SUCCEEDED"
+        wait_for(lambda: {t["taskId"]["deployId"] for t in backend.active_tasks(rid, state=None)} == {"v2"},
                  what="old tasks gone")
-        time.sleep(0.5)
+        time.sleep(0.5)  # traffic goes on a moment after the switch: no request may fail then either
     assert traffic.failures == []
     assert any("-v1-" in k for k in traffic.seen) and any("-v2-" in k for k in traffic.seen)
 
 
-def test_failing_deploy_keeps_old_tasks_serving(lb_backend: tuple[Backend, str]):
-    backend, nginx = lb_backend
-    serving = {t["taskId"]["id"] for t in backend.active_tasks("lbweb")}
-    with Traffic(f"{nginx}/lbweb/") as traffic:
-        backend.post("/api/deploys", {"deploy": {"requestId": "lbweb", "id": "v3", "command": f"{APP} 500",
-                                                 "resources": RES, "healthcheck": {**HC, "maxRetries": 1},
-                                                 "serviceBasePath": "/lbweb"}})
-        assert _result(backend, "v3")["deployState"] == "FAILED"
+def test_failing_deploy_keeps_old_tasks_serving(lb_service: tuple[Backend, str, str]):
+    backend, url, rid = lb_service
+    serving = {t["taskId"]["id"] for t in backend.active_tasks(rid)}
+    with Traffic(url) as traffic:
+        _deploy(backend, rid, "v3", f"{APP} 500", healthcheck={**HC, "maxRetries": 1})
+        assert _result(backend, rid, "v3")["deployState"] == "FAILED"
     assert traffic.failures == []
     assert set(traffic.seen) == serving
 
 
 def test_load_balanced_needs_a_base_path_and_a_port(lb_backend: tuple[Backend, str]):
     backend, _ = lb_backend
-    r = backend.client.post("/api/deploys", json={"deploy": {"requestId": "lbweb", "id": "v9", "command": "true",
+    backend.post("/api/requests", {"id": "lbcheck", "requestType": "SERVICE", "loadBalanced": True})
+    r = backend.client.post("/api/deploys", json={"deploy": {"requestId": "lbcheck", "id": "v9", "command": "true",
                                                              "resources": RES}})
     assert r.status_code == 400 and "serviceBasePath" in r.json()["message"]
-    r = backend.client.post("/api/deploys", json={"deploy": {"requestId": "lbweb", "id": "v9", "command": "true",
+    r = backend.client.post("/api/deploys", json={"deploy": {"requestId": "lbcheck", "id": "v9", "command": "true",
                                                              "serviceBasePath": "/x", "resources": {"numPorts": 0}}})
     assert r.status_code == 400 and "loadBalancerPortIndex" in r.json()["message"]
 
@@ -142,7 +158,8 @@ def test_a_request_can_not_change_whether_it_is_load_balanced(lb_backend: tuple[
     killed and launched again in a loop; turned off, their upstreams would stay in the load balancer."""
     backend, _ = lb_backend
     backend.post("/api/requests", {"id": "plain", "requestType": "SERVICE", "instances": 1})
-    for rid, turned in (("plain", True), ("lbweb", False)):
+    backend.post("/api/requests", {"id": "balanced", "requestType": "SERVICE", "instances": 1, "loadBalanced": True})
+    for rid, turned in (("plain", True), ("balanced", False)):
         before = backend.get(f"/api/requests/request/{rid}")
         r = backend.client.post("/api/requests", json={**before["request"], "loadBalanced": turned})
         assert r.status_code == 400, r.text
@@ -151,14 +168,14 @@ def test_a_request_can_not_change_whether_it_is_load_balanced(lb_backend: tuple[
                                        "change whether it is load balanced; delete it and create it again")
         assert backend.get(f"/api/requests/request/{rid}") == before
     # Nor through a deploy's updatedRequest.
-    before = backend.get("/api/requests/request/lbweb")
+    before = backend.get("/api/requests/request/balanced")
     r = backend.client.post("/api/deploys", json={
-        "deploy": {"requestId": "lbweb", "id": "unbalanced", "command": "true", "resources": RES,
-                   "serviceBasePath": "/lbweb"},
+        "deploy": {"requestId": "balanced", "id": "unbalanced", "command": "true", "resources": RES,
+                   "serviceBasePath": "/balanced"},
         "updatedRequest": {**before["request"], "loadBalanced": False}})
-    assert r.status_code == 400 and r.json()["message"].startswith("updatedRequest.loadBalanced: request lbweb is "
-                                                                   "load balanced"), r.text
-    assert backend.get("/api/requests/request/lbweb") == before
+    assert r.status_code == 400 and r.json()["message"].startswith("updatedRequest.loadBalanced: request balanced "
+                                                                   "is load balanced"), r.text
+    assert backend.get("/api/requests/request/balanced") == before
     updated = backend.post("/api/requests", {"id": "plain", "requestType": "SERVICE", "instances": 2})
     assert updated["request"]["instances"] == 2  # any other change still goes through
 
