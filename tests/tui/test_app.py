@@ -616,11 +616,14 @@ async def test_the_requests_lists_footer_follows_the_paused_state_of_its_targets
         table = app.screen.query_one("#requests", ResourceTable)
         await until(pilot, lambda: table.row_count == ALL, what="the requests")
         footer = lambda: screen_text(pilot).splitlines()[-1]  # noqa: E731
-        assert table.cursor_key != "demo-worker" and "z Pause" in footer()
+        assert table.cursor_key != "demo-worker"
+        await until(pilot, lambda: "z Pause" in footer(), what="the footer drawn, saying Pause")
         table.move_to("demo-worker")
         await until(pilot, lambda: "z Unpause" in footer(), what="Unpause on the paused row")
         await pilot.press("space")  # marked: the marks are the targets now
+        await until(pilot, lambda: table.marks == {"demo-worker"}, what="the paused request marked")
         table.move_to("demo-web")
+        await until(pilot, lambda: table.cursor_key == "demo-web", what="the cursor on an active request")
         await pilot.pause()
         assert "z Unpause" in footer()
         await pilot.press("space")  # a paused and an active one marked: z pauses
