@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +30,28 @@ from ..query import Filter
 from ..widgets.log_view import LogView
 from .base import PaletteCommand, SingScreen
 from .form import Field
+
+
+@dataclass
+class _Following:
+    """The reading of the followed tasks' logs, by task index."""
+
+    tails: list[LogTail]
+    ending: dict[int, str]  # ended tasks (their state): read to the end of the file, then left
+    done: set[int] = field(default_factory=set)  # read to the end after the task ended
+    cut_to_fit: set[int] = field(default_factory=set)  # read from the end: say so if that left some out
+    problems: dict[int, str] = field(default_factory=dict)  # the failure last said, until a read works
+    missing: dict[int, int] = field(default_factory=dict)  # failed reads (no sandbox file), for the archive
+    unknown_reads: dict[int, int] = field(default_factory=dict)  # reads in a row: the backend knows no such task
+
+
+@dataclass
+class _Poll:
+    """What one poll of every task gives: lines (-1: a marker among them), markers, tasks seen to end."""
+
+    batch: list[tuple[int, str]] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)
+    ended: dict[int, str] = field(default_factory=dict)
 
 
 class LogBatch(Message):
@@ -302,94 +325,39 @@ class LogScreen(SingScreen):
         every = range(len(self.task_ids))
         ending = await self._ended_states(list(every))  # ended: read to the end of the file, then left
         whole = max(cfg.log_tail_bytes, cfg.log_max_lines * WHOLE_LOG_BYTES_PER_LINE)
-        tails = [LogTail(self.client, tid, path, tail_bytes=whole if i in ending else cfg.log_tail_bytes)
-                 for i, (tid, path) in enumerate(zip(self.task_ids, self._paths(), strict=True))]
-        done: set[int] = set()  # read to the end after the task ended
-        cut_to_fit = set(ending)  # read from `whole` bytes before the end: say so if that left some out
-        problems: dict[int, str] = {}
-        missing: dict[int, int] = {}  # failed reads (no sandbox file) per task, for the archive fallback
-        unknown_reads: dict[int, int] = {}  # reads in a row that said the backend does not know the task
+        f = _Following([LogTail(self.client, tid, path, tail_bytes=whole if i in ending else cfg.log_tail_bytes)
+                        for i, (tid, path) in enumerate(zip(self.task_ids, self._paths(), strict=True))],
+                       ending, cut_to_fit=set(ending))
         interval = cfg.log_poll_seconds
         next_check = time.monotonic() + cfg.refresh_seconds
-
         said_down = False  # this view has told the app that the backend does not answer
 
         async def nothing() -> list[str]:
             return []
-        while len(self._fell_back | done | self._unknown) < len(tails):
+        while not self._followed_all(f):
             if time.monotonic() >= next_check:
                 # Asked before reading: a task seen ended here has its last lines in the read that follows.
                 ending |= await self._ended_states([i for i in every if i not in ending and i not in self._fell_back
                                                     and i not in self._unknown])
                 next_check = time.monotonic() + cfg.refresh_seconds
-            results = await asyncio.gather(*(nothing() if i in self._fell_back or i in done or i in self._unknown else
-                                             self._drain(t) if i in ending else t.poll()
-                                             for i, t in enumerate(tails)), return_exceptions=True)
-            batch: list[tuple[int, str]] = []
-            markers: list[str] = []
-            ended: dict[int, str] = {}
-            down = None
+            results = await asyncio.gather(*(nothing() if i in self._fell_back or i in f.done or i in self._unknown
+                                             else self._drain(t) if i in ending else t.poll()
+                                             for i, t in enumerate(f.tails)), return_exceptions=True)
+            poll = _Poll()
             for i, result in enumerate(results):
-                if isinstance(result, ApiError) and result.not_found:
-                    # No such sandbox file: gone with its sandbox? Then the archived logs are the log.
-                    tries = missing[i] = missing.get(i, 0) + 1
-                    if (tries - 1) % ARCHIVE_RECHECK_POLLS == 0 and (entries := await self._archived_stream(i)):
-                        lines, _ = await self._read_archived(entries, i)
-                        batch.append((-1, f"— {self._who(i)}the sandbox is gone; its archived {self.stream} "
-                                          f"({len(entries)} file{'s' if len(entries) != 1 else ''}) —"))
-                        batch.extend(lines)
-                        self._fell_back.add(i)
-                        problems.pop(i, None)
-                        continue
-                if isinstance(result, ApiError) and result.not_found and result.message.startswith(UNKNOWN_TASK):
-                    unknown_reads[i] = unknown_reads.get(i, 0) + 1
-                    if unknown_reads[i] >= UNKNOWN_TASK_POLLS:
-                        if await self._is_unknown(i):
-                            batch.append((-1, f"— {self._who(i)}there is no task {self.task_ids[i]}: the backend "
-                                              "knows it neither live nor in its history; not read any more —"))
-                            self._unknown.add(i)
-                            problems.pop(i, None)
-                            continue
-                        unknown_reads[i] = 0  # its history knows it: a sandbox not there yet, read on
-                else:
-                    unknown_reads.pop(i, None)
-                if isinstance(result, BaseException):
-                    if isinstance(result, Unreachable):
-                        down = result
-                    message = str(result) if isinstance(result, ApiError | Unreachable) else repr(result)
-                    if problems.get(i) != message:  # say it once, not every poll
-                        problems[i] = message
-                        markers.append(f"— {self._who(i)}{message}; retrying —")
-                    continue
-                if i in problems:
-                    del problems[i]
-                    markers.append(f"— {self._who(i)}reading again —")
-                while tails[i].notes:
-                    markers.append(f"— {tails[i].notes.pop(0)} —")
-                if i in cut_to_fit:
-                    cut_to_fit.discard(i)
-                    if tails[i].skipped:
-                        batch.append((-1, f"— {self._who(i)}the first {archive.fmt_size(tails[i].skipped)} of "
-                                          f"{self.what} are not shown: the view keeps the last "
-                                          f"{cfg.log_max_lines:,} lines —"))
-                batch.extend((i, line) for line in result)
-                if i in ending and i not in done and tails[i].at_end:
-                    batch.extend((i, line) for line in tails[i].rest())
-                    batch.append((-1, f"— {self._who(i)}the task {short_state(ending[i]).lower()}: "
-                                      f"end of its {self.what} —"))
-                    done.add(i)
-                    ended[i] = ending[i]
+                await self._take(f, i, result, poll)
+            down = next((r for r in results if isinstance(r, Unreachable)), None)
             if down is not None:
                 self.app.post_message(BackendStatus(str(down)))
                 said_down = True
             elif said_down and any(not isinstance(r, Unreachable) for r in results):
                 self.app.post_message(BackendStatus())  # it answers again (with lines, or an error of its own)
                 said_down = False
-            if batch or markers:
-                self.post_message(LogBatch(generation, batch, markers, ended))
+            if poll.batch or poll.markers:
+                self.post_message(LogBatch(generation, poll.batch, poll.markers, poll.ended))
             # An ended task's file that is being read to its end is read on at once.
-            draining = set(ending) - done - self._fell_back - set(problems)
-            if len(self._fell_back | done | self._unknown) < len(tails) and not draining:
+            draining = set(ending) - f.done - self._fell_back - set(f.problems)
+            if not self._followed_all(f) and not draining:
                 if down is not None:
                     # At the pace the banner announces ("retry #N in S s"), backing off as the app does
                     # (with this failure, which the app has not counted yet).
@@ -397,7 +365,62 @@ class LogScreen(SingScreen):
                     await asyncio.sleep(max(interval, backoff(conn.failures + 1, cfg.refresh_seconds,
                                                               cfg.max_backoff_seconds)))
                 else:
-                    await asyncio.sleep(interval if not problems else max(interval, 1.0))
+                    await asyncio.sleep(interval if not f.problems else max(interval, 1.0))
+
+    def _followed_all(self, f: _Following) -> bool:
+        """Every task is read to its end, read from its archive, or unknown to the backend."""
+        return len(self._fell_back | f.done | self._unknown) >= len(f.tails)
+
+    async def _take(self, f: _Following, i: int, result: list[str] | BaseException, poll: _Poll) -> None:
+        """What one read of task `i` gives this poll: its lines, or what to say about its failure."""
+        if isinstance(result, ApiError) and result.not_found:
+            # No such sandbox file: gone with its sandbox? Then the archived logs are the log.
+            tries = f.missing[i] = f.missing.get(i, 0) + 1
+            if (tries - 1) % ARCHIVE_RECHECK_POLLS == 0 and (entries := await self._archived_stream(i)):
+                lines, _ = await self._read_archived(entries, i)
+                poll.batch.append((-1, f"— {self._who(i)}the sandbox is gone; its archived {self.stream} "
+                                       f"({len(entries)} file{'s' if len(entries) != 1 else ''}) —"))
+                poll.batch.extend(lines)
+                self._fell_back.add(i)
+                f.problems.pop(i, None)
+                return
+        if isinstance(result, ApiError) and result.not_found and result.message.startswith(UNKNOWN_TASK):
+            f.unknown_reads[i] = f.unknown_reads.get(i, 0) + 1
+            if f.unknown_reads[i] >= UNKNOWN_TASK_POLLS:
+                if await self._is_unknown(i):
+                    poll.batch.append((-1, f"— {self._who(i)}there is no task {self.task_ids[i]}: the backend "
+                                           "knows it neither live nor in its history; not read any more —"))
+                    self._unknown.add(i)
+                    f.problems.pop(i, None)
+                    return
+                f.unknown_reads[i] = 0  # its history knows it: a sandbox not there yet, read on
+        else:
+            f.unknown_reads.pop(i, None)
+        if isinstance(result, BaseException):
+            message = str(result) if isinstance(result, ApiError | Unreachable) else repr(result)
+            if f.problems.get(i) != message:  # say it once, not every poll
+                f.problems[i] = message
+                poll.markers.append(f"— {self._who(i)}{message}; retrying —")
+            return
+        if i in f.problems:
+            del f.problems[i]
+            poll.markers.append(f"— {self._who(i)}reading again —")
+        tail = f.tails[i]
+        while tail.notes:
+            poll.markers.append(f"— {tail.notes.pop(0)} —")
+        if i in f.cut_to_fit:
+            f.cut_to_fit.discard(i)
+            if tail.skipped:
+                poll.batch.append((-1, f"— {self._who(i)}the first {archive.fmt_size(tail.skipped)} of "
+                                       f"{self.what} are not shown: the view keeps the last "
+                                       f"{self.sing.config.log_max_lines:,} lines —"))
+        poll.batch.extend((i, line) for line in result)
+        if i in f.ending and i not in f.done and tail.at_end:
+            poll.batch.extend((i, line) for line in tail.rest())
+            poll.batch.append((-1, f"— {self._who(i)}the task {short_state(f.ending[i]).lower()}: "
+                                   f"end of its {self.what} —"))
+            f.done.add(i)
+            poll.ended[i] = f.ending[i]
 
     @on(LogBatch)
     def _write(self, message: LogBatch) -> None:
