@@ -23,6 +23,18 @@ def _run_to_end(backend: Backend, request_id: str) -> dict:
                     in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED") and h, timeout=30, what="run ended")
 
 
+def _running_sleeper(backend: Backend, request_id: str) -> str:
+    """A run of a `sleep 60` deploy of `request_id`, once it is running: its task id."""
+    _deploy(backend, request_id, {"command": "sleep 60", "resources": {"cpus": 0.01, "memoryMb": 16}})
+    run_id = backend.post(f"/api/requests/request/{request_id}/run", {})["pendingRequest"]["runId"]
+    return wait_for(lambda: (t := backend.get(f"/api/track/run/{request_id}/{run_id}")).get("currentState")
+                    == "TASK_RUNNING" and t, what="running")["taskId"]["id"]
+
+
+def _killed(backend: Backend, task_id: str) -> bool:
+    return backend.get(f"/api/history/task/{task_id}")["taskUpdates"][-1]["taskState"] == "TASK_KILLED"
+
+
 def test_artifact_is_fetched_verified_and_used(backend: Backend, tmp_path: Path):
     tool = tmp_path / "tool.sh"
     tool.write_text("#!/bin/sh\necho tool says $1\n")
@@ -75,23 +87,16 @@ def test_statistics_and_archived_logs(backend: Backend):
 
 
 def test_shell_command_runs_before_the_kill(backend: Backend):
-    _deploy(backend, "prekill", {"command": "sleep 60", "resources": {"cpus": 0.01, "memoryMb": 16}})
-    run_id = backend.post("/api/requests/request/prekill/run", {})["pendingRequest"]["runId"]
-    task_id = wait_for(lambda: (t := backend.get(f"/api/track/run/prekill/{run_id}")).get("currentState")
-                       == "TASK_RUNNING" and t, what="running")["taskId"]["id"]
+    task_id = _running_sleeper(backend, "prekill")
     backend.delete(f"/api/tasks/task/{task_id}", {"runShellCommandBeforeKill": {
         "name": "sh", "options": ["-c", "echo drained by $TASK_ID > drained.txt"]}})
-    wait_for(lambda: backend.get(f"/api/history/task/{task_id}")["taskUpdates"][-1]["taskState"] == "TASK_KILLED",
-             what="killed")
+    wait_for(lambda: _killed(backend, task_id), what="killed")
     out = backend.get(f"/api/sandbox/{task_id}/read", params={"path": f"{task_id}/app/drained.txt", "offset": 0})
     assert out["data"] == f"drained by {task_id}\n"
 
 
 def test_a_destroy_cuts_a_running_pre_kill_command_short(backend: Backend):
-    _deploy(backend, "slowdrain", {"command": "sleep 60", "resources": {"cpus": 0.01, "memoryMb": 16}})
-    run_id = backend.post("/api/requests/request/slowdrain/run", {})["pendingRequest"]["runId"]
-    task_id = wait_for(lambda: (t := backend.get(f"/api/track/run/slowdrain/{run_id}")).get("currentState")
-                       == "TASK_RUNNING" and t, what="running")["taskId"]["id"]
+    task_id = _running_sleeper(backend, "slowdrain")
     # A drain that would take 25 s (the pre-kill command may run 30 s).
     backend.delete(f"/api/tasks/task/{task_id}", {"runShellCommandBeforeKill": {
         "name": "sh", "options": ["-c", "echo $$ > drain.pid; sleep 25; echo drained > drained.txt"]}})
@@ -102,8 +107,7 @@ def test_a_destroy_cuts_a_running_pre_kill_command_short(backend: Backend):
     drain_pid = int(wait_for(lambda: read("drain.pid"), what="the pre-kill command running"))
     destroyed_at = time.monotonic()
     backend.delete(f"/api/tasks/task/{task_id}", {"override": True})
-    wait_for(lambda: backend.get(f"/api/history/task/{task_id}")["taskUpdates"][-1]["taskState"] == "TASK_KILLED",
-             what="killed by the destroy")
+    wait_for(lambda: _killed(backend, task_id), what="killed by the destroy")
     assert time.monotonic() - destroyed_at < 5, "the destroy waited for the pre-kill command"
     assert not pid_alive(drain_pid)
     assert read("drained.txt") is None
