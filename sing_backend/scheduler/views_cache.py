@@ -1,4 +1,5 @@
-"""Cache of serialised list responses, dropped whenever the scheduler's state changes."""
+"""Cache of serialised list responses, built again whenever the scheduler's state changes (and kept, compressed
+and tagged, when built again to the same bytes)."""
 
 from __future__ import annotations
 
@@ -28,26 +29,30 @@ class ListCache:
         self._source = source
         self._version = -1
         self._items: dict[Hashable, CachedBody] = {}
+        self._previous: dict[Hashable, CachedBody] = {}  # the bodies of the version before
 
     def body(self, key: Hashable, build: Callable[[], bytes]) -> CachedBody:
         if self._source.version != self._version:
-            self._items.clear()
+            self._previous, self._items = self._items, {}
             self._version = self._source.version
         found = self._items.get(key)
         if found is None:
-            found = self._items[key] = CachedBody(build())
+            raw = build()
+            # The version moves far more often than a given list (an offer is enough): a list built again
+            # to the same bytes keeps its body, compressed and tagged already.
+            old = self._previous.get(key)
+            found = self._items[key] = old if old is not None and old.raw == raw else CachedBody(raw)
         return found
 
     async def gzipped(self, body: CachedBody) -> bytes:
-        """Compressed once per state version; zlib releases the GIL, so the event loop keeps going."""
+        """Compressed once per content; zlib releases the GIL, so the event loop keeps going."""
         if body.gzipped is None:
-            # mtime=0: the same list gives the same bytes after a rebuild, so a client can tell that
-            # nothing changed without parsing it (the state version moves far more often than a list).
+            # mtime=0: the same list gives the same bytes on every backend and after a restart too.
             body.gzipped = await asyncio.to_thread(gzip.compress, body.raw, 1, mtime=0)
         return body.gzipped
 
     async def etag(self, body: CachedBody) -> str:
-        """A weak ETag of the body's content (the same for both encodings), hashed once per state version."""
+        """A weak ETag of the body's content (the same for both encodings), hashed once per content."""
         if body.etag is None:
             def digest() -> str:
                 return hashlib.blake2b(body.raw, digest_size=16).hexdigest()
