@@ -92,7 +92,7 @@ def checked_env(env: dict[str, str] | None) -> dict[str, str] | None:
     return env
 
 
-def launch_problem(deploy: SingularityDeploy) -> str | None:
+def deploy_launch_problem(deploy: SingularityDeploy) -> str | None:
     """Why no task of a deploy loaded from the state store can be built, naming the field: a check made
     when a deploy is created now (skipped for STORED) that this one, saved before it, fails. Or None."""
     try:

@@ -533,7 +533,7 @@ class Scheduler(RequestActions, DeployFlow, HealthFlow, ScheduledFlow, LoadBalan
             if need is None:
                 self._remove_pending(p.id)
                 continue
-            if (problem := self.deploys[(p.pid.requestId, p.pid.deployId)].launch_problem) is not None:
+            if (problem := self.deploys[(p.pid.requestId, p.pid.deployId)].launch_problem()) is not None:
                 # Not placed at all: it would hold resources other tasks could use, round after round.
                 p.reason = f"cannot be launched: {problem}"
                 continue

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..ids import PendingTaskId, TaskId
 from ..models.common import RequestState
-from ..models.deploy import STORED, SingularityDeploy, launch_problem
+from ..models.deploy import STORED, SingularityDeploy, deploy_launch_problem
 from ..models.request import SingularityRequest
 from .health import HealthState
 
@@ -80,8 +80,15 @@ class DeployEntry:
     deploy: SingularityDeploy
     marker: dict[str, Any]
     result: dict[str, Any] | None = None  # DeployResult once it has one
-    # Why its tasks cannot be built (a deploy saved before a check it fails): they are not even placed.
-    launch_problem: str | None = None
+    _problem: str | None = field(default=None, init=False, repr=False)
+    _checked: bool = field(default=False, init=False, repr=False)
+
+    def launch_problem(self) -> str | None:
+        """Why its tasks cannot be built (a deploy saved before a check it fails), so that they are not even
+        placed; checked once, when a task of it is first to be placed (not for every deploy at start-up)."""
+        if not self._checked:
+            self._problem, self._checked = deploy_launch_problem(self.deploy), True
+        return self._problem
 
     def doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"deploy": self.deploy.wire(), "deployMarker": self.marker}
@@ -92,7 +99,7 @@ class DeployEntry:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> DeployEntry:
         deploy = SingularityDeploy.model_validate(doc["deploy"], context=STORED)
-        return cls(deploy, doc["deployMarker"], doc.get("deployResult"), launch_problem(deploy))
+        return cls(deploy, doc["deployMarker"], doc.get("deployResult"))
 
 
 @dataclass(slots=True)
