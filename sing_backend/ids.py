@@ -72,7 +72,7 @@ class PendingTaskId:
 _ACTION_NAMESPACE = uuid.UUID("5a1e7c2e-9d2b-4f0e-8c55-3b1f0f6c2a41")
 
 
-def derived_action_id(*parts: object) -> str:
+def derived_action_id(*parts: object) -> uuid.UUID:
     """The actionId of a timed action saved before actions had one, derived from what identifies it, so
     every read, on every backend, gives the same id."""
-    return uuid.uuid5(_ACTION_NAMESPACE, "/".join(map(str, parts))).hex
+    return uuid.uuid5(_ACTION_NAMESPACE, "/".join(map(str, parts)))

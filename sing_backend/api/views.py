@@ -193,7 +193,7 @@ _REVERT_FIELDS = {"scale": "revertToInstances", "skipHealthchecks": "revertToSki
 def _expiring_wire(request_id: str, kind: str, record: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in record.items() if k != "revertTo"}
     if not out.get("actionId"):  # saved before actions had one
-        out["actionId"] = derived_action_id(request_id, kind, record.get("startMillis"))
+        out["actionId"] = derived_action_id(request_id, kind, record.get("startMillis")).hex
     if kind in _REVERT_FIELDS and "revertTo" in record:
         out[_REVERT_FIELDS[kind]] = bool(record["revertTo"]) if kind == "skipHealthchecks" else record["revertTo"]
     return out

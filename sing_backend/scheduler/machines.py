@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MACHINE_STATES = ("MISSING_ON_STARTUP", "ACTIVE", "STARTING_DECOMMISSION", "DECOMMISSIONING", "DECOMMISSIONED",
                   "DEAD", "FROZEN")
 _DECOMMISSIONING = frozenset({"STARTING_DECOMMISSION", "DECOMMISSIONING", "DECOMMISSIONED"})
+_MOVING_OUT = frozenset({"STARTING_DECOMMISSION", "DECOMMISSIONING"})  # a decommission under way
 _INACTIVE = frozenset({"MISSING_ON_STARTUP", "DECOMMISSIONED", "DEAD"})
 # States only the scheduler itself moves a machine to: a timed change may not revert to them.
 _SYSTEM_ONLY = ("DEAD", "MISSING_ON_STARTUP", "DECOMMISSIONING")
@@ -126,7 +127,7 @@ class Machines(_Base):
         counted, as there)."""
         limit = self.settings.limits.max_decommissioning_agents
         busy = sum(1 for a in self.agents.values()
-                   if a["currentState"]["state"] in ("STARTING_DECOMMISSION", "DECOMMISSIONING"))
+                   if a["currentState"]["state"] in _MOVING_OUT)
         if busy >= limit:
             raise bad_request(f"{busy} agents are already decommissioning ({limit} allowed at once, "
                               "limits.max_decommissioning_agents); let them finish before decommissioning another")
@@ -276,7 +277,7 @@ class Machines(_Base):
     def _progress_machines(self) -> None:
         """Decommission: replacements first (graceful cleanups), then DECOMMISSIONED once empty."""
         # Called every tick: a transaction is opened only when some machine is being decommissioned.
-        if any(s["state"] in ("STARTING_DECOMMISSION", "DECOMMISSIONING") for s in self.machine_states.values()):
+        if any(s["state"] in _MOVING_OUT for s in self.machine_states.values()):
             with self.store.batch():
                 self._progress_agents_and_racks()
 
@@ -296,7 +297,7 @@ class Machines(_Base):
                 self._set_machine_state(key, {**state, "state": "DECOMMISSIONED", "timestamp": self.clock()})
         for key, state in list(self.machine_states.items()):
             kind, rack_id = key.split("/", 1)
-            if kind == "rack" and state["state"] in ("STARTING_DECOMMISSION", "DECOMMISSIONING"):
+            if kind == "rack" and state["state"] in _MOVING_OUT:
                 agents = [a for a in self.agents.values() if a["rackId"] == rack_id]
                 # (Its dead agents, left as they are, do not hold it up.)
                 if all(a["currentState"]["state"] in ("DECOMMISSIONED", "DEAD") for a in agents):
@@ -385,5 +386,5 @@ def _history_update(machine_id: str, state: dict[str, Any]) -> dict[str, Any]:
 def _expiring_wire(record: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in record.items() if k != "agentIds"}
     if not out.get("actionId"):  # saved before changes had one
-        out["actionId"] = str(uuid.UUID(derived_action_id(record.get("machineId"), record.get("startMillis"))))
+        out["actionId"] = str(derived_action_id(record.get("machineId"), record.get("startMillis")))
     return out

@@ -206,7 +206,7 @@ class ResourceTable(ScrollView, can_focus=True):
 
     def target_keys(self) -> list[str]:
         """What an action applies to: the marked rows still shown, else the row under the cursor."""
-        marked = [k for k in self._order if k in self.marks]
+        marked = [k for k in self._order if k in self.marks] if self.marks else []  # no scan on a cursor move
         if marked:
             return marked
         return [self.cursor_key] if self.cursor_key else []
